@@ -1,0 +1,30 @@
+# Two commands for a fresh machine:
+#   make pretrain   creates .venv, installs regioncl, pretrains RegionCL-M on the built-in sample set
+#   make test       creates .venv, installs regioncl[dev], runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv pretrain test benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+pretrain: venv
+	$(PY) scripts/pretrain.py $(ARGS)
+
+test: venv
+	$(PY) -m pytest -q $(ARGS)
+
+benchmark: venv
+	$(PY) scripts/benchmark.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

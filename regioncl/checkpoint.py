@@ -1,0 +1,103 @@
+"""Atomic, resumable checkpoints on top of ``accelerator.save_state``.
+
+Layout::
+
+    OUTPUT_DIR/checkpoints/step_00000200/   model.safetensors, optimizer.bin, random_states_*.pkl,
+                                            trainer_state.json (written last)
+    OUTPUT_DIR/checkpoints/.tmp-step_00000400/   a save in progress (ignored)
+
+A checkpoint is written into a hidden temporary folder and renamed into place
+only once every process has finished writing and ``trainer_state.json`` is on
+disk, so a kill at any moment leaves the previous checkpoint intact and never
+exposes a half-written one. Only folders holding ``trainer_state.json`` count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+STATE_FILE = "trainer_state.json"
+PREFIX = "step_"
+
+
+def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under ``output_dir``, oldest first."""
+    root = checkpoint_dir(output_dir)
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob(f"{PREFIX}*") if (p / STATE_FILE).is_file()]
+    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
+
+
+def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
+    """The checkpoint to resume from.
+
+    Args:
+        resume: ``"latest"`` (the newest in ``output_dir``), a checkpoint folder, or a
+            run's output folder (its newest checkpoint).
+
+    Raises:
+        FileNotFoundError: when nothing resumable is there.
+    """
+    where = Path(output_dir) if resume == "latest" else Path(resume)
+    if (where / STATE_FILE).is_file():
+        return where
+    found = list_checkpoints(where)
+    if not found:
+        raise FileNotFoundError(
+            f"--resume {resume}: no complete checkpoint (a {PREFIX}* folder with {STATE_FILE}) "
+            f"under {checkpoint_dir(where)} or in {where}"
+        )
+    return found[-1]
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in sorted(path.rglob("*")):
+        if file.is_file():
+            with open(file, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, state: dict[str, Any], keep: int) -> Path | None:
+    """Save model, optimizer and RNG state of every process plus ``state`` atomically.
+
+    Must be called on every process. Returns the final path (on the main process).
+    """
+    root = checkpoint_dir(output_dir)
+    name = f"{PREFIX}{state['step']:08d}"
+    tmp, final = root / f".tmp-{name}", root / name
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving the same step after a resume: swap, then drop the old copy
+            old = root / f".old-{name}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        for stale in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final if accelerator.is_main_process else None

@@ -1,0 +1,136 @@
+"""Pretraining configuration: defaults, recipe files and command-line overrides.
+
+A recipe is a YAML file whose keys are fields of :class:`PretrainConfig`. The
+shipped recipes live in ``regioncl/recipes/`` and are found by name
+(``--config regioncl_m_r50``) as well as by path. Defaults are the built-in
+sample run: RegionCL-M, a small ResNet, 32 px, a few minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs. Field comments give units and meaning."""
+
+    # What to train.
+    method: str = "regioncl_m"  # mocov2 | regioncl_m
+    backbone: str = "resnet18"  # any timm CNN, or resnet50w2 / resnet50w4
+    backbone_args: dict[str, Any] = field(default_factory=lambda: {"output_stride": 8})  # extra timm.create_model kwargs
+    # Data.
+    data: str = "sample"  # "sample", a folder path, or "hf:ID_OR_PATH[:SPLIT]"
+    streaming: bool = False  # stream an hf: source instead of downloading/loading it whole
+    image_column: str | None = None
+    label_column: str | None = None
+    image_size: int = 32  # pixels; a multiple of the backbone's output stride
+    num_workers: int = 2
+    shuffle_buffer: int = 10_000  # examples, for streaming sources
+    max_bad_fraction: float = 0.01  # stop when more than this fraction of images read is unreadable
+    # Optimisation (SPEC §8): SGD, cosine, per-step.
+    batch_size: int = 128  # global: per-process batch × processes
+    epochs: int = 6
+    max_steps: int | None = None  # cap on the total steps (shortens the cosine schedule too)
+    stop_at_step: int | None = None  # stop early *without* changing the schedule (split a run into jobs)
+    lr: float = 0.06  # for the global batch
+    warmup_epochs: float = 0.0
+    sgd_momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # Method (SPEC §3, §6).
+    queue_size: int = 4096  # 65,536 in the paper's recipes
+    temperature: float = 0.2
+    key_momentum: float = 0.99  # 0.999 in the paper's recipes
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 128
+    bn_groups: int | None = None  # None: 2 in one process, 1 across processes (shuffle-BN)
+    region_cells: list[int] | None = None  # [lo, hi] box sides in feature cells; None scales 3–5 of 7
+    pairing: str = "derangement"  # or "reverse" (the authors')
+    region_weight: float = 1.0
+    # Evaluation: kNN top-1 on a held-out split before and after training (SPEC §10).
+    knn: bool = True
+    knn_k: int = 200
+    knn_temperature: float = 0.07
+    knn_train_data: str | None = None  # defaults to `data` (train split) for "sample"
+    knn_val_data: str | None = None  # defaults to the sample set's val split
+    # Run management.
+    output_dir: str = "runs/default"
+    seed: int = 0
+    log_every: int = 10  # steps
+    checkpoint_every: int = 200  # steps
+    keep_checkpoints: int = 2
+    resume: str | None = None  # "latest" or a checkpoint / output folder
+    channels_last: bool = True
+    log_with: list[str] | None = None  # Accelerate trackers, e.g. ["tensorboard"]
+
+    def validate(self) -> None:
+        """Refuse values that can only fail later, with a message naming the field."""
+        positive = ["image_size", "batch_size", "epochs", "queue_size", "log_every", "checkpoint_every", "proj_dim"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("lr and temperature must be positive")
+        if not 0.0 <= self.key_momentum < 1.0:
+            raise ValueError(f"key_momentum must be in [0, 1), got {self.key_momentum}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if self.region_cells is not None and len(self.region_cells) != 2:
+            raise ValueError(f"region_cells must be [lo, hi], got {self.region_cells}")
+        if self.num_workers < 0:
+            raise ValueError("num_workers must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe path from a file path or a shipped recipe name (``regioncl_m_r50``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"no recipe file {name_or_path!r} and no shipped recipe of that name; shipped: {names}")
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    """Read a recipe and check that every key is a config field."""
+    path = find_recipe(name_or_path)
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {path} must be a mapping of config fields")
+    check_keys(values, f"recipe {path}")
+    return values
+
+
+def check_keys(values: dict[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+
+
+def make_config(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """Defaults ← recipe ← overrides (``None`` values in overrides are ignored)."""
+    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    extra = {k: v for k, v in (overrides or {}).items() if v is not None}
+    check_keys(extra, "overrides")
+    values.update(extra)
+    cfg = PretrainConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def config_json(cfg: PretrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

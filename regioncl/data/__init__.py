@@ -1,0 +1,47 @@
+"""Data pipeline: image sources, MoCo v2 augmentation and two-view datasets.
+
+Typical use::
+
+    source = build_source("sample", "train", image_size=64)
+    dataset = TwoViewDataset(source, mocov2_transform(64), seed=0)
+    sampler = EpochSampler(len(dataset), seed=0)
+    sampler.set_epoch(epoch)
+    loader = DataLoader(dataset, batch_size=256, sampler=sampler, num_workers=4)
+"""
+
+from __future__ import annotations
+
+from .augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform, mocov2_transform
+from .sample import SHAPE_CLASSES, SampleShapes, shape_mask
+from .sources import (
+    IMAGE_EXTENSIONS,
+    BadImageError,
+    HFSource,
+    ImageFolderSource,
+    build_source,
+    load_rgb,
+    to_rgb,
+)
+from .twoview import EpochSampler, StreamingTwoViewDataset, TwoViewDataset, mix_seed
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "SHAPE_CLASSES",
+    "BadImageError",
+    "EpochSampler",
+    "HFSource",
+    "ImageFolderSource",
+    "SampleShapes",
+    "StreamingTwoViewDataset",
+    "TwoViewDataset",
+    "blur_kernel_size",
+    "build_source",
+    "eval_transform",
+    "load_rgb",
+    "mix_seed",
+    "mocov2_transform",
+    "shape_mask",
+    "to_rgb",
+]

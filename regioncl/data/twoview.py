@@ -1,0 +1,259 @@
+"""Two-view datasets with reproducible per-sample randomness, and the epoch sampler.
+
+The augmentation of sample (epoch, index) is a pure function of
+(seed, epoch, index): the transform runs under ``torch.random.fork_rng`` after
+seeding torch's CPU generator with a hash of those three numbers. The result is
+therefore independent of the number of DataLoader workers, of the order in
+which samples are fetched, and of whether the run was resumed mid-epoch, and
+the caller's global RNG stream is left untouched.
+
+The epoch travels with every index (``EpochSampler`` yields ``(epoch, index)``)
+so that worker processes never need to be told about the epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.utils.data
+
+from .sources import BadImageError, HFSource
+
+__all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset", "mix_seed"]
+
+logger = logging.getLogger("regioncl.data")
+
+_SEED_MASK = (1 << 63) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """Hashes integers into a 63-bit non-negative seed.
+
+    Unlike ``hash()`` it is stable across processes and Python versions, and
+    unlike ``seed + epoch + index`` nearby inputs do not collide.
+
+    Args:
+        *parts: integers (any sign or size).
+
+    Returns:
+        An int in [0, 2**63).
+    """
+    digest = hashlib.blake2b(b"regioncl:" + ":".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & _SEED_MASK
+
+
+def _two_views(image: Any, transform: Callable, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # Two calls under one seed: the second continues the stream of the
+        # first, so the views get independent random parameters.
+        view_q = transform(image)
+        view_k = transform(image)
+    return view_q, view_k
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, index) pairs: a permutation of range(n) drawn from torch.Generator seeded with (seed, epoch).
+
+    Args:
+        n: dataset length.
+        seed: shuffle seed.
+        shuffle: False yields indices in order 0..n-1 (still paired with the epoch).
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        if n < 0:
+            raise ValueError(f"EpochSampler: n must be >= 0, got {n}")
+        self.n = int(n)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Selects the epoch and drops the first ``skip`` indices of its order.
+
+        ``skip`` = number of samples already consumed in this epoch gives exact
+        mid-epoch resumption.
+        """
+        if not 0 <= skip <= self.n:
+            raise ValueError(f"EpochSampler: skip must be in [0, {self.n}], got {skip}")
+        self.epoch = int(epoch)
+        self.skip = int(skip)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """Full index order of ``epoch``, int64 tensor of shape (n,)."""
+        if not self.shuffle:
+            return torch.arange(self.n)
+        gen = torch.Generator()
+        gen.manual_seed(mix_seed(self.seed, epoch))
+        return torch.randperm(self.n, generator=gen)
+
+    def __len__(self) -> int:
+        return self.n - self.skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        for index in self.order(epoch)[self.skip :].tolist():
+            yield epoch, index
+
+
+def _sample_dict(view_q: torch.Tensor, view_k: torch.Tensor, index: int, label: int, bad: int) -> dict:
+    return {"view_q": view_q, "view_k": view_k, "index": int(index), "label": int(label), "bad": int(bad)}
+
+
+class TwoViewDataset(torch.utils.data.Dataset):
+    """Map-style dataset of two augmented views per image, indexed by (epoch, index).
+
+    Use with :class:`EpochSampler` as the DataLoader's sampler.
+
+    Args:
+        source: map-style source returning ``(PIL image, label)``, raising
+            :class:`BadImageError` for undecodable images.
+        transform: one-view augmentation (e.g. ``mocov2_transform``) using
+            torch's global RNG.
+        seed: augmentation seed.
+        max_retries: how many following images to try when an image is bad.
+
+    Each item is ``{"view_q": (3, S, S) float32, "view_k": (3, S, S) float32,
+    "index": int, "label": int, "bad": int}``. When image ``index`` is bad it
+    is replaced by the next index ``(index + 1) % len`` (repeatedly); ``index``
+    and ``label`` then describe the image actually used and ``bad`` counts the
+    images skipped for this item. The views are still seeded by the requested
+    (epoch, index), so a substitute is augmented differently from its own item.
+    """
+
+    def __init__(self, source: Any, transform: Callable, seed: int = 0, max_retries: int = 10):
+        if getattr(source, "is_streaming", False):
+            raise TypeError("TwoViewDataset needs a map-style source; use StreamingTwoViewDataset for streaming")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.source = source
+        self.transform = transform
+        self.seed = int(seed)
+        self.max_retries = int(max_retries)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _load(self, index: int) -> tuple[Any, int, int, int]:
+        """Returns (image, label, index used, number of bad images skipped)."""
+        n = len(self.source)
+        current = index
+        reasons = []
+        for attempt in range(self.max_retries + 1):
+            try:
+                image, label = self.source[current]
+                return image, label, current, attempt
+            except BadImageError as err:
+                logger.warning("skipping bad image %s (index %d): %s", err.image_id, current, err.reason)
+                reasons.append(f"{err.image_id}: {err.reason}")
+                current = (current + 1) % n
+        raise RuntimeError(
+            f"{self.max_retries + 1} consecutive bad images starting at index {index}; giving up. "
+            f"Last errors: {reasons[-3:]}"
+        )
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        """Returns the two views of image ``index`` for ``epoch``; ``item`` = (epoch, index)."""
+        epoch, index = (int(v) for v in item)
+        image, label, used, bad = self._load(index)
+        view_q, view_k = _two_views(image, self.transform, mix_seed(self.seed, epoch, index))
+        return _sample_dict(view_q, view_k, used, label, bad)
+
+
+class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
+    """Two augmented views per example of a streaming :class:`HFSource`.
+
+    Work is split over ``R = world_size * num_workers`` readers; reader
+    ``r = rank * num_workers + worker_id`` handles each example of the epoch's
+    shuffled stream exactly once across readers:
+
+    * default: every reader reads (without decoding) the whole stream and keeps
+      positions ``p`` with ``p % R == r``. ``index`` = ``p``, views are seeded by
+      (seed, epoch, p), so items do not depend on the number of workers or
+      ranks; but each reader downloads the whole dataset.
+    * ``split_by_shards=True``: when the number of files is a multiple of R,
+      each reader reads only its own files (``split_dataset_by_node``),
+      otherwise the same striding as above. ``index`` = ``q * R + r`` with ``q``
+      the reader's running counter (unique per epoch); items then depend on R.
+
+    Bad images are skipped (logged as warnings) and counted in ``bad`` of the
+    next item yielded by the same worker; bad images after a worker's last
+    good one are logged but not counted.
+
+    Call :meth:`set_epoch` before creating each epoch's DataLoader iterator;
+    with ``persistent_workers=True`` the workers keep the epoch they started
+    with.
+
+    Args:
+        source: a streaming ``HFSource``.
+        transform: one-view augmentation using torch's global RNG.
+        seed: shuffle and augmentation seed.
+        shuffle_buffer: shuffle buffer size in examples (<= 0: no shuffle).
+        rank: this process's rank for distributed training.
+        world_size: number of distributed processes.
+        split_by_shards: let readers read disjoint files when possible (see above).
+    """
+
+    def __init__(
+        self,
+        source: HFSource,
+        transform: Callable,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        split_by_shards: bool = False,
+    ):
+        if not getattr(source, "is_streaming", False):
+            raise TypeError("StreamingTwoViewDataset needs a streaming HFSource; use TwoViewDataset otherwise")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.source = source
+        self.transform = transform
+        self.seed = int(seed)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.split_by_shards = bool(split_by_shards)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose shuffle order and augmentations are produced next."""
+        self.epoch = int(epoch)
+
+    def _my_examples(self, epoch: int, reader: int, readers: int) -> Iterator[tuple[int, str, Any, int]]:
+        """This reader's undecoded ``(index, key, raw image, label)`` of ``epoch``."""
+        if self.split_by_shards:
+            stream = self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False, shard=(reader, readers))
+            for q, (key, raw, label) in enumerate(stream):
+                yield q * readers + reader, key, raw, label
+            return
+        stream = self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False)
+        for p, (key, raw, label) in enumerate(stream):
+            if p % readers == reader:
+                yield p, key, raw, label
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        readers = self.world_size * num_workers
+        reader = self.rank * num_workers + worker_id
+        epoch = self.epoch
+        pending_bad = 0
+        for position, key, raw, label in self._my_examples(epoch, reader, readers):
+            try:
+                image = self.source.decode(raw, key)
+            except BadImageError as err:
+                logger.warning("skipping bad image %s: %s", err.image_id, err.reason)
+                pending_bad += 1
+                continue
+            view_q, view_k = _two_views(image, self.transform, mix_seed(self.seed, epoch, position))
+            yield _sample_dict(view_q, view_k, position, label, pending_bad)
+            pending_bad = 0

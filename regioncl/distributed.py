@@ -1,0 +1,57 @@
+"""Collective helpers that degrade to no-ops in one process (CPU or GPU alike)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@torch.no_grad()
+def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every process along dim 0, in rank order (no gradient)."""
+    n = world_size()
+    if n == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(n)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def batch_shuffle(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoCo's shuffle-BN: permute the *global* key batch and give each process a slice.
+
+    Every process must pass a generator in the same state, so that all draw the same
+    permutation without a broadcast.
+
+    Args:
+        x: ``(B, ...)`` this process's batch.
+        generator: a CPU generator, identically seeded on every process.
+
+    Returns:
+        ``(x_shuffled, index_unshuffle)``: this process's ``(B, ...)`` share of the
+        shuffled global batch, and the global inverse permutation for :func:`batch_unshuffle`.
+    """
+    gathered = concat_all_gather(x)
+    shuffle = torch.randperm(gathered.shape[0], generator=generator).to(x.device, non_blocking=True)
+    unshuffle = torch.argsort(shuffle)
+    mine = shuffle.view(world_size(), -1)[rank()]
+    return gathered[mine], unshuffle
+
+
+@torch.no_grad()
+def batch_unshuffle(x: torch.Tensor, index_unshuffle: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`batch_shuffle` on the encoded keys ``(B, ...)``."""
+    gathered = concat_all_gather(x)
+    mine = index_unshuffle.view(world_size(), -1)[rank()]
+    return gathered[mine]

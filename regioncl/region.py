@@ -1,0 +1,109 @@
+"""RegionCL: the one mechanism that every base method composes with.
+
+A base method (MoCo v2 here; DenseCL and SimSiam reuse it) asks the mechanism for
+the paste and canvas features of a composite batch, projects them together with
+its instance features, and hands its own pairwise loss to :meth:`RegionCL.loss`,
+which arranges the 2B region rows (SPEC §3):
+
+* canvas row i: positive = target of image i,     extra negative = sg(paste_i);
+* paste row i:  positive = target of image π(i),  extra negative = sg(canvas_i).
+
+Example:
+    >>> from regioncl.backbones import create_encoder
+    >>> enc = create_encoder("resnet18", output_stride=16)
+    >>> region = RegionCL()
+    >>> feats = region.features(enc, torch.randn(4, 3, 64, 64), torch.Generator().manual_seed(0))
+    >>> feats.paste.shape, feats.canvas.shape
+    (torch.Size([4, 512]), torch.Size([4, 512]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .backbones import Encoder
+from .pooling import paste_canvas_pool
+from .swapping import PAIRINGS, Box, Pairing, check_region_cells, default_region_cells, region_swap
+
+PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class RegionFeatures:
+    """Mask-pooled backbone features of a composite batch.
+
+    Attributes:
+        paste: ``(B, C)`` mean over the box cells of composite i (content of image π(i)).
+        canvas: ``(B, C)`` mean over the other cells of composite i (content of image i).
+        perm: π, ``(B,)`` int64.
+        box: the box, in cells.
+    """
+
+    paste: torch.Tensor
+    canvas: torch.Tensor
+    perm: torch.Tensor
+    box: Box
+
+
+class RegionCL:
+    """Region swapping + mask pooling + the region loss (SPEC §1–3).
+
+    Args:
+        region_cells: inclusive box side range ``[lo, hi]`` in feature cells; ``None``
+            scales the authors' 3–5 cells of a 7×7 grid.
+        pairing: ``"derangement"`` (default) or the authors' ``"reverse"``.
+        weight: the weight of L_reg in the total loss (1 for RegionCL-M).
+    """
+
+    def __init__(
+        self,
+        region_cells: tuple[int, int] | list[int] | None = None,
+        pairing: Pairing = "derangement",
+        weight: float = 1.0,
+    ) -> None:
+        if pairing not in PAIRINGS:
+            raise ValueError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
+        self.region_cells = None if region_cells is None else tuple(int(v) for v in region_cells)
+        self.pairing = pairing
+        self.weight = float(weight)
+
+    def check(self, grid: int, batch_per_process: int) -> None:
+        """Refuse, before any compute, a grid or batch that region swapping cannot use."""
+        if self.region_cells is None:
+            default_region_cells(grid)
+        else:
+            check_region_cells(self.region_cells, grid)
+        if batch_per_process < 2:
+            raise ValueError(
+                f"region swapping needs at least 2 images per process, got a per-process batch of {batch_per_process}"
+            )
+        if self.pairing == "reverse" and batch_per_process % 2:
+            raise ValueError(f'pairing="reverse" needs an even per-process batch, got {batch_per_process}')
+
+    def features(self, encoder: Encoder, images: torch.Tensor, generator: torch.Generator) -> RegionFeatures:
+        """Swap regions in ``images`` ``(B, 3, S, S)``, encode the composites in one call, mask-pool."""
+        swap = region_swap(images, encoder.stride, self.region_cells, self.pairing, generator)
+        fmap = encoder(swap.composite)
+        paste, canvas = paste_canvas_pool(fmap, swap.box)
+        return RegionFeatures(paste, canvas, swap.perm, swap.box)
+
+    @staticmethod
+    def loss(pair_loss: PairLoss, canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        """L_reg over the 2B canvas and paste rows, averaged together.
+
+        Args:
+            pair_loss: the base method's loss ``(rows, positives, extra_negatives) → scalar``
+                (mean over rows); a method without negatives ignores the third argument.
+            canvas: ``(B, D)`` projected canvas embeddings (gradient flows).
+            paste: ``(B, D)`` projected paste embeddings (gradient flows).
+            targets: ``(B, D)`` the instance targets of the *original* images (MoCo's keys k).
+            perm: π; composite i's paste came from image π(i).
+        """
+        rows = torch.cat([canvas, paste])
+        positives = torch.cat([targets, targets[perm]])
+        # The partner region of the same composite is a hard negative, with a stop-gradient.
+        partners = torch.cat([paste, canvas]).detach()
+        return pair_loss(rows, positives, partners)

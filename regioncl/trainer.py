@@ -1,0 +1,426 @@
+"""The pretraining loop on Accelerate: one code path for CPU, one GPU and many, any precision.
+
+Everything random in a step (augmentations, the box, π, the key shuffle) is a
+pure function of (seed, epoch, index) or (seed, step), so a run resumed from a
+checkpoint computes exactly what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .backbones import create_encoder
+from .config import PretrainConfig, config_json
+from .data import (
+    EpochSampler,
+    StreamingTwoViewDataset,
+    TwoViewDataset,
+    build_source,
+    eval_transform,
+    mocov2_transform,
+)
+from .knn import extract_features, knn_top1
+from .methods import SSLMethod, build_method
+
+logger = logging.getLogger("regioncl")
+
+
+class ShardedBatchSampler(Sampler):
+    """This process's share of each *global* batch of an :class:`EpochSampler`'s order.
+
+    Global batch g is items ``[g·P·b, (g+1)·P·b)`` of the epoch order; process r takes
+    items ``[r·b, (r+1)·b)`` of it. An incomplete last global batch is dropped, so every
+    process runs the same number of steps and the union over processes is each item once.
+    """
+
+    def __init__(self, sampler: EpochSampler, batch_per_process: int, num_processes: int, process_index: int) -> None:
+        self.sampler = sampler
+        self.batch = batch_per_process
+        self.world = num_processes
+        self.rank = process_index
+
+    def __len__(self) -> int:
+        return len(self.sampler) // (self.batch * self.world)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        global_batch = self.batch * self.world
+        lo, hi = self.rank * self.batch, (self.rank + 1) * self.batch
+        items: list[Any] = []
+        for item in self.sampler:
+            items.append(item)
+            if len(items) == global_batch:
+                yield items[lo:hi]
+                items = []
+
+
+class LabelledImages(Dataset):
+    """``(transform(image), label)`` pairs of a source, for feature extraction."""
+
+    def __init__(self, source: Any, transform: Any) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.source[index]
+        return self.transform(image), label
+
+
+class _Window:
+    """Sums of the step outputs since the last log line, kept on the device (no per-step sync)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.bad = 0
+        self.start = time.perf_counter()
+
+    def add(self, out: dict[str, torch.Tensor], bad: int) -> None:
+        for key, value in out.items():
+            self.sums[key] = self.sums[key] + value.detach().float() if key in self.sums else value.detach().float()
+        self.steps += 1
+        self.bad += bad
+
+
+@dataclass
+class RunState:
+    """Progress saved in ``trainer_state.json``."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    step_in_epoch: int = 0  # steps done within `epoch`
+    bad_images: int = 0  # unreadable images skipped so far (all processes)
+    images_read: int = 0  # images decoded or attempted (all processes)
+
+
+def lr_at(cfg: PretrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Linear warm-up (``warmup_epochs``) then half-cosine to 0 over ``total_steps``, per step."""
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Builds model, data and optimizer from a config and runs pretraining.
+
+    Args:
+        cfg: the run configuration (see :class:`~regioncl.config.PretrainConfig`).
+        accelerator: an existing Accelerator (one is created if ``None``).
+    """
+
+    def __init__(self, cfg: PretrainConfig, accelerator: Accelerator | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.accelerator = accelerator or Accelerator(
+            log_with=cfg.log_with,
+            project_dir=cfg.output_dir,
+            # Each process keeps an identical queue; re-broadcasting 65,536 keys every step is waste.
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        )
+        acc = self.accelerator
+        self.world = acc.num_processes
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by {self.world} processes")
+        self.batch_per_process = cfg.batch_size // self.world
+        set_seed(cfg.seed)  # identical initial weights on every process
+
+        # Model first: its checks (stride, box range, batch, queue) need no data.
+        bn_groups = cfg.bn_groups if cfg.bn_groups is not None else (1 if self.world > 1 else 2)
+        encoder = create_encoder(cfg.backbone, **cfg.backbone_args)
+        self.model: SSLMethod = build_method(
+            cfg.method,
+            encoder,
+            region_cells=cfg.region_cells,
+            pairing=cfg.pairing,
+            region_weight=cfg.region_weight,
+            hidden_dim=cfg.proj_hidden_dim,
+            dim=cfg.proj_dim,
+            queue_size=cfg.queue_size,
+            temperature=cfg.temperature,
+            momentum=cfg.key_momentum,
+            bn_groups=bn_groups,
+            seed=cfg.seed,
+        )
+        self.model.check(cfg.image_size, self.batch_per_process, self.world)
+
+        # Data: sources raise clear errors (missing folder, unknown id, missing column) here.
+        source = build_source(
+            cfg.data,
+            "train",
+            image_size=cfg.image_size,
+            streaming=cfg.streaming,
+            image_column=cfg.image_column,
+            label_column=cfg.label_column,
+            seed=cfg.seed,
+        )
+        transform = mocov2_transform(cfg.image_size)
+        self.streaming = bool(getattr(source, "is_streaming", False))
+        loader_args = dict(num_workers=cfg.num_workers, pin_memory=acc.device.type == "cuda")
+        if self.streaming:
+            self.dataset = StreamingTwoViewDataset(
+                source, transform, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
+                rank=acc.process_index, world_size=self.world,
+            )
+            # Workers are re-created each epoch: they read the epoch when they start.
+            self.loader = DataLoader(self.dataset, batch_size=self.batch_per_process, drop_last=True, **loader_args)
+            self.steps_per_epoch = None
+            self.dataset_size = None
+        else:
+            self.dataset = TwoViewDataset(source, transform, seed=cfg.seed)
+            self.sampler = EpochSampler(len(self.dataset), seed=cfg.seed)
+            batches = ShardedBatchSampler(self.sampler, self.batch_per_process, self.world, acc.process_index)
+            self.loader = DataLoader(
+                self.dataset, batch_sampler=batches, persistent_workers=cfg.num_workers > 0, **loader_args
+            )
+            self.dataset_size = len(self.dataset)
+            self.steps_per_epoch = len(self.dataset) // cfg.batch_size
+            if self.steps_per_epoch == 0:
+                raise ValueError(
+                    f"the dataset has {len(self.dataset)} images, fewer than one global batch of {cfg.batch_size}"
+                )
+
+        planned = cfg.epochs * self.steps_per_epoch if self.steps_per_epoch else None
+        if planned is None and cfg.max_steps is None:
+            raise ValueError("a streaming source has no length: give --max-steps for the schedule")
+        self.total_steps = min(s for s in (planned, cfg.max_steps) if s is not None)
+
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
+        )
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.state = RunState()
+        self.out = Path(cfg.output_dir)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def unwrapped(self) -> SSLMethod:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.accelerator.device, non_blocking=True)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self.cfg.log_with:
+            self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def _state_dict(self) -> dict[str, Any]:
+        return {**vars(self.state), "method": self.cfg.method, "backbone": self.cfg.backbone,
+                "batch_size": self.cfg.batch_size, "config": self.cfg.to_dict()}
+
+    def save(self) -> Path | None:
+        path = ckpt.save_checkpoint(self.accelerator, self.out, self._state_dict(), self.cfg.keep_checkpoints)
+        if path is not None:
+            logger.info("checkpoint saved: %s", path)
+        return path
+
+    def resume(self, where: str) -> None:
+        """Load model, key encoder, queue, optimizer and RNG states, and the run position."""
+        path = ckpt.resolve_resume(where, self.out)
+        saved = ckpt.read_state(path)
+        for key in ("method", "backbone", "batch_size"):
+            if saved.get(key) != getattr(self.cfg, key):
+                raise ValueError(
+                    f"checkpoint {path} was trained with {key}={saved.get(key)!r} but this run has "
+                    f"{key}={getattr(self.cfg, key)!r}; resume with the same settings"
+                )
+        self.accelerator.load_state(str(path))
+        fields = vars(RunState())
+        self.state = RunState(**{k: saved[k] for k in fields if k in saved})
+        self._truncate_metrics(self.state.step)
+        logger.info("resumed from %s at step %d (epoch %d)", path, self.state.step, self.state.epoch)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines a killed run wrote after the checkpoint we resume from."""
+        path = self.out / "metrics.jsonl"
+        if not self.accelerator.is_main_process or not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+    def _check_bad(self, bad: int, read: int, final: bool = False) -> None:
+        """Stop with a clear error once unreadable images exceed ``max_bad_fraction``."""
+        minimum = 1000 if self.dataset_size is None else min(1000, self.dataset_size)
+        if bad and (read >= minimum or final) and bad > self.cfg.max_bad_fraction * read:
+            raise RuntimeError(
+                f"{bad} of {read} images read ({bad / read:.1%}) could not be decoded, more than "
+                f"max_bad_fraction={self.cfg.max_bad_fraction:.1%}; see the 'regioncl.data' warnings for their "
+                "ids, fix or remove them, or raise --max-bad-fraction"
+            )
+
+    # ------------------------------------------------------------------ kNN
+    def knn(self) -> float | None:
+        """kNN top-1 (SPEC §10) of the online encoder on the held-out split, or None without labels."""
+        cfg = self.cfg
+        train_spec = cfg.knn_train_data or (cfg.data if cfg.data == "sample" else None)
+        val_spec = cfg.knn_val_data or ("sample" if train_spec == "sample" else None)
+        if not cfg.knn or train_spec is None or val_spec is None:
+            return None
+        # Rendered at the training size, the sample set needs no resize; other images get the usual crop.
+        crop = 1.0 if train_spec == "sample" else 0.875
+        transform = eval_transform(cfg.image_size, crop_pct=crop)
+        split_of = {"sample": ("train", "val")}
+        splits = split_of.get(train_spec, ("train", "validation"))
+        feats = []
+        for spec, split in ((train_spec, splits[0]), (val_spec, splits[1])):
+            source = build_source(spec, split, image_size=cfg.image_size, seed=cfg.seed)
+            loader = DataLoader(LabelledImages(source, transform), batch_size=256, num_workers=cfg.num_workers)
+            feats.append(extract_features(self.unwrapped.encoder, loader, self.accelerator.device, cfg.channels_last))
+        (bank, bank_labels), (val, val_labels) = feats
+        if bool((bank_labels < 0).any()) or bool((val_labels < 0).any()):
+            logger.info("kNN skipped: the evaluation data has no labels")
+            return None
+        return float(knn_top1(bank, bank_labels, val, val_labels, k=cfg.knn_k, temperature=cfg.knn_temperature))
+
+    def _knn_record(self, tag: str) -> float | None:
+        top1 = self.knn() if self.accelerator.is_main_process else None
+        self.accelerator.wait_for_everyone()
+        if top1 is not None:
+            logger.info("kNN top-1 %s: %.2f%%", tag, 100 * top1)
+            self._log({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1})
+        return top1
+
+    # ------------------------------------------------------------------ loop
+    def _epoch_batches(self, epoch: int, skip_steps: int) -> Iterator[dict[str, torch.Tensor]]:
+        """This process's batches of ``epoch`` after the first ``skip_steps``."""
+        if not self.streaming:
+            self.sampler.set_epoch(epoch, skip=skip_steps * self.cfg.batch_size)
+            yield from self.loader
+            return
+        self.dataset.set_epoch(epoch)
+        it = iter(self.loader)
+        for _ in range(skip_steps):  # streaming resumption re-reads the epoch's start (stateful loading: later)
+            next(it, None)
+        while True:
+            batch = next(it, None)
+            # Shards can be uneven: every process stops as soon as one runs out, so none waits forever.
+            if self.world > 1:
+                flag = torch.tensor([0.0 if batch is None else 1.0], device=self.accelerator.device)
+                if self.accelerator.reduce(flag, reduction="min").item() == 0.0:
+                    return
+            if batch is None:
+                return
+            yield batch
+
+    def train(self) -> dict[str, Any]:
+        """Run (or resume) pretraining; returns the final metrics."""
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(config_json(cfg))
+        if cfg.log_with:
+            acc.init_trackers("regioncl", config={k: str(v) for k, v in cfg.to_dict().items()})
+        if cfg.resume:
+            self.resume(cfg.resume)
+        result: dict[str, Any] = {}
+        if self.state.step == 0:
+            result["knn_top1_before"] = self._knn_record("before training")
+
+        stop = self.total_steps if cfg.stop_at_step is None else min(self.total_steps, cfg.stop_at_step)
+        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not acc.is_local_main_process,
+                   desc=cfg.method, dynamic_ncols=True)
+        self.model.train()
+        window = _Window()
+        while self.state.step < stop:
+            first_step = self.state.step
+            for batch in self._epoch_batches(self.state.epoch, self.state.step_in_epoch):
+                lr = lr_at(cfg, self.state.step, self.total_steps, self.steps_per_epoch or self.total_steps)
+                self._train_step(batch, lr, window)
+                bar.update(1)
+                if self.state.step % cfg.log_every == 0 or self.state.step == stop:
+                    record = self._flush(window, lr)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", ips=f"{record['images_per_s']:.0f}")
+                if self.state.step >= stop:
+                    break
+                if self.state.step % cfg.checkpoint_every == 0:
+                    self.save()
+            else:  # the epoch's data ran out
+                if self.state.step == first_step and self.state.step_in_epoch == 0:
+                    raise RuntimeError(f"data source {cfg.data!r} yielded no full batch of {self.batch_per_process} images")
+                self.state.epoch += 1
+                self.state.step_in_epoch = 0
+        bar.close()
+        self._check_bad(self.state.bad_images, self.state.images_read, final=True)
+        self.save()
+        if self.state.step >= self.total_steps:
+            self._save_encoder()
+            result["knn_top1_after"] = self._knn_record("after training")
+        result.update(step=self.state.step, epoch=self.state.epoch)
+        acc.end_training()
+        return result
+
+    def _train_step(self, batch: dict[str, torch.Tensor], lr: float, window: "_Window") -> None:
+        acc = self.accelerator
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with acc.autocast():
+            out = self.model(self._to_device(batch["view_q"]), self._to_device(batch["view_k"]), step=self.state.step)
+        acc.backward(out["loss"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        window.add(out, int(batch["bad"].sum()))
+        self.state.step += 1
+        self.state.step_in_epoch += 1
+
+    def _flush(self, window: "_Window", lr: float) -> dict[str, Any]:
+        """Average the window's losses over steps and processes, count bad images, log one record."""
+        keys = sorted(window.sums)
+        device = window.sums[keys[0]].device
+        packed = torch.stack([window.sums[k] for k in keys] + [torch.tensor(float(window.bad), device=device)])
+        if self.world > 1:
+            packed = self.accelerator.reduce(packed, reduction="sum")
+        values = packed.tolist()  # the only host sync of the window
+        seconds = time.perf_counter() - window.start
+        total_bad = int(values[-1])
+        self.state.bad_images += total_bad
+        self.state.images_read += window.steps * self.cfg.batch_size + total_bad
+        record: dict[str, Any] = {"step": self.state.step, "epoch": self.state.epoch, "lr": lr}
+        record.update({k: v / (window.steps * self.world) for k, v in zip(keys, values[:-1])})
+        record["images_per_s"] = window.steps * self.cfg.batch_size / max(seconds, 1e-9)
+        record["bad_images"] = self.state.bad_images
+        self._log(record)
+        window.reset()
+        self._check_bad(self.state.bad_images, self.state.images_read)
+        return record
+
+    def _save_encoder(self) -> None:
+        """The online encoder's timm state dict, ready for plain timm (full export: scripts/export.py)."""
+        if self.accelerator.is_main_process:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.unwrapped.encoder.model.state_dict().items()}
+            save_file(state, str(self.out / "encoder.safetensors"), metadata={"architecture": self.unwrapped.encoder.spec.architecture})
+            logger.info("encoder weights saved: %s", self.out / "encoder.safetensors")
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Build a :class:`Trainer` from ``cfg`` and train; returns the final metrics."""
+    return Trainer(cfg).train()

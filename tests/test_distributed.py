@@ -1,0 +1,53 @@
+"""Two CPU processes (gloo) under `accelerate launch`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args, tmp_path):
+    args = ["--main_process_port", str(free_port()), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(ACCELERATE + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_queue_holds_keys_of_both_ranks(tmp_path):
+    launch([str(ROOT / "tests" / "dist_queue_worker.py"), str(tmp_path)], tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["world"] == 2
+    assert r0["ptr"] == r1["ptr"] == 8  # the global batch, not the local one
+    gathered = torch.cat([r0["keys"], r1["keys"]])
+    for r in (r0, r1):  # every rank holds the same queue, in rank order
+        assert torch.allclose(r["queue"][:8], gathered, atol=1e-6)
+    assert not torch.allclose(r0["keys"], r1["keys"])
+
+
+def test_pretrain_runs_in_two_processes(tmp_path):
+    out = tmp_path / "run"
+    launch([str(ROOT / "scripts" / "pretrain.py"), "--backbone", "resnet10t", "--image-size", "16", "--batch-size", "8",
+            "--queue-size", "32", "--max-steps", "4", "--log-every", "2", "--num-workers", "0", "--no-knn",
+            "--output-dir", str(out)], tmp_path)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert (out / "checkpoints" / "step_00000004" / "trainer_state.json").is_file()
