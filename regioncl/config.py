@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ class PretrainConfig:
 
     # What to train.
     method: str = "regioncl_m"  # mocov2 | regioncl_m
-    backbone: str = "resnet18"  # any timm CNN, or resnet50w2 / resnet50w4
+    backbone: str = "resnet10t"  # any timm CNN, or resnet50w2 / resnet50w4
     backbone_args: dict[str, Any] = field(default_factory=lambda: {"output_stride": 8})  # extra timm.create_model kwargs
     # Data.
     data: str = "sample"  # "sample", a folder path, or "hf:ID_OR_PATH[:SPLIT]"
@@ -33,7 +34,7 @@ class PretrainConfig:
     image_column: str | None = None
     label_column: str | None = None
     image_size: int = 32  # pixels; a multiple of the backbone's output stride
-    num_workers: int = 2
+    num_workers: int | None = None  # DataLoader workers per process; None: cores - 1, at most 8
     shuffle_buffer: int = 10_000  # examples, for streaming sources
     max_bad_fraction: float = 0.01  # stop when more than this fraction of images read is unreadable
     # Optimisation (SPEC §8): SGD, cosine, per-step.
@@ -41,12 +42,12 @@ class PretrainConfig:
     epochs: int = 6
     max_steps: int | None = None  # cap on the total steps (shortens the cosine schedule too)
     stop_at_step: int | None = None  # stop early *without* changing the schedule (split a run into jobs)
-    lr: float = 0.06  # for the global batch
-    warmup_epochs: float = 0.0
+    lr: float = 0.03  # for the global batch
+    warmup_epochs: float = 1.0  # the paper uses none; a short run needs it while the queue fills
     sgd_momentum: float = 0.9
     weight_decay: float = 1e-4
     # Method (SPEC §3, §6).
-    queue_size: int = 4096  # 65,536 in the paper's recipes
+    queue_size: int = 1024  # 65,536 in the paper's recipes; small data wants a queue that refreshes fast
     temperature: float = 0.2
     key_momentum: float = 0.99  # 0.999 in the paper's recipes
     proj_hidden_dim: int = 2048
@@ -85,8 +86,15 @@ class PretrainConfig:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.region_cells is not None and len(self.region_cells) != 2:
             raise ValueError(f"region_cells must be [lo, hi], got {self.region_cells}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ValueError("num_workers must be >= 0")
+
+    @property
+    def workers(self) -> int:
+        """DataLoader workers per process: ``num_workers``, or one core short of all, at most 8."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -55,3 +55,18 @@ def batch_unshuffle(x: torch.Tensor, index_unshuffle: torch.Tensor) -> torch.Ten
     gathered = concat_all_gather(x)
     mine = index_unshuffle.view(world_size(), -1)[rank()]
     return gathered[mine]
+
+
+def make_accelerator(**kwargs):
+    """An ``accelerate.Accelerator`` that also spans several processes on a machine without accelerators.
+
+    ``accelerate launch --multi_gpu --num_processes N`` starts N processes anywhere, but
+    Accelerate forms a gloo group of CPU processes only when asked for the CPU; so ask for
+    it exactly when no accelerator is present (a GPU machine is left to Accelerate's choice).
+    """
+    from accelerate import Accelerator
+
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    if not has_accelerator:
+        kwargs.setdefault("cpu", True)
+    return Accelerator(**kwargs)

@@ -9,7 +9,9 @@ import torch
 
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed that is a pure function of ``parts`` (stable across processes and runs)."""
-    digest = hashlib.blake2b(repr(tuple(parts)).encode(), digest_size=8).digest()
+    # int() first: numpy and torch integers must hash like the Python int of the same value.
+    key = tuple(p if isinstance(p, str) else int(p) for p in parts)
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 

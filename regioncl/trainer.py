@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .backbones import create_encoder
 from .config import PretrainConfig, config_json
+from .distributed import make_accelerator
 from .data import (
     EpochSampler,
     StreamingTwoViewDataset,
@@ -132,7 +133,7 @@ class Trainer:
     def __init__(self, cfg: PretrainConfig, accelerator: Accelerator | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.accelerator = accelerator or Accelerator(
+        self.accelerator = accelerator or make_accelerator(
             log_with=cfg.log_with,
             project_dir=cfg.output_dir,
             # Each process keeps an identical queue; re-broadcasting 65,536 keys every step is waste.
@@ -172,11 +173,10 @@ class Trainer:
             streaming=cfg.streaming,
             image_column=cfg.image_column,
             label_column=cfg.label_column,
-            seed=cfg.seed,
-        )
+        )  # the sample set is the same whatever the run seed
         transform = mocov2_transform(cfg.image_size)
         self.streaming = bool(getattr(source, "is_streaming", False))
-        loader_args = dict(num_workers=cfg.num_workers, pin_memory=acc.device.type == "cuda")
+        loader_args = dict(num_workers=cfg.workers, pin_memory=acc.device.type == "cuda")
         if self.streaming:
             self.dataset = StreamingTwoViewDataset(
                 source, transform, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
@@ -191,7 +191,7 @@ class Trainer:
             self.sampler = EpochSampler(len(self.dataset), seed=cfg.seed)
             batches = ShardedBatchSampler(self.sampler, self.batch_per_process, self.world, acc.process_index)
             self.loader = DataLoader(
-                self.dataset, batch_sampler=batches, persistent_workers=cfg.num_workers > 0, **loader_args
+                self.dataset, batch_sampler=batches, persistent_workers=cfg.workers > 0, **loader_args
             )
             self.dataset_size = len(self.dataset)
             self.steps_per_epoch = len(self.dataset) // cfg.batch_size
@@ -204,6 +204,8 @@ class Trainer:
         if planned is None and cfg.max_steps is None:
             raise ValueError("a streaming source has no length: give --max-steps for the schedule")
         self.total_steps = min(s for s in (planned, cfg.max_steps) if s is not None)
+        # A stream has no length: its warm-up epochs are max_steps / epochs steps long.
+        self.nominal_epoch_steps = self.steps_per_epoch or max(1, self.total_steps // cfg.epochs)
 
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
@@ -293,8 +295,8 @@ class Trainer:
         splits = split_of.get(train_spec, ("train", "validation"))
         feats = []
         for spec, split in ((train_spec, splits[0]), (val_spec, splits[1])):
-            source = build_source(spec, split, image_size=cfg.image_size, seed=cfg.seed)
-            loader = DataLoader(LabelledImages(source, transform), batch_size=256, num_workers=cfg.num_workers)
+            source = build_source(spec, split, image_size=cfg.image_size)
+            loader = DataLoader(LabelledImages(source, transform), batch_size=256, num_workers=cfg.workers)
             feats.append(extract_features(self.unwrapped.encoder, loader, self.accelerator.device, cfg.channels_last))
         (bank, bank_labels), (val, val_labels) = feats
         if bool((bank_labels < 0).any()) or bool((val_labels < 0).any()):
@@ -354,7 +356,7 @@ class Trainer:
         while self.state.step < stop:
             first_step = self.state.step
             for batch in self._epoch_batches(self.state.epoch, self.state.step_in_epoch):
-                lr = lr_at(cfg, self.state.step, self.total_steps, self.steps_per_epoch or self.total_steps)
+                lr = lr_at(cfg, self.state.step, self.total_steps, self.nominal_epoch_steps)
                 self._train_step(batch, lr, window)
                 bar.update(1)
                 if self.state.step % cfg.log_every == 0 or self.state.step == stop:

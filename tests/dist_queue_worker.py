@@ -4,13 +4,13 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from regioncl import build_method, create_encoder  # noqa: E402
+from regioncl.distributed import make_accelerator  # noqa: E402
 
-acc = Accelerator()
+acc = make_accelerator()
 torch.manual_seed(0)
 model = build_method("regioncl_m", create_encoder("resnet18", output_stride=8), queue_size=16, hidden_dim=32, dim=8)
 model.check(32, 4, acc.num_processes)

@@ -22,7 +22,7 @@ from .sources import (
     load_rgb,
     to_rgb,
 )
-from .twoview import EpochSampler, StreamingTwoViewDataset, TwoViewDataset, mix_seed
+from .twoview import EpochSampler, StreamingTwoViewDataset, TwoViewDataset
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -40,7 +40,6 @@ __all__ = [
     "build_source",
     "eval_transform",
     "load_rgb",
-    "mix_seed",
     "mocov2_transform",
     "shape_mask",
     "to_rgb",

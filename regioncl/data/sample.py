@@ -182,9 +182,14 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 255.0, size=3)
 
 
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    # A grey of random lightness with a slight tint: backgrounds vary, but carry little hue.
+    return rng.uniform(40.0, 215.0) + rng.uniform(-20.0, 20.0, size=3)
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Linear colour gradient in a random direction, float32 (size, size, 3) in [0, 255]."""
-    c0, c1 = _random_colour(rng), _random_colour(rng)
+    """Linear muted-colour gradient in a random direction, float32 (size, size, 3) in [0, 255]."""
+    c0, c1 = _muted_colour(rng), _muted_colour(rng)
     theta = rng.uniform(0.0, 2.0 * math.pi)
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     t = coords[None, :] * math.cos(theta) + coords[:, None] * math.sin(theta)

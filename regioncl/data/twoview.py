@@ -13,7 +13,6 @@ so that worker processes never need to be told about the epoch.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,34 +20,16 @@ from typing import Any
 import torch
 import torch.utils.data
 
+from ..rng import derive_seed
 from .sources import BadImageError, HFSource
 
-__all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset", "mix_seed"]
+__all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset"]
 
 logger = logging.getLogger("regioncl.data")
 
-_SEED_MASK = (1 << 63) - 1
-
-
-def mix_seed(*parts: int) -> int:
-    """Hashes integers into a 63-bit non-negative seed.
-
-    Unlike ``hash()`` it is stable across processes and Python versions, and
-    unlike ``seed + epoch + index`` nearby inputs do not collide.
-
-    Args:
-        *parts: integers (any sign or size).
-
-    Returns:
-        An int in [0, 2**63).
-    """
-    digest = hashlib.blake2b(b"regioncl:" + ":".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & _SEED_MASK
-
-
 def _two_views(image: Any, transform: Callable, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also seeds CUDA lazily (slow)
         # Two calls under one seed: the second continues the stream of the
         # first, so the views get independent random parameters.
         view_q = transform(image)
@@ -90,7 +71,7 @@ class EpochSampler(torch.utils.data.Sampler):
         if not self.shuffle:
             return torch.arange(self.n)
         gen = torch.Generator()
-        gen.manual_seed(mix_seed(self.seed, epoch))
+        gen.manual_seed(derive_seed(self.seed, epoch))
         return torch.randperm(self.n, generator=gen)
 
     def __len__(self) -> int:
@@ -162,7 +143,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
         """Returns the two views of image ``index`` for ``epoch``; ``item`` = (epoch, index)."""
         epoch, index = (int(v) for v in item)
         image, label, used, bad = self._load(index)
-        view_q, view_k = _two_views(image, self.transform, mix_seed(self.seed, epoch, index))
+        view_q, view_k = _two_views(image, self.transform, derive_seed(self.seed, epoch, index))
         return _sample_dict(view_q, view_k, used, label, bad)
 
 
@@ -254,6 +235,6 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
                 logger.warning("skipping bad image %s: %s", err.image_id, err.reason)
                 pending_bad += 1
                 continue
-            view_q, view_k = _two_views(image, self.transform, mix_seed(self.seed, epoch, position))
+            view_q, view_k = _two_views(image, self.transform, derive_seed(self.seed, epoch, position))
             yield _sample_dict(view_q, view_k, position, label, pending_bad)
             pending_bad = 0

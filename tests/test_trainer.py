@@ -1,0 +1,193 @@
+"""End-to-end runs of the trainer on tiny CPU settings."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from regioncl.checkpoint import list_checkpoints, resolve_resume
+from regioncl.config import make_config
+from regioncl.trainer import Trainer, lr_at
+
+TINY = dict(
+    backbone="resnet10t", image_size=16, batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16,
+    num_workers=0, knn=False, log_every=1, epochs=1, lr=0.05,
+)
+
+
+def run(tmp_path, name="run", **kw):
+    cfg = make_config(overrides={**TINY, "output_dir": str(tmp_path / name), **kw})
+    result = Trainer(cfg).train()
+    return result, records(tmp_path / name)
+
+
+def records(out: Path):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(recs):
+    return {r["step"]: (r["loss"], r["loss_ins"], r["loss_reg"]) for r in recs if "loss" in r}
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    _, full = run(tmp_path, "full", max_steps=6, checkpoint_every=100)
+    run(tmp_path, "split", max_steps=6, stop_at_step=3)
+    ckpts = list_checkpoints(tmp_path / "split")
+    assert [p.name for p in ckpts] == ["step_00000003"]
+    result, resumed = run(tmp_path, "split", max_steps=6, resume="latest")
+    assert result["step"] == 6
+    a, b = losses(full), losses(resumed)
+    assert sorted(b) == list(range(1, 7))  # log lines of both parts, none twice
+    for step in range(1, 7):
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    # The queue and key encoder were restored too: the final weights agree.
+    from safetensors.torch import load_file
+
+    wa = load_file(tmp_path / "full" / "encoder.safetensors")
+    wb = load_file(tmp_path / "split" / "encoder.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_resume_mid_epoch_continues_at_the_next_sample(tmp_path):
+    """The sample set has 5,000 images: steps 1–6 are all inside epoch 0."""
+    run(tmp_path, "r", max_steps=6, stop_at_step=2)
+    state = json.loads((list_checkpoints(tmp_path / "r")[-1] / "trainer_state.json").read_text())
+    assert (state["step"], state["epoch"], state["step_in_epoch"]) == (2, 0, 2)
+
+
+def test_checkpoint_is_atomic_and_resume_ignores_partial_ones(tmp_path):
+    run(tmp_path, "r", max_steps=4, checkpoint_every=2, keep_checkpoints=5)
+    root = tmp_path / "r" / "checkpoints"
+    assert [p.name for p in list_checkpoints(tmp_path / "r")] == ["step_00000002", "step_00000004"]
+    assert not list(root.glob(".tmp-*"))
+    # A save killed mid-write leaves a .tmp folder and a folder without trainer_state.json: neither counts.
+    (root / ".tmp-step_00000006").mkdir()
+    (root / "step_00000008").mkdir()
+    assert resolve_resume("latest", tmp_path / "r").name == "step_00000004"
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        run(tmp_path, "nothing", max_steps=2, resume="latest")
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    run(tmp_path, "r", max_steps=2)
+    with pytest.raises(ValueError, match="method"):
+        run(tmp_path, "r", max_steps=4, method="mocov2", resume="latest")
+
+
+def test_metrics_have_the_promised_fields_and_loss_is_finite(tmp_path):
+    _, recs = run(tmp_path, max_steps=3)
+    for r in recs:
+        for key in ("step", "epoch", "lr", "loss", "loss_ins", "loss_reg", "images_per_s"):
+            assert key in r
+        assert np.isfinite(r["loss"])
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+def test_mocov2_logs_no_region_loss(tmp_path):
+    _, recs = run(tmp_path, max_steps=2, method="mocov2")
+    assert "loss_reg" not in recs[0] and "loss_ins" in recs[0]
+
+
+def test_cosine_schedule_without_and_with_warmup():
+    cfg = make_config(overrides={"lr": 0.1, "warmup_epochs": 0})
+    assert lr_at(cfg, 0, 100, 10) == pytest.approx(0.1)
+    assert lr_at(cfg, 50, 100, 10) == pytest.approx(0.05)
+    assert lr_at(cfg, 100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    cfg = make_config(overrides={"lr": 0.1, "warmup_epochs": 1})
+    assert [lr_at(cfg, s, 110, 10) for s in (0, 4, 9)] == pytest.approx([0.01, 0.05, 0.1])
+    assert lr_at(cfg, 10, 110, 10) == pytest.approx(0.1)
+    assert lr_at(cfg, 60, 110, 10) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"image_size": 20}, "not a multiple of the output stride"),
+        ({"batch_size": 1, "queue_size": 32}, "at least 2 images per process"),
+        ({"batch_size": 12}, "not a multiple of the global batch"),
+        ({"backbone": "no_such_net"}, "Unknown backbone"),
+        ({"method": "byol"}, "unknown method"),
+        ({"data": "/no/such/folder"}, "no/such/folder"),
+    ],
+)
+def test_bad_settings_fail_before_training(tmp_path, override, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        run(tmp_path, max_steps=1, **override)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_unknown_config_field_is_refused():
+    with pytest.raises(ValueError, match="unknown field"):
+        make_config(overrides={"batchsize": 4})
+
+
+def test_shipped_recipes_load():
+    cfg = make_config("regioncl_m_r50")
+    assert (cfg.method, cfg.backbone, cfg.batch_size, cfg.lr, cfg.epochs, cfg.queue_size) == (
+        "regioncl_m", "resnet50", 1024, 0.15, 200, 65536)
+    assert make_config("regioncl_m_r50", {"lr": 0.3}).lr == 0.3
+    assert make_config("mocov2_r50").method == "mocov2"
+    assert make_config("regioncl_m_r50w4").backbone == "resnet50w4"
+
+
+def write_folder(root: Path, good: int, bad: int):
+    rng = np.random.default_rng(0)
+    for i in range(good):
+        d = root / f"class{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        mode = ["RGB", "L", "RGBA", "P"][i % 4]
+        img = Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).convert(mode)
+        img.save(d / f"img{i}.png")
+    for i in range(bad):
+        d = root / "class0"
+        if i % 2:
+            (d / f"empty{i}.jpg").write_bytes(b"")
+        else:
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(d / f"trunc{i}.jpg")
+            data = (d / f"trunc{i}.jpg").read_bytes()
+            (d / f"trunc{i}.jpg").write_bytes(data[: len(data) // 2])
+
+
+def test_folder_with_bad_images_is_trained_with_counted_skips(tmp_path, caplog):
+    write_folder(tmp_path / "imgs", good=14, bad=2)
+    _, recs = run(tmp_path, data=str(tmp_path / "imgs"), max_steps=4, max_bad_fraction=0.5, epochs=2)
+    assert recs[-1]["bad_images"] >= 2  # both bad files met at least once in two epochs
+    assert any("trunc" in m or "empty" in m for m in caplog.messages)
+
+
+def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path):
+    write_folder(tmp_path / "imgs", good=10, bad=6)
+    with pytest.raises(RuntimeError, match="could not be decoded.*max_bad_fraction"):
+        run(tmp_path, data=str(tmp_path / "imgs"), max_steps=8, max_bad_fraction=0.05, epochs=4)
+
+
+def write_parquet(root: Path, n: int = 24, files: int = 2):
+    import datasets
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    per = n // files
+    for f in range(files):
+        images = [Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)) for _ in range(per)]
+        ds = datasets.Dataset.from_dict({"image": images, "label": [i % 3 for i in range(per)]})
+        ds.cast_column("image", datasets.Image()).to_parquet(str(root / f"part-{f}.parquet"))
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_hf_parquet_source_trains(tmp_path, streaming):
+    write_parquet(tmp_path / "pq")
+    _, recs = run(tmp_path, data=f"hf:{tmp_path / 'pq'}", streaming=streaming, max_steps=3, epochs=2)
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in recs)
+
+
+def test_hf_missing_column_is_a_clear_error_at_start(tmp_path):
+    write_parquet(tmp_path / "pq")
+    with pytest.raises(ValueError, match="pixels"):
+        run(tmp_path, data=f"hf:{tmp_path / 'pq'}", image_column="pixels", max_steps=1)
