@@ -9,11 +9,26 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
+
+
+class LabelledImages(Dataset):
+    """``(transform(image), label)`` pairs of a source, for feature extraction."""
+
+    def __init__(self, source: Any, transform: Any) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.source[index]
+        return self.transform(image), label
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
@@ -35,7 +35,7 @@ from .data import (
     eval_transform,
     mocov2_transform,
 )
-from .knn import extract_features, knn_top1
+from .knn import LabelledImages, extract_features, knn_top1
 from .methods import SSLMethod, build_method
 
 logger = logging.getLogger("regioncl")
@@ -67,20 +67,6 @@ class ShardedBatchSampler(Sampler):
             if len(items) == global_batch:
                 yield items[lo:hi]
                 items = []
-
-
-class LabelledImages(Dataset):
-    """``(transform(image), label)`` pairs of a source, for feature extraction."""
-
-    def __init__(self, source: Any, transform: Any) -> None:
-        self.source, self.transform = source, transform
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.source[index]
-        return self.transform(image), label
 
 
 class _Window:
