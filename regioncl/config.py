@@ -86,6 +86,8 @@ class PretrainConfig:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.region_cells is not None and len(self.region_cells) != 2:
             raise ValueError(f"region_cells must be [lo, hi], got {self.region_cells}")
+        if self.streaming and self.max_steps is None:
+            raise ValueError("a streamed dataset has no length: give max_steps (--max-steps) to fix the schedule")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError("num_workers must be >= 0")
 

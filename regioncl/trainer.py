@@ -187,8 +187,6 @@ class Trainer:
                 )
 
         planned = cfg.epochs * self.steps_per_epoch if self.steps_per_epoch else None
-        if planned is None and cfg.max_steps is None:
-            raise ValueError("a streaming source has no length: give --max-steps for the schedule")
         self.total_steps = min(s for s in (planned, cfg.max_steps) if s is not None)
         # A stream has no length: its warm-up epochs are max_steps / epochs steps long.
         self.nominal_epoch_steps = self.steps_per_epoch or max(1, self.total_steps // cfg.epochs)

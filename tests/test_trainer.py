@@ -122,6 +122,11 @@ def test_bad_settings_fail_before_training(tmp_path, override, match):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+def test_streaming_without_max_steps_is_refused():
+    with pytest.raises(ValueError, match="max_steps"):
+        make_config(overrides={"data": "hf:x", "streaming": True})
+
+
 def test_unknown_config_field_is_refused():
     with pytest.raises(ValueError, match="unknown field"):
         make_config(overrides={"batchsize": 4})
