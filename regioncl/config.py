@@ -25,7 +25,7 @@ class PretrainConfig:
     """Everything a pretraining run needs. Field comments give units and meaning."""
 
     # What to train.
-    method: str = "regioncl_m"  # mocov2 | regioncl_m
+    method: str = "regioncl_m"  # mocov2 regioncl_m regioncl_m_noswap densecl regioncl_d simsiam regioncl_s
     backbone: str = "resnet10t"  # any timm CNN, or resnet50w2 / resnet50w4
     backbone_args: dict[str, Any] = field(default_factory=lambda: {"output_stride": 8})  # extra timm.create_model kwargs
     # Data.
@@ -50,12 +50,16 @@ class PretrainConfig:
     queue_size: int = 1024  # 65,536 in the paper's recipes; small data wants a queue that refreshes fast
     temperature: float = 0.2
     key_momentum: float = 0.99  # 0.999 in the paper's recipes
-    proj_hidden_dim: int = 2048
-    proj_dim: int = 128
+    proj_hidden_dim: int | None = None  # None: the method's (2048)
+    proj_dim: int | None = None  # None: the method's (128 for MoCo v2 / DenseCL, 2048 for SimSiam)
+    pred_dim: int | None = None  # SimSiam's predictor bottleneck; None: 512
+    dense_weight: float = 0.5  # DenseCL's λ
+    fix_pred_lr: bool = True  # SimSiam: the predictor's lr stays at `lr`, off the schedule
+    sync_bn: bool = True  # SimSiam: synchronise BN across processes where the backend can
     bn_groups: int | None = None  # None: 2 in one process, 1 across processes (shuffle-BN)
     region_cells: list[int] | None = None  # [lo, hi] box sides in feature cells; None scales 3–5 of 7
     pairing: str = "derangement"  # or "reverse" (the authors')
-    region_weight: float = 1.0
+    region_weight: float | None = None  # None: the method's (1; 1 − λ for RegionCL-D, our choice)
     # Evaluation: kNN top-1 on a held-out split before and after training (SPEC §10).
     knn: bool = True
     knn_k: int = 200
@@ -74,9 +78,10 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Refuse values that can only fail later, with a message naming the field."""
-        positive = ["image_size", "batch_size", "epochs", "queue_size", "log_every", "checkpoint_every", "proj_dim"]
+        positive = ["image_size", "batch_size", "epochs", "queue_size", "log_every", "checkpoint_every",
+                    "proj_dim", "proj_hidden_dim", "pred_dim"]
         for name in positive:
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.temperature <= 0:
             raise ValueError("lr and temperature must be positive")
@@ -144,3 +149,42 @@ def make_config(recipe: str | None = None, overrides: dict[str, Any] | None = No
 
 def config_json(cfg: PretrainConfig) -> str:
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+def _field_help() -> dict[str, str]:
+    """The trailing comment of each field in this file's PretrainConfig, as --help text."""
+    import inspect
+    import re
+
+    pattern = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
+    return {m.group(1): m.group(2) for m in map(pattern.match, inspect.getsource(PretrainConfig).splitlines()) if m}
+
+
+def add_config_arguments(parser: "argparse.ArgumentParser") -> None:
+    """One ``--flag`` per config field (``--batch-size`` for ``batch_size``), default ``None``
+    so that only what is given overrides the recipe. Booleans get ``--x/--no-x``."""
+    import argparse
+    import types
+    import typing
+
+    helps = _field_help()
+    hints = typing.get_type_hints(PretrainConfig)
+    for f in dataclasses.fields(PretrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None → X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        base = hint
+        kw: dict[str, Any] = {"default": None, "help": helps.get(f.name)}
+        if f.name == "resume":
+            kw.update(nargs="?", const="latest", help="resume from PATH, or from the newest checkpoint of --output-dir")
+        elif base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is dict:
+            kw.update(type=json.loads, metavar="JSON")
+        elif typing.get_origin(base) is list:
+            item = typing.get_args(base)[0]
+            kw.update(type=item, nargs=2 if item is int else "+")
+        else:
+            kw["type"] = base
+        parser.add_argument(flag, **kw)

@@ -26,7 +26,7 @@ import torch
 
 from .backbones import Encoder
 from .pooling import paste_canvas_pool
-from .swapping import PAIRINGS, Box, Pairing, check_region_cells, default_region_cells, region_swap
+from .swapping import PAIRINGS, Box, Pairing, check_region_cells, default_region_cells, noswap_views, region_swap
 
 PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -55,20 +55,25 @@ class RegionCL:
         region_cells: inclusive box side range ``[lo, hi]`` in feature cells; ``None``
             scales the authors' 3–5 cells of a 7×7 grid.
         pairing: ``"derangement"`` (default) or the authors' ``"reverse"``.
-        weight: the weight of L_reg in the total loss (1 for RegionCL-M).
+        weight: the weight of L_reg in the total loss; ``None`` lets the base method choose
+            (1 for RegionCL-M and -S, 1 − λ for RegionCL-D).
+        swap: ``False`` for the no-swapping ablation (SPEC §7): the paste region on a zero
+            image and the canvas with the region zeroed are encoded separately.
     """
 
     def __init__(
         self,
         region_cells: tuple[int, int] | list[int] | None = None,
         pairing: Pairing = "derangement",
-        weight: float = 1.0,
+        weight: float | None = None,
+        swap: bool = True,
     ) -> None:
         if pairing not in PAIRINGS:
             raise ValueError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
         self.region_cells = None if region_cells is None else tuple(int(v) for v in region_cells)
         self.pairing = pairing
-        self.weight = float(weight)
+        self.weight = None if weight is None else float(weight)
+        self.swap = swap
 
     def check(self, grid: int, batch_per_process: int) -> None:
         """Refuse, before any compute, a grid or batch that region swapping cannot use."""
@@ -84,11 +89,21 @@ class RegionCL:
             raise ValueError(f'pairing="reverse" needs an even per-process batch, got {batch_per_process}')
 
     def features(self, encoder: Encoder, images: torch.Tensor, generator: torch.Generator) -> RegionFeatures:
-        """Swap regions in ``images`` ``(B, 3, S, S)``, encode the composites in one call, mask-pool."""
-        swap = region_swap(images, encoder.stride, self.region_cells, self.pairing, generator)
-        fmap = encoder(swap.composite)
-        paste, canvas = paste_canvas_pool(fmap, swap.box)
-        return RegionFeatures(paste, canvas, swap.perm, swap.box)
+        """Paste and canvas features of ``images`` ``(B, 3, S, S)``.
+
+        With swapping, the composites are encoded in one call (their own BN batch) and both
+        regions are mask-pooled from the same map. Without, the paste views and the canvas
+        views are two encoder calls, each pooled on its own cells.
+        """
+        args = (images, encoder.stride, self.region_cells, self.pairing, generator)
+        if self.swap:
+            swap = region_swap(*args)
+            paste, canvas = paste_canvas_pool(encoder(swap.composite), swap.box)
+            return RegionFeatures(paste, canvas, swap.perm, swap.box)
+        views = noswap_views(*args)
+        paste, _ = paste_canvas_pool(encoder(views.paste), views.box)
+        _, canvas = paste_canvas_pool(encoder(views.canvas), views.box)
+        return RegionFeatures(paste, canvas, views.perm, views.box)
 
     @staticmethod
     def loss(pair_loss: PairLoss, canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:

@@ -181,3 +181,41 @@ def region_swap(
     composite = images.clone()
     composite[:, :, rows, cols] = images[:, :, rows, cols][perm]
     return SwapResult(composite, box, perm)
+
+
+@dataclass
+class NoSwapResult:
+    """What :func:`noswap_views` returns (the ablation of SPEC §7).
+
+    Attributes:
+        paste: ``(B, 3, H, W)``; view i is the box of image π(i) on a zero image.
+        canvas: ``(B, 3, H, W)``; view i is image i with the box zeroed.
+        box: the box, in cells.
+        perm: π as int64 ``(B,)`` on the images' device.
+    """
+
+    paste: torch.Tensor
+    canvas: torch.Tensor
+    box: Box
+    perm: torch.Tensor
+
+
+def noswap_views(
+    images: torch.Tensor,
+    stride: int,
+    region_cells: tuple[int, int] | list[int] | None = None,
+    pairing: Pairing = "derangement",
+    generator: torch.Generator | None = None,
+) -> NoSwapResult:
+    """The paste and canvas views without swapping (supplementary A.4), same draws as :func:`region_swap`.
+
+    "Zero" is zero in the tensor the encoder sees (after normalisation, i.e. the dataset
+    mean colour), as in the authors' code, which fills normalised tensors.
+    """
+    swap = region_swap(images, stride, region_cells, pairing, generator)
+    rows, cols = swap.box.pixel_slices(stride)
+    paste = torch.zeros_like(images)
+    paste[:, :, rows, cols] = swap.composite[:, :, rows, cols]  # already image π(i)'s region
+    canvas = images.clone()
+    canvas[:, :, rows, cols] = 0
+    return NoSwapResult(paste, canvas, swap.box, swap.perm)

@@ -41,6 +41,13 @@ from .methods import SSLMethod, build_method
 logger = logging.getLogger("regioncl")
 
 
+#: config fields that may change between a run and its resumption.
+RUN_MANAGEMENT = frozenset({
+    "resume", "stop_at_step", "output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "log_with",
+    "num_workers", "knn", "knn_k", "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction",
+})
+
+
 class ShardedBatchSampler(Sampler):
     """This process's share of each *global* batch of an :class:`EpochSampler`'s order.
 
@@ -143,6 +150,8 @@ class Trainer:
             region_weight=cfg.region_weight,
             hidden_dim=cfg.proj_hidden_dim,
             dim=cfg.proj_dim,
+            pred_dim=cfg.pred_dim,
+            dense_weight=cfg.dense_weight,
             queue_size=cfg.queue_size,
             temperature=cfg.temperature,
             momentum=cfg.key_momentum,
@@ -191,14 +200,28 @@ class Trainer:
         # A stream has no length: its warm-up epochs are max_steps / epochs steps long.
         self.nominal_epoch_steps = self.steps_per_epoch or max(1, self.total_steps // cfg.epochs)
 
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
-        )
+        if self.model.sync_batch_norm and cfg.sync_bn and self.world > 1:
+            self._sync_batch_norm()
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(
+            self.model.param_groups(cfg.fix_pred_lr), lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
+        )
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.state = RunState()
         self.out = Path(cfg.output_dir)
+
+    def _sync_batch_norm(self) -> None:
+        """SyncBN across processes (SimSiam), where torch's SyncBatchNorm supports the device."""
+        if self.accelerator.device.type in ("cuda", "xpu"):
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            logger.info("batch norm synchronised across %d processes", self.world)
+        else:
+            logger.warning(
+                "SyncBatchNorm is not available on %s: batch norm statistics stay per process "
+                "(per-process batch %d); pass --no-sync-bn to silence this",
+                self.accelerator.device.type, self.batch_per_process,
+            )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -219,8 +242,7 @@ class Trainer:
             self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     def _state_dict(self) -> dict[str, Any]:
-        return {**vars(self.state), "method": self.cfg.method, "backbone": self.cfg.backbone,
-                "batch_size": self.cfg.batch_size, "config": self.cfg.to_dict()}
+        return {**vars(self.state), "config": self.cfg.to_dict()}
 
     def save(self) -> Path | None:
         path = ckpt.save_checkpoint(self.accelerator, self.out, self._state_dict(), self.cfg.keep_checkpoints)
@@ -232,12 +254,12 @@ class Trainer:
         """Load model, key encoder, queue, optimizer and RNG states, and the run position."""
         path = ckpt.resolve_resume(where, self.out)
         saved = ckpt.read_state(path)
-        for key in ("method", "backbone", "batch_size"):
-            if saved.get(key) != getattr(self.cfg, key):
-                raise ValueError(
-                    f"checkpoint {path} was trained with {key}={saved.get(key)!r} but this run has "
-                    f"{key}={getattr(self.cfg, key)!r}; resume with the same settings"
-                )
+        # Everything that shapes the computation must match, or the resumed run is another run.
+        mine, theirs = self.cfg.to_dict(), saved.get("config", {})
+        differ = sorted(k for k in mine if k not in RUN_MANAGEMENT and theirs.get(k, mine[k]) != mine[k])
+        if differ:
+            detail = ", ".join(f"{k}={theirs[k]!r} (now {mine[k]!r})" for k in differ)
+            raise ValueError(f"checkpoint {path} was trained with {detail}; resume with the same settings")
         self.accelerator.load_state(str(path))
         fields = vars(RunState())
         self.state = RunState(**{k: saved[k] for k in fields if k in saved})
@@ -310,9 +332,9 @@ class Trainer:
         while True:
             batch = next(it, None)
             # Shards can be uneven: every process stops as soon as one runs out, so none waits forever.
-            if self.world > 1:
-                flag = torch.tensor([0.0 if batch is None else 1.0], device=self.accelerator.device)
-                if self.accelerator.reduce(flag, reduction="min").item() == 0.0:
+            if self.world > 1:  # "any process ran out": a max (Accelerate's reduce knows no min)
+                ran_out = torch.tensor([1.0 if batch is None else 0.0], device=self.accelerator.device)
+                if self.accelerator.reduce(ran_out, reduction="max").item() > 0.0:
                     return
             if batch is None:
                 return
@@ -343,12 +365,14 @@ class Trainer:
                 lr = lr_at(cfg, self.state.step, self.total_steps, self.nominal_epoch_steps)
                 self._train_step(batch, lr, window)
                 bar.update(1)
-                if self.state.step % cfg.log_every == 0 or self.state.step == stop:
+                at_checkpoint = self.state.step % cfg.checkpoint_every == 0 and self.state.step < stop
+                # A checkpoint must hold the bad-image counts of every step it covers: flush first.
+                if self.state.step % cfg.log_every == 0 or self.state.step == stop or at_checkpoint:
                     record = self._flush(window, lr)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", ips=f"{record['images_per_s']:.0f}")
                 if self.state.step >= stop:
                     break
-                if self.state.step % cfg.checkpoint_every == 0:
+                if at_checkpoint:
                     self.save()
             else:  # the epoch's data ran out
                 if self.state.step == first_step and self.state.step_in_epoch == 0:
@@ -362,13 +386,15 @@ class Trainer:
             self._save_encoder()
             result["knn_top1_after"] = self._knn_record("after training")
         result.update(step=self.state.step, epoch=self.state.epoch)
-        acc.end_training()
+        for tracker in acc.trackers:  # the process group stays up: the caller may go on using it
+            tracker.finish()
         return result
 
     def _train_step(self, batch: dict[str, torch.Tensor], lr: float, window: "_Window") -> None:
         acc = self.accelerator
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if not group.get("fix_lr", False):
+                group["lr"] = lr
         with acc.autocast():
             out = self.model(self._to_device(batch["view_q"]), self._to_device(batch["view_k"]), step=self.state.step)
         acc.backward(out["loss"])
@@ -408,5 +434,8 @@ class Trainer:
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Build a :class:`Trainer` from ``cfg`` and train; returns the final metrics."""
-    return Trainer(cfg).train()
+    """Build a :class:`Trainer` from ``cfg``, train, and end the run (trackers, process group)."""
+    trainer = Trainer(cfg)
+    result = trainer.train()
+    trainer.accelerator.end_training()
+    return result

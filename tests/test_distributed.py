@@ -42,7 +42,24 @@ def test_queue_holds_keys_of_both_ranks(tmp_path):
     assert not torch.allclose(r0["keys"], r1["keys"])
 
 
-def test_pretrain_runs_in_two_processes(tmp_path):
+def test_every_method_trains_in_two_processes(tmp_path):
+    from regioncl.methods import METHODS
+
+    launch([str(ROOT / "tests" / "dist_methods_worker.py"), str(tmp_path)], tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(results) == sorted(METHODS)
+    for name, res in results.items():
+        assert res["world"] == 2
+        records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == [1, 2, 3], name
+        assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records), name
+        if res["queue_ptr"] is not None:  # 3 steps × global batch 8 into a queue of 32
+            assert res["queue_ptr"] == 24, name
+        if res["dense_queue_ptr"] is not None:
+            assert res["dense_queue_ptr"] == 24, name
+
+
+def test_pretrain_script_runs_in_two_processes(tmp_path):
     out = tmp_path / "run"
     launch([str(ROOT / "scripts" / "pretrain.py"), "--backbone", "resnet10t", "--image-size", "16", "--batch-size", "8",
             "--queue-size", "32", "--max-steps", "4", "--log-every", "2", "--num-workers", "0", "--no-knn",

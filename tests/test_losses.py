@@ -99,3 +99,72 @@ def test_paste_row_positive_is_the_key_of_the_source_image(gen):
     canvas_positives = seen["pos"][:b].argmax(1)
     assert torch.equal(paste_positives, source_of_paste)
     assert torch.equal(canvas_positives, torch.arange(b))
+
+
+# ---------------------------------------------------------------- DenseCL
+
+
+def test_dense_correspondence_recovers_a_known_spatial_permutation():
+    torch.manual_seed(3)
+    b, c, n = 3, 32, 16
+    q = torch.randn(b, c, n)
+    perms = torch.stack([torch.randperm(n) for _ in range(b)])
+    # key cell j holds query cell perms[:, j] (scaled and noised a little: cosine ignores scale)
+    k = torch.stack([q[i][:, perms[i]] for i in range(b)]) * 3.0 + 0.01 * torch.randn(b, c, n)
+    from regioncl.losses import dense_correspondence
+
+    match = dense_correspondence(q, k)
+    # query cell i is found at key cell j with perms[j] = i, i.e. the inverse permutation.
+    assert torch.equal(match, torch.argsort(perms, dim=1))
+
+
+def test_dense_loss_matches_reference():
+    from regioncl.losses import dense_info_nce
+
+    torch.manual_seed(4)
+    b, d, n = 2, 8, 4
+    qg = F.normalize(torch.randn(b, d, n, dtype=torch.float64), dim=1)
+    kg = F.normalize(torch.randn(b, d, n, dtype=torch.float64), dim=1)
+    match = torch.randint(0, n, (b, n))
+    queue = unit(10, d)
+    got = dense_info_nce(qg, kg, match, queue, 0.2)
+    rows, pos = [], []
+    for i in range(b):
+        for cell in range(n):
+            rows.append(qg[i, :, cell])
+            pos.append(kg[i, :, match[i, cell]])
+    want = reference_info_nce(torch.stack(rows).float(), torch.stack(pos).float(), queue.float(), 0.2)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- SimSiam
+
+
+def test_negative_cosine_of_identical_inputs_is_minus_one():
+    from regioncl.losses import negative_cosine
+
+    x = torch.randn(5, 7)
+    assert negative_cosine(x, x).item() == pytest.approx(-1.0, abs=1e-6)
+    assert negative_cosine(x, 3 * x).item() == pytest.approx(-1.0, abs=1e-6)
+    assert negative_cosine(x, -x).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_negative_cosine_stops_the_gradient_of_the_target():
+    from regioncl.losses import negative_cosine
+
+    p, z = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    negative_cosine(p, z).backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    assert z.grad is None
+
+
+def test_info_nce_stays_fp32_under_bf16_autocast():
+    torch.manual_seed(5)
+    q, k, queue = (F.normalize(torch.randn(*shape), dim=1) for shape in [(16, 128), (16, 128), (4096, 128)])
+    reference = info_nce(q, k, queue, 0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = info_nce(q.bfloat16().float(), k.bfloat16().float(), queue, 0.2)
+    assert got.dtype == torch.float32
+    # bf16 logits would be off by ~1e-3 here; fp32 logits of bf16-rounded inputs by far less.
+    assert abs(got.item() - info_nce(q.bfloat16().float(), k.bfloat16().float(), queue, 0.2).item()) < 1e-6
+    assert abs(got.item() - reference.item()) < 1e-2

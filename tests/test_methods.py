@@ -58,7 +58,7 @@ def test_enqueued_keys_are_the_momentum_keys():
     m(xq, xk, step=5)
     # Recompute the keys of step 5 with the same shuffle: they are what was enqueued.
     with torch.no_grad():
-        k = m.keys(xk, step=5)
+        k = m.keys(xk, step=5)["k"]
     assert torch.allclose(m.queue.keys[:4], k, atol=1e-6)
 
 
@@ -85,8 +85,8 @@ def test_same_step_same_result_and_different_steps_differ():
 def test_bn_groups_give_keys_their_own_statistics():
     """With bn_groups=2 each half of the shuffled key batch is normalised on its own."""
     xq, xk = views(b=8)
-    one = small("mocov2", bn_groups=1).keys(xk, step=0)
-    two = small("mocov2", bn_groups=2).keys(xk, step=0)
+    one = small("mocov2", bn_groups=1).keys(xk, step=0)["k"]
+    two = small("mocov2", bn_groups=2).keys(xk, step=0)["k"]
     assert one.shape == two.shape == (8, 16)
     assert not torch.allclose(one, two, atol=1e-4)
 
@@ -103,3 +103,100 @@ def test_checks_refuse_bad_settings_before_compute():
         small(bn_groups=4, queue_size=36).check(32, 6, 1)
     with pytest.raises(ValueError, match="2×2 cells"):
         small().check(8, 4, 1)
+
+
+# ---------------------------------------------------------------- every method
+
+from regioncl.methods import METHODS  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_backpropagates_to_the_online_encoder_only(name):
+    m = small(name, pred_dim=8)
+    xq, xk = views()
+    out = m(xq, xk, step=1)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert m.encoder.model.conv1.weight.grad.abs().sum() > 0
+    for module_name in ("key_encoder", "key_projector", "key_dense_projector"):
+        if hasattr(m, module_name):
+            assert all(p.grad is None for p in getattr(m, module_name).parameters()), module_name
+    assert ("loss_reg" in out) == (m.region is not None)
+
+
+def test_region_weights_default_per_method_and_can_be_set():
+    assert small("regioncl_m").region_weight == 1.0
+    assert small("regioncl_d").region_weight == 0.5  # 1 − λ, our choice (SPEC §4)
+    assert small("regioncl_d", dense_weight=0.3).region_weight == pytest.approx(0.7)
+    assert small("regioncl_s", pred_dim=8).region_weight == 1.0
+    assert build_method("regioncl_d", create_encoder("resnet18"), region_weight=2.0, queue_size=32).region_weight == 2.0
+
+
+def test_densecl_loss_is_the_weighted_sum_and_both_queues_fill():
+    m = small("regioncl_d")
+    dense_before = m.dense_queue.keys.clone()
+    out = m(*views(), step=0)
+    assert torch.allclose(out["loss"], 0.5 * out["loss_ins"] + 0.5 * out["loss_dense"] + 0.5 * out["loss_reg"])
+    assert int(m.queue.ptr) == 4 and int(m.dense_queue.ptr) == 4
+    assert not torch.equal(m.dense_queue.keys[:4], dense_before[:4])
+    assert torch.allclose(m.dense_queue.keys[:4].norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_densecl_momentum_update_covers_the_dense_head():
+    m = small("densecl", momentum=0.5)
+    with torch.no_grad():
+        for p in m.dense_projector.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in m.key_dense_projector.parameters()]
+    m.momentum_update()
+    for b, k, o in zip(before, m.key_dense_projector.parameters(), m.dense_projector.parameters()):
+        assert torch.allclose(k, 0.5 * b + 0.5 * o)
+
+
+def test_simsiam_loss_of_identical_branches_is_minus_one_and_z_std_is_reported():
+    m = small("simsiam", pred_dim=8)
+    # An identity predictor and the same view twice: D(z, sg(z)) = -1 exactly.
+    m.predictor = torch.nn.Identity()
+    x, _ = views()
+    out = m(x, x)
+    assert out["loss_ins"].item() == pytest.approx(-1.0, abs=1e-5)
+    assert 0 < out["z_std"].item() <= 1
+
+
+def test_simsiam_predictor_is_its_own_param_group():
+    m = small("regioncl_s", pred_dim=8)
+    groups = m.param_groups(fix_predictor_lr=True)
+    assert groups[1]["fix_lr"] is True
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in m.predictor.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len([p for p in m.parameters() if p.requires_grad])
+
+
+def test_noswap_paste_feature_does_not_see_the_canvas_image():
+    """Without swapping, paste row i is encoded on a zero image: changing image i (its canvas
+    source) leaves it unchanged. With swapping the composite's receptive fields mix both."""
+    xq, _ = views()
+    for name, independent in (("regioncl_m_noswap", True), ("regioncl_m", False)):
+        m = small(name).eval()  # eval: BN does not couple the images of the batch
+        a = m.region.features(m.encoder, xq, m.step_generator(0, "swap"))
+        changed = xq.clone()
+        changed[0] += 5.0  # image 0 is composite 0's canvas, never its paste source
+        b = m.region.features(m.encoder, changed, m.step_generator(0, "swap"))
+        assert torch.allclose(a.paste[0], b.paste[0], atol=1e-5) == independent, name
+        assert not torch.allclose(a.canvas[0], b.canvas[0], atol=1e-5)
+
+
+def test_keys_equal_the_key_branch_applied_image_by_image():
+    """With BN in eval mode the key of image i must be the key branch of image i alone:
+    catches a shuffle that is not undone, or undone with the wrong permutation."""
+    m = small("mocov2", bn_groups=2)
+    m.key_encoder.eval()
+    _, xk = views(b=8)
+    keys = m.keys(xk, step=3)["k"]
+    with torch.no_grad():
+        direct = torch.nn.functional.normalize(m.key_projector(m.key_encoder(xk).mean((2, 3))), dim=1)
+    assert torch.allclose(keys, direct, atol=1e-5)
+
+
+def test_misspelled_method_argument_is_refused():
+    with pytest.raises(TypeError, match="queue_sise"):
+        build_method("mocov2", create_encoder("resnet18"), queue_sise=32)

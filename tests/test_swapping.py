@@ -108,3 +108,29 @@ def test_box_mask():
     expected = torch.zeros(4, 4)
     expected[1:3, 2:3] = 1
     assert torch.equal(m, expected)
+
+
+def test_noswap_views(gen):
+    from regioncl.swapping import noswap_views
+
+    b, size, stride = 5, 64, 16
+    x = numbered_images(b, size) + 1.0  # no pixel is 0
+    for _ in range(5):
+        v = noswap_views(x, stride, generator=gen)
+        inside = torch.zeros(size, size, dtype=torch.bool)
+        inside[v.box.pixel_slices(stride)] = True
+        for i in range(b):
+            assert torch.equal(v.paste[i][:, inside], x[v.perm[i]][:, inside])  # the source's region
+            assert (v.paste[i][:, ~inside] == 0).all()  # on a zero image
+            assert (v.canvas[i][:, inside] == 0).all()  # the region zeroed
+            assert torch.equal(v.canvas[i][:, ~inside], x[i][:, ~inside])
+        assert not (v.perm == torch.arange(b)).any()
+
+
+def test_noswap_draws_the_same_box_and_pairing_as_swapping():
+    from regioncl.swapping import noswap_views
+
+    x = numbered_images(4, 64)
+    a = region_swap(x, 16, generator=torch.Generator().manual_seed(5))
+    b = noswap_views(x, 16, generator=torch.Generator().manual_seed(5))
+    assert a.box == b.box and torch.equal(a.perm, b.perm)

@@ -10,7 +10,9 @@ from PIL import Image
 
 from regioncl.checkpoint import list_checkpoints, resolve_resume
 from regioncl.config import make_config
-from regioncl.trainer import Trainer, lr_at
+from regioncl.methods import METHODS
+from regioncl.trainer import ShardedBatchSampler, Trainer, lr_at
+from regioncl.data import EpochSampler
 
 TINY = dict(
     backbone="resnet10t", image_size=16, batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16,
@@ -29,15 +31,18 @@ def records(out: Path):
 
 
 def losses(recs):
-    return {r["step"]: (r["loss"], r["loss_ins"], r["loss_reg"]) for r in recs if "loss" in r}
+    return {r["step"]: tuple(v for k, v in sorted(r.items()) if k.startswith("loss")) for r in recs if "loss" in r}
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
-    _, full = run(tmp_path, "full", max_steps=6, checkpoint_every=100)
-    run(tmp_path, "split", max_steps=6, stop_at_step=3)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, method):
+    """Restores the queues, key encoders, predictor and optimizer state: same losses after resume."""
+    kw = dict(method=method, pred_dim=8, max_steps=6)
+    _, full = run(tmp_path, "full", checkpoint_every=100, **kw)
+    run(tmp_path, "split", stop_at_step=3, **kw)
     ckpts = list_checkpoints(tmp_path / "split")
     assert [p.name for p in ckpts] == ["step_00000003"]
-    result, resumed = run(tmp_path, "split", max_steps=6, resume="latest")
+    result, resumed = run(tmp_path, "split", resume="latest", **kw)
     assert result["step"] == 6
     a, b = losses(full), losses(resumed)
     assert sorted(b) == list(range(1, 7))  # log lines of both parts, none twice
@@ -187,8 +192,10 @@ def write_parquet(root: Path, n: int = 24, files: int = 2):
 @pytest.mark.parametrize("streaming", [True, False])
 def test_hf_parquet_source_trains(tmp_path, streaming):
     write_parquet(tmp_path / "pq")
-    _, recs = run(tmp_path, data=f"hf:{tmp_path / 'pq'}", streaming=streaming, max_steps=3, epochs=2)
-    assert [r["step"] for r in recs] == [1, 2, 3]
+    # 24 images, batch 8: 3 steps an epoch, so step 5 runs in the second pass over the data.
+    _, recs = run(tmp_path, data=f"hf:{tmp_path / 'pq'}", streaming=streaming, max_steps=5, epochs=2)
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in recs] == [0, 0, 0, 1, 1]  # the epoch each step ran in
     assert all(np.isfinite(r["loss"]) for r in recs)
 
 
@@ -196,3 +203,58 @@ def test_hf_missing_column_is_a_clear_error_at_start(tmp_path):
     write_parquet(tmp_path / "pq")
     with pytest.raises(ValueError, match="pixels"):
         run(tmp_path, data=f"hf:{tmp_path / 'pq'}", image_column="pixels", max_steps=1)
+
+
+def test_sharded_batches_cover_the_rest_of_the_epoch_exactly_once():
+    sampler = EpochSampler(50, seed=3)
+    sampler.set_epoch(2, skip=12)  # resumed after 3 global batches of 4
+    order = [i for _, i in sampler]
+    seen = []
+    for rank in range(2):
+        batches = list(ShardedBatchSampler(sampler, 2, 2, rank))
+        assert len(batches) == len(order) // 4  # same step count on every rank
+        seen += [i for b in batches for _, i in b]
+    assert sorted(seen) == sorted(order[: len(order) // 4 * 4])
+    assert len(set(seen)) == len(seen)
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_latest(tmp_path, monkeypatch):
+    cfg = make_config(overrides={**TINY, "output_dir": str(tmp_path / "r"), "max_steps": 4, "checkpoint_every": 2})
+    trainer = Trainer(cfg)
+    calls = {"n": 0}
+    real = trainer.accelerator.save_state
+
+    def dying_save(path):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint: write part of it, then die
+            real(path)
+            raise KeyboardInterrupt("killed while writing")
+        return real(path)
+
+    monkeypatch.setattr(trainer.accelerator, "save_state", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert resolve_resume("latest", tmp_path / "r").name == "step_00000002"
+    assert (tmp_path / "r" / "checkpoints" / ".tmp-step_00000004").is_dir()  # left behind, never used
+    result, _ = run(tmp_path, "r", max_steps=4, checkpoint_every=2, resume="latest")
+    assert result["step"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_lowers_its_loss_on_a_small_set(tmp_path, method):
+    """32 images, 60 steps: the mean loss of the last 10 steps is below that of the 10 steps
+    after the queue first holds real keys (MoCo-type losses start low on a random queue)."""
+    from regioncl.data import SampleShapes
+
+    folder = tmp_path / "imgs" / "all"
+    folder.mkdir(parents=True)
+    shapes = SampleShapes("train", size=32)
+    for i in range(32):
+        shapes[i][0].save(folder / f"{i}.png")
+    _, recs = run(tmp_path, data=str(tmp_path / "imgs"), method=method, image_size=32, batch_size=16, queue_size=32,
+                  proj_hidden_dim=64, proj_dim=32, pred_dim=16, lr=0.03, warmup_epochs=4, max_steps=60, epochs=30)
+    loss = [r["loss"] for r in recs]
+    assert all(np.isfinite(loss))
+    start = 32 // 16 + 1
+    assert np.mean(loss[-10:]) < np.mean(loss[start : start + 10]), loss

@@ -9,25 +9,46 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+from typing import Any
+
+from torch import nn
 
 from ..backbones import Encoder
 from ..region import RegionCL
 from .base import SSLMethod
+from .densecl import DenseCL
 from .mocov2 import MoCoV2
+from .simsiam import SimSiam
 
-__all__ = ["METHODS", "MoCoV2", "SSLMethod", "build_method"]
+__all__ = ["BASE_OF", "METHODS", "DenseCL", "MoCoV2", "SSLMethod", "SimSiam", "build_method"]
 
-
-def _mocov2(encoder: Encoder, region: RegionCL | None, kw: dict[str, Any]) -> SSLMethod:
-    return MoCoV2(encoder, region, **kw)
-
-
-# name → (builder, uses the RegionCL mechanism)
-METHODS: dict[str, tuple[Callable[[Encoder, RegionCL | None, dict[str, Any]], SSLMethod], bool]] = {
-    "mocov2": (_mocov2, False),
-    "regioncl_m": (_mocov2, True),
+# name → (base method class, RegionCL mechanism: None, or whether it swaps)
+METHODS: dict[str, tuple[type[SSLMethod], bool | None]] = {
+    "mocov2": (MoCoV2, None),
+    "regioncl_m": (MoCoV2, True),
+    "regioncl_m_noswap": (MoCoV2, False),
+    "densecl": (DenseCL, None),
+    "regioncl_d": (DenseCL, True),
+    "simsiam": (SimSiam, None),
+    "regioncl_s": (SimSiam, True),
 }
+#: each RegionCL variant's plain base method, for comparisons.
+BASE_OF = {"regioncl_m": "mocov2", "regioncl_m_noswap": "mocov2", "regioncl_d": "densecl", "regioncl_s": "simsiam"}
+
+
+def _init_names(cls: type) -> set[str]:
+    return {n for c in cls.__mro__ if c not in (object, nn.Module) for n in inspect.signature(c.__init__).parameters}
+
+
+def _accepted(cls: type, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments ``cls`` takes; a name no method takes is a typo and is refused."""
+    known = set().union(*(_init_names(c) for c, _ in METHODS.values()))
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise TypeError(f"no method takes the argument(s) {unknown}; known: {sorted(known - {'self', 'encoder', 'region', 'kwargs'})}")
+    names = _init_names(cls)
+    return {k: v for k, v in args.items() if k in names and v is not None}
 
 
 def build_method(
@@ -36,7 +57,7 @@ def build_method(
     *,
     region_cells: tuple[int, int] | list[int] | None = None,
     pairing: str = "derangement",
-    region_weight: float = 1.0,
+    region_weight: float | None = None,
     **method_args: Any,
 ) -> SSLMethod:
     """Create a method by name.
@@ -44,12 +65,14 @@ def build_method(
     Args:
         name: one of :data:`METHODS`.
         encoder: the online backbone.
-        region_cells, pairing, region_weight: the RegionCL mechanism's settings
-            (ignored by the plain base methods).
-        **method_args: the base method's own arguments (queue_size, temperature...).
+        region_cells, pairing, region_weight: the RegionCL mechanism's settings (ignored
+            by the plain base methods; ``region_weight=None`` takes the method's default).
+        **method_args: arguments of the base methods (queue_size, temperature, pred_dim...);
+            each method takes those it has, and ``None`` means "the method's default", so
+            one configuration serves every method.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
-    builder, uses_region = METHODS[name]
-    region = RegionCL(region_cells, pairing, region_weight) if uses_region else None
-    return builder(encoder, region, method_args)
+    cls, swap = METHODS[name]
+    region = None if swap is None else RegionCL(region_cells, pairing, region_weight, swap=swap)
+    return cls(encoder, region, **_accepted(cls, method_args))

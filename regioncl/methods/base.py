@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,7 +17,8 @@ class SSLMethod(nn.Module):
     """Base class of the pretraining methods.
 
     Subclasses build their heads and implement ``forward(view_q, view_k, step) -> dict``
-    returning at least ``loss`` (and ``loss_ins``, ``loss_reg`` where they apply).
+    returning ``loss`` (what to backpropagate) and the terms it is made of (``loss_ins``,
+    ``loss_reg``, ...); every entry is logged.
 
     Args:
         encoder: the online backbone; ``encoder.model`` is what gets published.
@@ -24,31 +27,60 @@ class SSLMethod(nn.Module):
             generators seeded with (seed, t), so a resumed run repeats them exactly.
     """
 
+    #: Whether the method wants its BN synchronised across processes (SimSiam).
+    sync_batch_norm: bool = False
+
     def __init__(self, encoder: Encoder, region: RegionCL | None = None, seed: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.region = region
         self.seed = seed
 
+    @property
+    def default_region_weight(self) -> float:
+        """L_reg's weight when the recipe does not set one."""
+        return 1.0
+
+    @property
+    def region_weight(self) -> float:
+        """The weight of L_reg in the total loss."""
+        weight = None if self.region is None else self.region.weight
+        return self.default_region_weight if weight is None else weight
+
     def step_generator(self, step: int, stream: str, per_process: bool = True) -> torch.Generator:
         """A CPU generator for one random stream of one step (``per_process=False``: same on every rank)."""
         return generator(self.seed, step, stream, rank() if per_process else -1)
 
-    def check(self, image_size: int, batch_per_process: int) -> None:
+    def check(self, image_size: int, batch_per_process: int, num_processes: int = 1) -> None:
         """Refuse an image size or batch this method cannot train on, before any compute."""
         grid = self.encoder.check_image_size(image_size)
         if self.region is not None:
             self.region.check(grid, batch_per_process)
 
-    def online_pooled(self, view_q: torch.Tensor, step: int) -> tuple[torch.Tensor, RegionFeatures | None]:
-        """Pooled online features: ``(B, C)`` instance rows, then canvas and paste rows with RegionCL.
+    def param_groups(self, fix_predictor_lr: bool = False) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; a group with ``fix_lr=True`` keeps its lr off the schedule."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
-        The instance view and the composite batch are two encoder calls (two BN batches);
-        their pooled features are stacked ``[q; canvas; paste]`` so that one projector call
-        serves all of them, as in the paper.
+    def online_features(
+        self, view_q: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, RegionFeatures | None]:
+        """The online encoder's outputs for the query view (and the composites, with RegionCL).
+
+        Returns:
+            ``(fmap, pooled, region)``: the query feature map ``(B, C, G, G)``; pooled rows
+            ``(B, C)``, or ``(3B, C)`` stacked ``[q; canvas; paste]`` with RegionCL so that one
+            projector call serves all three, as in the paper; the region features or ``None``.
         """
-        pooled = self.encoder(view_q).mean((2, 3))
+        fmap = self.encoder(view_q)
+        pooled = fmap.mean((2, 3))
         if self.region is None:
-            return pooled, None
+            return fmap, pooled, None
         region = self.region.features(self.encoder, view_q, self.step_generator(step, "swap"))
-        return torch.cat([pooled, region.canvas, region.paste]), region
+        return fmap, torch.cat([pooled, region.canvas, region.paste]), region
+
+    @staticmethod
+    def split_rows(rows: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``[q; canvas; paste]`` rows → ``(q, canvas, paste)`` (the last two ``None`` without RegionCL)."""
+        if rows.shape[0] == batch:
+            return rows, None, None
+        return rows[:batch], rows[batch : 2 * batch], rows[2 * batch :]

@@ -7,6 +7,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..backbones import Encoder
 from ..distributed import batch_shuffle, batch_unshuffle, concat_all_gather
@@ -18,7 +19,7 @@ from .base import SSLMethod
 
 
 class MoCoV2(SSLMethod):
-    """MoCo v2 with an optional RegionCL mechanism.
+    """MoCo v2 with an optional RegionCL mechanism; DenseCL extends it.
 
     Args:
         encoder: online backbone.
@@ -54,18 +55,27 @@ class MoCoV2(SSLMethod):
         self.projector = mlp_projector(encoder.num_features, hidden_dim, dim)
         self.key_encoder = copy.deepcopy(encoder)
         self.key_projector = copy.deepcopy(self.projector)
-        for p in self.key_parameters():
-            p.requires_grad_(False)
         self.queue = KeyQueue(queue_size, dim)
+        # (online, key) module pairs kept in step by the momentum update; subclasses add theirs.
+        self.momentum_pairs: list[tuple[nn.Module, nn.Module]] = [
+            (self.encoder, self.key_encoder), (self.projector, self.key_projector)
+        ]
+        self.loss_weights = {"loss_ins": 1.0}
+        self.freeze_keys()
 
-    def key_parameters(self) -> list[torch.nn.Parameter]:
-        return [*self.key_encoder.parameters(), *self.key_projector.parameters()]
+    def add_momentum_pair(self, online: nn.Module) -> nn.Module:
+        """A frozen copy of ``online`` that follows it by momentum; returns the copy."""
+        key = copy.deepcopy(online)
+        self.momentum_pairs.append((online, key))
+        self.freeze_keys()
+        return key
 
-    def online_parameters(self) -> list[torch.nn.Parameter]:
-        return [*self.encoder.parameters(), *self.projector.parameters()]
+    def freeze_keys(self) -> None:
+        for _, key in self.momentum_pairs:
+            key.requires_grad_(False)
 
     def check(self, image_size: int, batch_per_process: int, num_processes: int = 1) -> None:
-        super().check(image_size, batch_per_process)
+        super().check(image_size, batch_per_process, num_processes)
         self.queue.check_batch(batch_per_process * num_processes)
         if batch_per_process % self.bn_groups:
             raise ValueError(
@@ -75,15 +85,27 @@ class MoCoV2(SSLMethod):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """key ← m·key + (1 − m)·online, fused over all parameters (BN buffers are the key encoder's own)."""
-        torch._foreach_lerp_(self.key_parameters(), self.online_parameters(), 1.0 - self.momentum)
+        online = [p for o, _ in self.momentum_pairs for p in o.parameters()]
+        keys = [p for _, k in self.momentum_pairs for p in k.parameters()]
+        torch._foreach_lerp_(keys, online, 1.0 - self.momentum)
+
+    def key_heads(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the key branch computes from the key encoder's map ``(B, C, G, G)``: ``k`` ``(B, dim)``."""
+        return {"k": F.normalize(self.key_projector(fmap.mean((2, 3))), dim=1)}
 
     @torch.no_grad()
-    def keys(self, view_k: torch.Tensor, step: int) -> torch.Tensor:
-        """L2-normalised keys ``(B, dim)`` with shuffle-BN across processes and ``bn_groups`` in each."""
+    def keys(self, view_k: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """The key branch with shuffle-BN across processes and ``bn_groups`` in each, unshuffled."""
         shuffled, unshuffle = batch_shuffle(view_k, self.step_generator(step, "shuffle", per_process=False))
-        pooled = torch.cat([self.key_encoder(chunk).mean((2, 3)) for chunk in shuffled.chunk(self.bn_groups)])
-        k = F.normalize(self.key_projector(pooled), dim=1)
-        return batch_unshuffle(k, unshuffle)
+        chunks = [self.key_heads(self.key_encoder(chunk)) for chunk in shuffled.chunk(self.bn_groups)]
+        return {name: batch_unshuffle(torch.cat([c[name] for c in chunks]), unshuffle) for name in chunks[0]}
+
+    def extra_losses(self, fmap: torch.Tensor, keys: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Losses beyond the instance and region terms (DenseCL's dense loss)."""
+        return {}
+
+    def enqueue(self, keys: dict[str, torch.Tensor]) -> None:
+        self.queue.enqueue(concat_all_gather(keys["k"]))
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
         """One training step's losses.
@@ -93,22 +115,21 @@ class MoCoV2(SSLMethod):
             step: the global step (seeds the box, π and the key shuffle).
 
         Returns:
-            ``loss`` (to backpropagate), ``loss_ins`` and, for RegionCL-M, ``loss_reg``.
+            ``loss`` (to backpropagate), ``loss_ins`` and, with RegionCL, ``loss_reg``.
         """
-        b = view_q.shape[0]
-        pooled, region = self.online_pooled(view_q, step)
-        z = F.normalize(self.projector(pooled), dim=1)
+        fmap, pooled, region = self.online_features(view_q, step)
+        q, canvas, paste = self.split_rows(F.normalize(self.projector(pooled), dim=1), view_q.shape[0])
         self.momentum_update()
-        k = self.keys(view_k, step)
+        keys = self.keys(view_k, step)
         # A snapshot: the enqueue below writes the buffer in place, which autograd must not see.
         loss_fn = partial(info_nce, queue=self.queue.keys.clone(), temperature=self.temperature)
-        out = {"loss_ins": loss_fn(z[:b], k)}
-        out["loss"] = out["loss_ins"]
+        out = {"loss_ins": loss_fn(q, keys["k"]), **self.extra_losses(fmap, keys)}
+        loss = sum(self.loss_weights[name] * value for name, value in out.items())
         if region is not None:
-            canvas, paste = z[b : 2 * b], z[2 * b :]
             out["loss_reg"] = self.region.loss(
-                lambda rows, pos, extra: loss_fn(rows, pos, extra_negatives=extra), canvas, paste, k, region.perm
+                lambda rows, pos, extra: loss_fn(rows, pos, extra_negatives=extra), canvas, paste, keys["k"], region.perm
             )
-            out["loss"] = out["loss"] + self.region.weight * out["loss_reg"]
-        self.queue.enqueue(concat_all_gather(k))
+            loss = loss + self.region_weight * out["loss_reg"]
+        out["loss"] = loss
+        self.enqueue(keys)
         return out
