@@ -15,12 +15,16 @@ from dataclasses import dataclass
 import torch
 
 from .backbones import create_encoder
-from .methods import build_method
+from .methods import BASE_OF, build_method
 
-# Backbone passes per step, forward + backward weighted 1 + 2 (SPEC: FLOP count).
-# MoCo v2: q (fwd+bwd = 3) + k (fwd = 1) = 4 units; RegionCL-M adds the composite pass (3) = 7.
-FLOP_UNITS = {"mocov2": 4.0, "regioncl_m": 7.0}
-BASE_OF = {"regioncl_m": "mocov2"}
+# Backbone work per step in units of one forward pass (a backward counts 2), heads left out.
+# MoCo v2 / DenseCL: query fwd+bwd (3) + key fwd (1) = 4; SimSiam: two views fwd+bwd = 6.
+# RegionCL adds the composite pass with its backward (3); the no-swap ablation adds two (6).
+FLOP_UNITS = {
+    "mocov2": 4.0, "regioncl_m": 7.0, "regioncl_m_noswap": 10.0,
+    "densecl": 4.0, "regioncl_d": 7.0,
+    "simsiam": 6.0, "regioncl_s": 9.0,
+}
 
 
 @dataclass

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training-step throughput of mocov2 vs regioncl_m (median of interleaved timed steps).
+"""Training-step throughput of the methods, side by side (median of interleaved timed steps).
 
     python scripts/benchmark.py --backbone resnet18 --image-size 64 --batch-size 32
     python scripts/benchmark.py --backbone resnet50 --image-size 224 --batch-size 64 --device cuda --precision bf16
@@ -24,7 +24,8 @@ from regioncl.methods import METHODS  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=["mocov2", "regioncl_m"], choices=sorted(METHODS))
+    p.add_argument("--methods", nargs="+", default=["mocov2", "regioncl_m"], choices=sorted(METHODS) + ["all"],
+                   help="methods to time, or 'all'")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--backbone-args", type=json.loads, default={}, help="JSON kwargs for timm.create_model")
     p.add_argument("--image-size", type=int, default=64)
@@ -37,10 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--queue-size", type=int, default=4096)
     a = p.parse_args(argv)
+    methods = list(METHODS) if "all" in a.methods else a.methods
     if a.threads:
         torch.set_num_threads(a.threads)
     rows = benchmark(
-        a.methods, a.backbone, a.backbone_args, a.image_size, a.batch_size, a.device, a.steps, a.warmup,
+        methods, a.backbone, a.backbone_args, a.image_size, a.batch_size, a.device, a.steps, a.warmup,
         a.channels_last, a.precision, a.queue_size,
     )
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

@@ -144,6 +144,12 @@ def test_shipped_recipes_load():
     assert make_config("regioncl_m_r50", {"lr": 0.3}).lr == 0.3
     assert make_config("mocov2_r50").method == "mocov2"
     assert make_config("regioncl_m_r50w4").backbone == "resnet50w4"
+    d = make_config("regioncl_d_r50")
+    assert (d.method, d.batch_size, d.lr, d.epochs, d.dense_weight, d.region_weight) == ("regioncl_d", 1024, 0.15, 200, 0.5, 0.5)
+    s = make_config("regioncl_s_r50")
+    assert (s.method, s.batch_size, s.lr, s.epochs, s.fix_pred_lr, s.proj_dim, s.pred_dim) == (
+        "regioncl_s", 512, 0.1, 100, True, 2048, 512)
+    assert make_config("regioncl_m_noswap_r50").method == "regioncl_m_noswap"
 
 
 def write_folder(root: Path, good: int, bad: int):
@@ -258,3 +264,15 @@ def test_every_method_lowers_its_loss_on_a_small_set(tmp_path, method):
     assert all(np.isfinite(loss))
     start = 32 // 16 + 1
     assert np.mean(loss[-10:]) < np.mean(loss[start : start + 10]), loss
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_simsiam_predictor_lr_stays_fixed_when_asked(tmp_path, fixed):
+    cfg = make_config(overrides={**TINY, "method": "regioncl_s", "pred_dim": 8, "output_dir": str(tmp_path / "r"),
+                                 "max_steps": 6, "stop_at_step": 3, "warmup_epochs": 0, "lr": 0.05, "fix_pred_lr": fixed})
+    trainer = Trainer(cfg)
+    trainer.train()
+    backbone_group, predictor_group = trainer.optimizer.param_groups
+    scheduled = lr_at(cfg, 2, 6, trainer.steps_per_epoch)  # the lr of the last step taken
+    assert backbone_group["lr"] == pytest.approx(scheduled) and scheduled < 0.05
+    assert predictor_group["lr"] == pytest.approx(0.05 if fixed else scheduled)
