@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,7 +357,8 @@ class Trainer:
 
         stop = self.total_steps if cfg.stop_at_step is None else min(self.total_steps, cfg.stop_at_step)
         bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not acc.is_local_main_process,
-                   desc=cfg.method, dynamic_ncols=True)
+                   desc=cfg.method, dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
         self.model.train()
         window = _Window()
         while self.state.step < stop:

@@ -68,3 +68,25 @@ def test_pretrain_script_runs_in_two_processes(tmp_path):
     assert [r["step"] for r in records] == [2, 4]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     assert (out / "checkpoints" / "step_00000004" / "trainer_state.json").is_file()
+
+
+def test_streaming_with_uneven_shares_stops_every_process_together(tmp_path):
+    """23 streamed images, 2 processes, 2 per process a step: rank 0 has 6 batches in an epoch,
+    rank 1 only 5. Both must stop the epoch after 5 steps (no hang, no step out of step)."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)) for _ in range(23)]
+    (tmp_path / "pq").mkdir()
+    ds = datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(23)]})
+    ds.cast_column("image", datasets.Image()).to_parquet(str(tmp_path / "pq" / "part-0.parquet"))
+    out = tmp_path / "run"
+    launch([str(ROOT / "scripts" / "pretrain.py"), "--data", f"hf:{tmp_path / 'pq'}", "--streaming",
+            "--backbone", "resnet10t", "--image-size", "16", "--batch-size", "4", "--queue-size", "32",
+            "--max-steps", "8", "--epochs", "2", "--log-every", "1", "--num-workers", "0", "--no-knn",
+            "--shuffle-buffer", "0", "--output-dir", str(out)], tmp_path)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert [r["epoch"] for r in records] == [0] * 5 + [1] * 3
