@@ -184,6 +184,9 @@ def test_every_zoo_entry_renders_a_valid_card(name):
     for key in ("repo_id", "method", "backbone", "recipe", "dataset", "epochs"):
         assert key in entry, key
     assert (ROOT / "regioncl" / "recipes" / f"{entry['recipe']}.yaml").is_file()
+    from regioncl.backbones import resolve_backbone
+
+    assert list(resolve_backbone(entry["backbone"]).model_args.get("channels", (64, 128, 256, 512))) == entry["widths"]
     card = render_card(entry)
     front = yaml.safe_load(card.split("---\n")[1])
     assert front["license"] and front["datasets"] == [entry["dataset"]]
