@@ -37,19 +37,32 @@ NOT_ENCODER = ("key_encoder.", "projector.", "key_projector.", "predictor.", "qu
 # ---------------------------------------------------------------------------- reading checkpoints
 
 
-def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    if path.suffix in (".bin", ".pth", ".pt"):
-        # Never unpickle arbitrary objects: tensors and plain containers only.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model"):
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
-        return obj
-    raise ValueError(f"{path}: unsupported checkpoint file (use .safetensors, .bin, .pth or .pt)")
+def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file, or a ``.bin``/``.pth``/``.pt`` file read with
+    ``torch.load(weights_only=True)`` (unwrapped from a top-level ``state_dict``/``model``).
+
+    Raises:
+        ValueError: another suffix, or content that is not a str → tensor mapping.
+        pickle.UnpicklingError: a torch file holding objects other than tensors and plain
+            containers (``weights_only=True`` refuses to run their code).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return load_file(str(path), device="cpu")
+    if suffix not in (".bin", ".pth", ".pt"):
+        raise ValueError(f"{path}: unsupported checkpoint file (use .safetensors, .bin, .pth or .pt)")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: entries {_few(bad)} are not str → tensor; not a state dict")
+    return dict(obj)
 
 
 def find_checkpoint_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
@@ -126,7 +139,7 @@ def load_encoder(
     spec = resolve_backbone(backbone, **args)
     model_args = {k: v for k, v in spec.model_args.items() if k not in INIT_ONLY_ARGS}
     model = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **model_args)
-    state = encoder_state(_read_state_file(path))
+    state = encoder_state(read_state_file(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

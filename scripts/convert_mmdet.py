@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Convert a pretrained timm ResNet encoder into an mmdet 3.x / mmpose 1.x backbone checkpoint.
+
+    python scripts/convert_mmdet.py OUTPUT_DIR/encoder.safetensors regioncl_r50_mmdet.pth
+
+ENCODER_PATH: encoder.safetensors / model.safetensors, a folder holding one, or a .pth/.pt/.bin
+state dict (read with weights_only=True). The keys are written as ``backbone.<timm key>``; load
+them with ``init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=OUT)`` as the configs
+in regioncl/transfer/configs/mmdet and .../mmpose do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from regioncl.transfer import load_encoder_state, timm_to_mmdet  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("encoder", type=Path, help="timm encoder weights (file or folder)")
+    p.add_argument("out", type=Path, help="mmdet/mmpose checkpoint to write (.pth)")
+    a = p.parse_args(argv)
+
+    try:
+        state = load_encoder_state(a.encoder)
+        converted = timm_to_mmdet(state)
+    except (OSError, ValueError, TypeError, pickle.UnpicklingError) as e:
+        # A wrong path or a state dict that is not a plain timm ResNet: a message, not a trace.
+        p.error(str(e))
+    # Plain str/int values only, so the file also loads under torch.load(weights_only=True).
+    meta = {
+        "converter": "regioncl scripts/convert_mmdet.py",
+        "source": str(a.encoder),
+        "key_prefix": "backbone.",
+        "num_tensors": len(converted),
+    }
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so an interrupted run leaves no truncated file behind.
+    tmp = a.out.with_name(a.out.name + ".tmp")
+    torch.save({"state_dict": converted, "meta": meta}, tmp)
+    os.replace(tmp, a.out)
+
+    # Learnable tensors only: BN running statistics and step counters are buffers.
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    n_params = sum(v.numel() for k, v in converted.items() if not k.endswith(buffers))
+    print(f"{a.encoder} -> {a.out}: {len(converted)} tensors as backbone.*, {n_params:,} parameters")
+
+
+if __name__ == "__main__":
+    main()
