@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 
 class LabelledImages(Dataset):
@@ -29,6 +29,49 @@ class LabelledImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.source[index]
         return self.transform(image), label
+
+
+def feature_map(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``(B, C, G, G)`` from a regioncl :class:`~regioncl.backbones.Encoder` or any timm model."""
+    forward_features = getattr(encoder, "forward_features", None)
+    return forward_features(images) if forward_features is not None else encoder(images)
+
+
+def load_eval_encoder(spec: str) -> nn.Module:
+    """A frozen encoder to evaluate: a timm ``local-dir:``/``hf-hub:`` name, or anything
+    :func:`regioncl.hub.export` accepts (a run folder, a checkpoint folder, a weights file)."""
+    if spec.startswith(("local-dir:", "hf-hub:")):
+        import timm
+
+        return timm.create_model(spec, pretrained=True, num_classes=0)
+    from .hub import load_encoder
+
+    return load_encoder(spec)[0]
+
+
+def knn_evaluate(
+    encoder: nn.Module,
+    bank_source: Any,
+    val_source: Any,
+    transform: Any,
+    device: torch.device,
+    *,
+    k: int = 200,
+    temperature: float = 0.07,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    channels_last: bool = False,
+) -> float | None:
+    """kNN top-1 (SPEC §10) of ``encoder`` with ``bank_source`` as the labelled bank, or
+    ``None`` when either source has no labels."""
+    feats = []
+    for source in (bank_source, val_source):
+        loader = DataLoader(LabelledImages(source, transform), batch_size=batch_size, num_workers=num_workers)
+        feats.append(extract_features(encoder, loader, device, channels_last))
+    (bank, bank_labels), (val, val_labels) = feats
+    if bool((bank_labels < 0).any()) or bool((val_labels < 0).any()):
+        return None
+    return float(knn_top1(bank, bank_labels, val, val_labels, k=k, temperature=temperature))
 
 
 @torch.no_grad()
@@ -47,7 +90,7 @@ def extract_features(
             images = images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            fmap = encoder(images)
+            fmap = feature_map(encoder, images)
             feats.append(F.normalize(fmap.float().mean((2, 3)), dim=1).cpu())
             labels.append(target.cpu())
     finally:

@@ -36,7 +36,7 @@ from .data import (
     eval_transform,
     mocov2_transform,
 )
-from .knn import LabelledImages, extract_features, knn_top1
+from .knn import knn_evaluate
 from .methods import SSLMethod, build_method
 
 logger = logging.getLogger("regioncl")
@@ -298,18 +298,15 @@ class Trainer:
         # Rendered at the training size, the sample set needs no resize; other images get the usual crop.
         crop = 1.0 if train_spec == "sample" else 0.875
         transform = eval_transform(cfg.image_size, crop_pct=crop)
-        split_of = {"sample": ("train", "val")}
-        splits = split_of.get(train_spec, ("train", "validation"))
-        feats = []
-        for spec, split in ((train_spec, splits[0]), (val_spec, splits[1])):
-            source = build_source(spec, split, image_size=cfg.image_size)
-            loader = DataLoader(LabelledImages(source, transform), batch_size=256, num_workers=cfg.workers)
-            feats.append(extract_features(self.unwrapped.encoder, loader, self.accelerator.device, cfg.channels_last))
-        (bank, bank_labels), (val, val_labels) = feats
-        if bool((bank_labels < 0).any()) or bool((val_labels < 0).any()):
+        splits = ("train", "val") if train_spec == "sample" else ("train", "validation")
+        bank_source, val_source = (build_source(spec, split, image_size=cfg.image_size)
+                                   for spec, split in ((train_spec, splits[0]), (val_spec, splits[1])))
+        top1 = knn_evaluate(self.unwrapped.encoder, bank_source, val_source, transform, self.accelerator.device,
+                            k=cfg.knn_k, temperature=cfg.knn_temperature, num_workers=cfg.workers,
+                            channels_last=cfg.channels_last)
+        if top1 is None:
             logger.info("kNN skipped: the evaluation data has no labels")
-            return None
-        return float(knn_top1(bank, bank_labels, val, val_labels, k=cfg.knn_k, temperature=cfg.knn_temperature))
+        return top1
 
     def _knn_record(self, tag: str) -> float | None:
         top1 = self.knn() if self.accelerator.is_main_process else None

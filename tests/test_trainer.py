@@ -276,3 +276,11 @@ def test_simsiam_predictor_lr_stays_fixed_when_asked(tmp_path, fixed):
     scheduled = lr_at(cfg, 2, 6, trainer.steps_per_epoch)  # the lr of the last step taken
     assert backbone_group["lr"] == pytest.approx(scheduled) and scheduled < 0.05
     assert predictor_group["lr"] == pytest.approx(0.05 if fixed else scheduled)
+
+
+def test_knn_before_and_after_training_is_logged(tmp_path):
+    result, recs = run(tmp_path, knn=True, max_steps=2)
+    knn = [r for r in recs if "knn_top1" in r]
+    assert [r["step"] for r in knn] == [0, 2]
+    assert result["knn_top1_before"] == knn[0]["knn_top1"] and result["knn_top1_after"] == knn[1]["knn_top1"]
+    assert all(0.0 <= r["knn_top1"] <= 1.0 for r in knn)
