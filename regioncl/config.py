@@ -62,6 +62,7 @@ class PretrainConfig:
     region_weight: float | None = None  # None: the method's (1; 1 − λ for RegionCL-D, our choice)
     # Evaluation: kNN top-1 on a held-out split before and after training (SPEC §10).
     knn: bool = True
+    knn_every: int = 0  # epochs between kNN evaluations during training; 0: before and after only
     knn_k: int = 200
     knn_temperature: float = 0.07
     knn_train_data: str | None = None  # defaults to `data` (train split) for "sample"

@@ -14,7 +14,9 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .distributed import concat_all_gather, rank, world_size
 
 
 class LabelledImages(Dataset):
@@ -63,11 +65,20 @@ def knn_evaluate(
     channels_last: bool = False,
 ) -> float | None:
     """kNN top-1 (SPEC §10) of ``encoder`` with ``bank_source`` as the labelled bank, or
-    ``None`` when either source has no labels."""
+    ``None`` when either source has no labels.
+
+    In a multi-process run every process must call it: each encodes its share of the images
+    and all get the same result.
+    """
     feats = []
+    world, me = world_size(), rank()
     for source in (bank_source, val_source):
-        loader = DataLoader(LabelledImages(source, transform), batch_size=batch_size, num_workers=num_workers)
-        feats.append(extract_features(encoder, loader, device, channels_last))
+        images = LabelledImages(source, transform)
+        # Each process encodes every world-th image; the features are then gathered on all of them.
+        mine = Subset(images, range(me, len(images), world)) if world > 1 else images
+        loader = DataLoader(mine, batch_size=batch_size, num_workers=num_workers)
+        x, y = extract_features(encoder, loader, device, channels_last)
+        feats.append((gather_rows(x, device), gather_rows(y, device)))
     (bank, bank_labels), (val, val_labels) = feats
     if bool((bank_labels < 0).any()) or bool((val_labels < 0).any()):
         return None
@@ -96,6 +107,18 @@ def extract_features(
     finally:
         encoder.train(was_training)
     return torch.cat(feats), torch.cat(labels)
+
+
+def gather_rows(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Concatenate ``t`` ``(N_r, ...)`` from every process (N_r may differ), on the CPU."""
+    if world_size() == 1:
+        return t
+    local = t.to(device)
+    sizes = concat_all_gather(torch.tensor([t.shape[0]], device=device)).tolist()
+    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=device)
+    padded[: t.shape[0]] = local
+    parts = concat_all_gather(padded).view(len(sizes), max(sizes), *t.shape[1:])
+    return torch.cat([parts[i, :n] for i, n in enumerate(sizes)]).cpu()
 
 
 @torch.no_grad()

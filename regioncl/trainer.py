@@ -45,7 +45,7 @@ logger = logging.getLogger("regioncl")
 #: config fields that may change between a run and its resumption.
 RUN_MANAGEMENT = frozenset({
     "resume", "stop_at_step", "output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "log_with",
-    "num_workers", "knn", "knn_k", "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction",
+    "num_workers", "knn", "knn_every", "knn_k", "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction",
 })
 
 
@@ -309,9 +309,8 @@ class Trainer:
         return top1
 
     def _knn_record(self, tag: str) -> float | None:
-        top1 = self.knn() if self.accelerator.is_main_process else None
-        self.accelerator.wait_for_everyone()
-        if top1 is not None:
+        top1 = self.knn()  # every process encodes its share
+        if top1 is not None and self.accelerator.is_main_process:
             logger.info("kNN top-1 %s: %.2f%%", tag, 100 * top1)
             self._log({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1})
         return top1
@@ -378,6 +377,9 @@ class Trainer:
                     raise RuntimeError(f"data source {cfg.data!r} yielded no full batch of {self.batch_per_process} images")
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
+                if cfg.knn_every and self.state.epoch % cfg.knn_every == 0 and self.state.step < self.total_steps:
+                    self._knn_record(f"after epoch {self.state.epoch}")
+                    self.model.train()
         bar.close()
         self._check_bad(self.state.bad_images, self.state.images_read, final=True)
         self.save()

@@ -90,3 +90,30 @@ def test_streaming_with_uneven_shares_stops_every_process_together(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 9))
     assert [r["epoch"] for r in records] == [0] * 5 + [1] * 3
+
+
+def test_two_process_knn_equals_one_process(tmp_path):
+    """Each rank encodes every other image (11 + 10 bank images: uneven shares); the gathered
+    result must equal the single-process one."""
+    import numpy as np
+    from PIL import Image
+
+    from regioncl.backbones import create_encoder
+    from regioncl.data import build_source, eval_transform
+    from regioncl.knn import knn_evaluate
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 21), ("val", 9)):
+        for i in range(n):
+            d = tmp_path / split / f"c{int(rng.integers(0, 3))}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    launch([str(ROOT / "tests" / "dist_knn_worker.py"), str(tmp_path)], tmp_path)
+    two = json.loads((tmp_path / "knn.json").read_text())
+    torch.manual_seed(0)
+    encoder = create_encoder("resnet18", output_stride=8)
+    one = knn_evaluate(encoder, build_source(str(tmp_path / "train")), build_source(str(tmp_path / "val")),
+                       eval_transform(16, crop_pct=1.0), torch.device("cpu"), k=5, batch_size=4)
+    assert two["world"] == 2
+    assert two["top1"] == one
+    assert 0.0 < one < 1.0  # random images and labels: neither trivially right nor wrong

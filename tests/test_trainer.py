@@ -284,3 +284,11 @@ def test_knn_before_and_after_training_is_logged(tmp_path):
     assert [r["step"] for r in knn] == [0, 2]
     assert result["knn_top1_before"] == knn[0]["knn_top1"] and result["knn_top1_after"] == knn[1]["knn_top1"]
     assert all(0.0 <= r["knn_top1"] <= 1.0 for r in knn)
+
+
+def test_knn_monitor_every_epoch(tmp_path):
+    write_folder(tmp_path / "imgs", good=16, bad=0)
+    data = str(tmp_path / "imgs")
+    _, recs = run(tmp_path, data=data, knn=True, knn_every=1, knn_train_data=data, knn_val_data=data,
+                  max_steps=6, epochs=3)
+    assert [r["step"] for r in recs if "knn_top1" in r] == [0, 2, 4, 6]  # before, after epochs 1 and 2, after
