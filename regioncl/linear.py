@@ -1,0 +1,153 @@
+"""Linear probing of a frozen encoder (SPEC §10, MoCo's protocol by default; LARS for SimSiam's).
+
+The backbone stays in eval mode with no gradient for the whole probe, so neither its
+weights nor its BN statistics change; only a linear classifier on the pooled features
+is trained. Without augmentation the features are computed once and cached.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.transforms import v2
+
+from .data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from .knn import LabelledImages, feature_map
+
+
+@dataclass
+class ProbeConfig:
+    """MoCo's linear protocol by default: SGD lr 30, momentum 0.9, no weight decay, 100 epochs,
+    lr × 0.1 at epochs 60 and 80, batch 256, RandomResizedCrop + flip for training."""
+
+    epochs: int = 100
+    lr: float = 30.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    milestones: list[int] = field(default_factory=lambda: [60, 80])  # epochs; ignored with cosine
+    schedule: str = "step"  # "step" (MoCo) or "cosine" (SimSiam)
+    optimizer: str = "sgd"  # "sgd" or "lars" (SimSiam: lr 0.02 × batch / 256, batch 4096, cosine, 90 epochs)
+    augment: bool = True  # RandomResizedCrop + flip; False caches the features once
+    image_size: int = 224
+    crop_pct: float = 0.875
+    num_workers: int = 0
+    seed: int = 0
+
+
+class LARS(torch.optim.SGD):
+    """SGD with layer-wise adaptive rate scaling (You et al.), as SimSiam's linear probe uses it.
+
+    For each parameter with more than one dimension the update is scaled by
+    ``trust · ‖w‖ / ‖∇w + wd·w‖``; biases are updated as plain SGD.
+    """
+
+    def __init__(self, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust: float = 0.001):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.trust = trust
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or p.ndim <= 1:
+                    continue
+                grad = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+                scale = torch.where((w_norm > 0) & (g_norm > 0), self.trust * w_norm / g_norm, torch.ones_like(w_norm))
+                p.grad.mul_(scale)
+        return super().step(closure)
+
+
+class _Frozen(nn.Module):
+    """The encoder, pooled, always in eval mode and without gradients."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "_Frozen":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return feature_map(self.encoder, x).float().mean((2, 3))
+
+
+def train_transform(image_size: int) -> v2.Compose:
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
+        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+    ])
+
+
+def _lr(cfg: ProbeConfig, epoch: float) -> float:
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return float((top[:, 0] == labels).float().mean()), float((top == labels[:, None]).any(1).float().mean())
+
+
+def linear_probe(
+    encoder: nn.Module, train_source: Any, val_source: Any, num_classes: int, cfg: ProbeConfig, device: torch.device
+) -> dict[str, Any]:
+    """Train a linear classifier on the frozen, pooled features; returns top-1/top-5 on ``val_source``.
+
+    Returns:
+        ``{"top1", "top5", "epochs", "history"}`` with accuracies in [0, 1] and the per-epoch
+        training loss in ``history``.
+    """
+    torch.manual_seed(cfg.seed)
+    backbone = _Frozen(encoder).to(device)
+    val_tf = eval_transform(cfg.image_size, crop_pct=cfg.crop_pct)
+    loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+
+    def features(source: Any, transform: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for x, y in DataLoader(LabelledImages(source, transform), **loader_args):
+            xs.append(backbone(x.to(device)).cpu())
+            ys.append(y)
+        return torch.cat(xs), torch.cat(ys)
+
+    num_features = backbone(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=device)).shape[1]
+    head = nn.Linear(num_features, num_classes).to(device)
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
+    opt_cls = LARS if cfg.optimizer == "lars" else torch.optim.SGD
+    opt = opt_cls(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    if cfg.augment:
+        train_loader = DataLoader(LabelledImages(train_source, train_transform(cfg.image_size)), shuffle=True,
+                                  drop_last=False, **loader_args)
+    else:  # the features never change: compute them once
+        train_loader = DataLoader(TensorDataset(*features(train_source, val_tf)), shuffle=True,
+                                  batch_size=cfg.batch_size)
+    history = []
+    for epoch in range(cfg.epochs):
+        for group in opt.param_groups:
+            group["lr"] = _lr(cfg, epoch)
+        total, seen = torch.zeros((), device=device), 0
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            feats = backbone(x) if cfg.augment else x
+            loss = F.cross_entropy(head(feats), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(y)  # summed on the device: one host sync per epoch
+            seen += len(y)
+        history.append(float(total) / max(seen, 1))
+    val_x, val_y = features(val_source, val_tf)
+    with torch.no_grad():
+        top1, top5 = _accuracy(head(val_x.to(device)).cpu(), val_y)
+    return {"top1": top1, "top5": top5, "epochs": cfg.epochs, "history": history}

@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from regioncl.backbones import create_encoder
+from regioncl.data import build_source
+from regioncl.linear import LARS, ProbeConfig, linear_probe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def toy(root: Path, n: int = 12):
+    """Two classes a frozen random CNN separates: dark vs bright images."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, level in enumerate((40, 210)):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = np.clip(level + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return build_source(str(root / "train")), build_source(str(root / "val"))
+
+
+@pytest.mark.parametrize("augment,optimizer", [(True, "sgd"), (False, "sgd"), (False, "lars")])
+def test_probe_learns_a_separable_set_and_leaves_the_backbone_untouched(tmp_path, augment, optimizer):
+    train, val = toy(tmp_path)
+    torch.manual_seed(0)
+    encoder = create_encoder("resnet18", output_stride=8).train()  # left in train mode on purpose
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    cfg = ProbeConfig(epochs=15, lr=1.0 if optimizer == "sgd" else 5.0, batch_size=8, milestones=[10], augment=augment,
+                      image_size=16, crop_pct=1.0, optimizer=optimizer)
+    result = linear_probe(encoder, train, val, 2, cfg, torch.device("cpu"))
+    assert result["top1"] >= 0.9 and result["top5"] == 1.0
+    assert result["history"][-1] < result["history"][0]
+    after = encoder.state_dict()
+    # Weights and BN running statistics (and the batch counters) are exactly as before.
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lars_scales_the_update_by_the_trust_ratio():
+    w = torch.nn.Parameter(torch.full((2, 2), 3.0))
+    w.grad = torch.full((2, 2), 4.0)
+    LARS([w], lr=1.0, momentum=0.0, trust=0.5).step()
+    # ‖w‖ = 6, ‖g‖ = 8: the step is lr · 0.5 · 6 / 8 · g = 1.5 per entry.
+    assert torch.allclose(w, torch.full((2, 2), 1.5))
+
+
+def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path):
+    toy(tmp_path / "data")
+    from regioncl.config import make_config
+    from regioncl.hub import export
+    from regioncl.trainer import Trainer
+
+    Trainer(make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16,
+                                       batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16, num_workers=0,
+                                       knn=False, max_steps=1, output_dir=str(tmp_path / "run")))).train()
+    export(tmp_path / "run", tmp_path / "export")
+    results = []
+    for spec in (str(tmp_path / "run"), f"local-dir:{tmp_path / 'export'}"):
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "linear_probe.py"), spec,
+                               "--train-data", str(tmp_path / "data" / "train"), "--val-data", str(tmp_path / "data" / "val"),
+                               "--image-size", "16", "--crop-pct", "1.0", "--epochs", "5", "--lr", "1.0",
+                               "--batch-size", "8", "--no-augment"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert results[0]["top1"] == results[1]["top1"] >= 0.9
