@@ -312,7 +312,9 @@ class Trainer:
         top1 = self.knn()  # every process encodes its share
         if top1 is not None and self.accelerator.is_main_process:
             logger.info("kNN top-1 %s: %.2f%%", tag, 100 * top1)
-            self._log({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1})
+            # Epochs completed (a float for a partial one), so curves of runs line up by epoch.
+            epochs_done = self.state.step / self.nominal_epoch_steps
+            self._log({"step": self.state.step, "epoch": epochs_done, "knn_top1": top1})
         return top1
 
     # ------------------------------------------------------------------ loop

@@ -1,0 +1,108 @@
+"""Pictures of runs: loss and kNN curves, a batch of composites, a comparison across runs.
+
+matplotlib is an optional dependency (``pip install regioncl[plots]``); it is imported
+only here, with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .data.augment import IMAGENET_MEAN, IMAGENET_STD
+from .swapping import SwapResult
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as e:  # a clear message instead of a bare ImportError deep in a script
+        raise ImportError("plots need matplotlib: pip install 'regioncl[plots]' (or matplotlib)") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a pretraining output folder?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _series(records: list[dict[str, Any]], key: str, x: str = "step") -> tuple[list[float], list[float]]:
+    rows = [(r[x], r[key]) for r in records if key in r]
+    return [a for a, _ in rows], [b for _, b in rows]
+
+
+def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Any:
+    """Loss terms per step and, when logged, kNN top-1 per step; saved as a PNG. Returns the figure."""
+    plt = _pyplot()
+    records = read_metrics(run_dir)
+    loss_keys = sorted({k for r in records for k in r if k.startswith("loss")})
+    has_knn = any("knn_top1" in r for r in records)
+    fig, axes = plt.subplots(1, 2 if has_knn else 1, figsize=(11 if has_knn else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    for key in loss_keys:
+        ax.plot(*_series(records, key), label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{Path(run_dir).name}: losses")
+    ax.legend()
+    if has_knn:
+        steps, top1 = _series(records, "knn_top1")
+        axes[0][1].plot(steps, [100 * v for v in top1], marker="o")
+        axes[0][1].set_xlabel("step")
+        axes[0][1].set_ylabel("kNN top-1 (%)")
+        axes[0][1].set_title("kNN top-1")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return fig
+
+
+def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, metric: str = "knn_top1",
+                 labels: Sequence[str] | None = None) -> Any:
+    """One curve of ``metric`` per run against the epoch (kNN by default), saved as a PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, run in enumerate(run_dirs):
+        records = read_metrics(run)
+        # kNN records carry the epochs completed (0 before training).
+        x, y = _series(records, metric, x="epoch")
+        scale = 100 if metric == "knn_top1" else 1
+        ax.plot(x, [scale * v for v in y], marker="o", label=labels[i] if labels else Path(run).name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN top-1 (%)" if metric == "knn_top1" else metric)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return fig
+
+
+def plot_composites(swap: SwapResult, stride: int, out: str | os.PathLike, max_images: int = 8) -> Any:
+    """The first composites of a batch with the pasted box outlined and π(i) in the title."""
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    n = min(max_images, swap.composite.shape[0])
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    fig, axes = plt.subplots(1, n, figsize=(2 * n, 2.3), squeeze=False)
+    rows, cols = swap.box.pixel_slices(stride)
+    for i in range(n):
+        img = (swap.composite[i].detach().float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        ax = axes[0][i]
+        ax.imshow(img)
+        ax.add_patch(Rectangle((cols.start - 0.5, rows.start - 0.5), cols.stop - cols.start, rows.stop - rows.start,
+                               fill=False, edgecolor="red", linewidth=2))
+        ax.set_title(f"{i} ← paste of {int(swap.perm[i])}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return fig
