@@ -15,3 +15,21 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def separable_folder(tmp_path):
+    """train/ and val/ folders of two classes any encoder separates: dark vs bright 16 px images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "separable"
+    for split in ("train", "val"):
+        for c, level in enumerate((40, 210)):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(12):
+                arr = np.clip(level + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return root

@@ -41,7 +41,7 @@ def test_votes_are_temperature_weighted():
     assert torch.allclose(scores, expected)
 
 
-def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_path):
+def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_path, separable_folder):
     """The same encoder, given three ways, gives the same kNN accuracy."""
     import json
     import os
@@ -49,22 +49,11 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     import sys
     from pathlib import Path
 
-    import numpy as np
-    from PIL import Image
-
     from regioncl.config import make_config
     from regioncl.hub import export
     from regioncl.trainer import Trainer
 
     root = Path(__file__).resolve().parent.parent
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in range(2):
-            (tmp_path / split / f"c{c}").mkdir(parents=True)
-            for i in range(6):  # class 0 dark, class 1 bright: any encoder separates them
-                level = 40 if c == 0 else 210
-                arr = np.clip(level + rng.normal(0, 10, (16, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(tmp_path / split / f"c{c}" / f"{i}.png")
     cfg = make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16, batch_size=8,
                                      queue_size=32, proj_hidden_dim=32, proj_dim=16, num_workers=0, knn=False,
                                      max_steps=1, output_dir=str(tmp_path / "run")))
@@ -81,7 +70,7 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     results = []
     for spec in (str(tmp_path / "run"), f"local-dir:{tmp_path / 'export'}", "hf-hub:org/enc"):
         proc = subprocess.run([sys.executable, str(root / "scripts" / "knn_eval.py"), spec, "--bank-data",
-                               str(tmp_path / "train"), "--val-data", str(tmp_path / "val"), "--image-size", "16",
+                               str(separable_folder / "train"), "--val-data", str(separable_folder / "val"), "--image-size", "16",
                                "--k", "5"], capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results.append(json.loads(proc.stdout.strip().splitlines()[-1])["knn_top1"])

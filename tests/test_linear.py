@@ -3,10 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from regioncl.backbones import create_encoder
 from regioncl.data import build_source
@@ -15,22 +13,13 @@ from regioncl.linear import LARS, ProbeConfig, linear_probe
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def toy(root: Path, n: int = 12):
-    """Two classes a frozen random CNN separates: dark vs bright images."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c, level in enumerate((40, 210)):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                arr = np.clip(level + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(d / f"{i}.png")
+def sources(root: Path):
     return build_source(str(root / "train")), build_source(str(root / "val"))
 
 
 @pytest.mark.parametrize("augment,optimizer", [(True, "sgd"), (False, "sgd"), (False, "lars")])
-def test_probe_learns_a_separable_set_and_leaves_the_backbone_untouched(tmp_path, augment, optimizer):
-    train, val = toy(tmp_path)
+def test_probe_learns_a_separable_set_and_leaves_the_backbone_untouched(separable_folder, augment, optimizer):
+    train, val = sources(separable_folder)
     torch.manual_seed(0)
     encoder = create_encoder("resnet18", output_stride=8).train()  # left in train mode on purpose
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -52,8 +41,7 @@ def test_lars_scales_the_update_by_the_trust_ratio():
     assert torch.allclose(w, torch.full((2, 2), 1.5))
 
 
-def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path):
-    toy(tmp_path / "data")
+def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path, separable_folder):
     from regioncl.config import make_config
     from regioncl.hub import export
     from regioncl.trainer import Trainer
@@ -65,7 +53,7 @@ def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path):
     results = []
     for spec in (str(tmp_path / "run"), f"local-dir:{tmp_path / 'export'}"):
         proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "linear_probe.py"), spec,
-                               "--train-data", str(tmp_path / "data" / "train"), "--val-data", str(tmp_path / "data" / "val"),
+                               "--train-data", str(separable_folder / "train"), "--val-data", str(separable_folder / "val"),
                                "--image-size", "16", "--crop-pct", "1.0", "--epochs", "5", "--lr", "1.0",
                                "--batch-size", "8", "--no-augment"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]

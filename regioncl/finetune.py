@@ -1,0 +1,107 @@
+"""End-to-end fine-tuning of a pretrained encoder with a new classifier (RegionCL-M*, 50 epochs).
+
+Built from timm's factories (optimizer, scheduler, mixup/cutmix, losses) on Accelerate, so
+the same code runs on a CPU, one GPU or many, in any precision Accelerate is set to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .data.augment import eval_transform
+from .knn import LabelledImages
+from .linear import train_transform
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 50
+    batch_size: int = 256  # global
+    opt: str = "sgd"  # any timm optimizer name (sgd, adamw, lamb...)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    sched: str = "cosine"  # any timm scheduler name
+    warmup_epochs: int = 5
+    mixup: float = 0.0  # mixup alpha (0: off)
+    cutmix: float = 0.0  # cutmix alpha (0: off)
+    label_smoothing: float = 0.1
+    image_size: int = 224
+    crop_pct: float = 0.875
+    num_workers: int = 0
+    seed: int = 0
+
+
+def load_finetune_model(spec: str, num_classes: int) -> nn.Module:
+    """A timm model with a fresh ``num_classes`` classifier on a pretrained encoder: a timm
+    ``local-dir:``/``hf-hub:`` name, or anything :func:`regioncl.hub.export` accepts."""
+    if spec.startswith(("local-dir:", "hf-hub:")):
+        import timm
+
+        return timm.create_model(spec, pretrained=True, num_classes=num_classes)
+    from .hub import load_encoder
+
+    model = load_encoder(spec)[0]
+    model.reset_classifier(num_classes)
+    return model
+
+
+def _topk(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return (top[:, 0] == labels).float().sum(), (top == labels[:, None]).any(1).float().sum()
+
+
+def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: int, cfg: FinetuneConfig,
+             accelerator: Accelerator | None = None) -> dict[str, Any]:
+    """Train ``model`` end to end; returns ``{"top1", "top5", "history"}`` (accuracies in [0, 1])."""
+    acc = accelerator or Accelerator()
+    torch.manual_seed(cfg.seed)
+    per_process = max(1, cfg.batch_size // acc.num_processes)
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    train_loader = DataLoader(LabelledImages(train_source, train_transform(cfg.image_size)), batch_size=per_process,
+                              shuffle=True, drop_last=mixing, num_workers=cfg.num_workers)
+    val_loader = DataLoader(LabelledImages(val_source, eval_transform(cfg.image_size, crop_pct=cfg.crop_pct)),
+                            batch_size=per_process, num_workers=cfg.num_workers)
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    **({"momentum": cfg.momentum} if cfg.opt in ("sgd", "momentum") else {}))
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       warmup_lr=cfg.lr * 1e-3)
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                  num_classes=num_classes) if mixing else None
+    criterion = SoftTargetCrossEntropy() if mixing else (
+        LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
+    model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, seen = torch.zeros((), device=acc.device), 0
+        for images, labels in train_loader:
+            if mixup is not None:
+                images, labels = mixup(images, labels)
+            with acc.autocast():
+                loss = criterion(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            optimizer.step()
+            total += loss.detach() * images.shape[0]
+            seen += images.shape[0]
+        scheduler.step(epoch + 1)
+        history.append(float(total) / max(seen, 1))
+    model.eval()
+    correct1 = correct5 = count = 0.0
+    with torch.no_grad():
+        for images, labels in val_loader:
+            logits, labels = acc.gather_for_metrics((model(images), labels))
+            c1, c5 = _topk(logits.float(), labels)
+            correct1, correct5, count = correct1 + float(c1), correct5 + float(c5), count + labels.shape[0]
+    return {"top1": correct1 / count, "top5": correct5 / count, "history": history}
