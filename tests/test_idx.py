@@ -1,0 +1,62 @@
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regioncl.data import build_source
+from regioncl.data.idx import read_idx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    code = {np.uint8: 0x08, np.int32: 0x0C}[arr.dtype.type]
+    header = bytes([0, 0, code, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def test_read_idx_plain_and_gzip(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a.idx").write_bytes(idx_bytes(images))
+    (tmp_path / "a.idx.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    assert np.array_equal(read_idx(tmp_path / "a.idx"), images)
+    assert np.array_equal(read_idx(tmp_path / "a.idx.gz"), images)
+    ints = np.array([1, -2, 300], dtype=np.int32)
+    (tmp_path / "b.idx").write_bytes(idx_bytes(ints))
+    assert read_idx(tmp_path / "b.idx").tolist() == [1, -2, 300]  # big-endian decoded
+
+
+def test_truncated_or_foreign_files_are_refused(tmp_path):
+    data = idx_bytes(np.zeros((5, 2, 2), dtype=np.uint8))
+    (tmp_path / "t.idx").write_bytes(data[:-3])
+    with pytest.raises(ValueError, match="header says"):
+        read_idx(tmp_path / "t.idx")
+    (tmp_path / "png.idx").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "png.idx")
+
+
+def test_prepare_fashion_mnist_writes_class_folders(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 12), ("t10k", 5)):
+        images = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (src / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+        (src / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    out = tmp_path / "fm"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_fashion_mnist.py"), str(out), "--source", str(src)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    train = build_source(str(out / "train"))
+    assert len(train) == 12 and len(build_source(str(out / "test"))) == 5
+    assert sorted(train.classes) == train.classes and len(train.classes) == 10
+    img, label = train[0]
+    assert img.size == (28, 28) and img.mode == "RGB" and 0 <= label < 10
+    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_fashion_mnist.py"), str(out),
+                              "--source", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "dataset-fashion-mnist" in missing.stderr
