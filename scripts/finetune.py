@@ -11,38 +11,27 @@ ENCODER is a run folder, a checkpoint folder, a weights file, or a timm `local-d
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.data import build_source  # noqa: E402
+from regioncl.cli import add_dataclass_arguments, add_labelled_data_arguments, dataclass_from_args, labelled_sources  # noqa: E402
 from regioncl.distributed import make_accelerator  # noqa: E402
 from regioncl.finetune import FinetuneConfig, finetune, load_finetune_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("encoder")
-    p.add_argument("--train-data", default="sample")
-    p.add_argument("--val-data", default="sample")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--num-classes", type=int, help="default: the largest label + 1 of the training data")
-    for f in dataclasses.fields(FinetuneConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    a = vars(p.parse_args(argv))
-    cfg = FinetuneConfig(**{f.name: a[f.name] for f in dataclasses.fields(FinetuneConfig)})
-    train = build_source(a["train_data"], a["train_split"], image_size=cfg.image_size)
-    val = build_source(a["val_data"], a["val_split"], image_size=cfg.image_size)
-    num_classes = a["num_classes"] or max(train[i][1] for i in range(len(train))) + 1
-    if num_classes <= 0:
-        p.error("the training data has no labels")
+    add_labelled_data_arguments(p)
+    add_dataclass_arguments(p, FinetuneConfig)
+    a = p.parse_args(argv)
+    cfg = dataclass_from_args(FinetuneConfig, a)
+    train, val, num_classes = labelled_sources(p, a, cfg.image_size)
     acc = make_accelerator()
-    result = finetune(load_finetune_model(a["encoder"], num_classes), train, val, num_classes, cfg, acc)
-    out = {"encoder": a["encoder"], "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs}
+    result = finetune(load_finetune_model(a.encoder, num_classes), train, val, num_classes, cfg, acc)
+    out = {"encoder": a.encoder, "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs}
     if acc.is_main_process:
         print(json.dumps(out))
     return out
