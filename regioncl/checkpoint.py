@@ -18,12 +18,23 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from accelerate import Accelerator
 
 STATE_FILE = "trainer_state.json"
 PREFIX = "step_"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a file beside ``path``, then rename it onto ``path``: a kill
+    mid-write leaves the old file (or none), never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def checkpoint_dir(output_dir: str | os.PathLike) -> Path:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+import os
+import pickle
+from typing import Any, Callable
 
 from .data import build_source
 
@@ -44,3 +46,15 @@ def labelled_sources(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     if num_classes <= 0:
         parser.error("the training data has no labels")
     return train, val, num_classes
+
+
+def load_and_convert(parser: argparse.ArgumentParser, path: str | os.PathLike, convert: Callable[[dict], dict]) -> tuple[dict, dict]:
+    """The encoder state dict at ``path`` and ``convert`` of it; a wrong path or a state dict
+    the conversion refuses ends in a parser error (a message, not a trace)."""
+    from .transfer import load_encoder_state
+
+    try:
+        state = load_encoder_state(path)
+        return state, convert(state)
+    except (OSError, ValueError, TypeError, pickle.UnpicklingError) as e:
+        parser.error(str(e))

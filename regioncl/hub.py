@@ -23,6 +23,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from .backbones import resolve_backbone
+from .checkpoint import atomic_write
 from .data.augment import IMAGENET_MEAN, IMAGENET_STD
 
 #: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
@@ -222,9 +223,7 @@ def export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out / "model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     cfg = timm_config(model, image_size=size, tag=tag, metadata=meta)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return out

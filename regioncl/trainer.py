@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -273,9 +272,7 @@ class Trainer:
         if not self.accelerator.is_main_process or not path.is_file():
             return
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
     def _check_bad(self, bad: int, read: int, final: bool = False) -> None:
         """Stop with a clear error once unreadable images exceed ``max_bad_fraction``."""

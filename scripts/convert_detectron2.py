@@ -11,14 +11,15 @@ regioncl/transfer/configs/detectron2/mask_rcnn_R_50_FPN_2x_regioncl.yaml (MODEL.
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.transfer import detectron2_checkpoint, load_encoder_state, timm_to_detectron2  # noqa: E402
+from regioncl.checkpoint import atomic_write  # noqa: E402
+from regioncl.cli import load_and_convert  # noqa: E402
+from regioncl.transfer import detectron2_checkpoint, timm_to_detectron2  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,20 +28,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out", type=Path, help="detectron2 checkpoint to write (.pkl)")
     a = p.parse_args(argv)
 
-    try:
-        state = load_encoder_state(a.encoder)
-        mapped = timm_to_detectron2(state)
-    except (OSError, ValueError, TypeError, pickle.UnpicklingError) as e:
-        # A wrong path or a state dict that is not a plain timm ResNet: a message, not a trace.
-        p.error(str(e))
+    state, mapped = load_and_convert(p, a.encoder, timm_to_detectron2)
     ckpt = detectron2_checkpoint(mapped)
 
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so an interrupted run leaves no truncated .pkl behind.
-    tmp = a.out.with_name(a.out.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(ckpt, f, protocol=4)
-    os.replace(tmp, a.out)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            pickle.dump(ckpt, f, protocol=4)
+
+    atomic_write(a.out, write)  # an interrupted run leaves no truncated .pkl behind
 
     # Learnable tensors only: BN running statistics are buffers, not parameters.
     n_params = sum(v.size for k, v in ckpt["model"].items() if not k.endswith(("running_mean", "running_var")))

@@ -12,8 +12,6 @@ in regioncl/transfer/configs/mmdet and .../mmpose do.
 from __future__ import annotations
 
 import argparse
-import os
-import pickle
 import sys
 from pathlib import Path
 
@@ -21,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from regioncl.transfer import load_encoder_state, timm_to_mmdet  # noqa: E402
+from regioncl.checkpoint import atomic_write  # noqa: E402
+from regioncl.cli import load_and_convert  # noqa: E402
+from regioncl.transfer import timm_to_mmdet  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,12 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out", type=Path, help="mmdet/mmpose checkpoint to write (.pth)")
     a = p.parse_args(argv)
 
-    try:
-        state = load_encoder_state(a.encoder)
-        converted = timm_to_mmdet(state)
-    except (OSError, ValueError, TypeError, pickle.UnpicklingError) as e:
-        # A wrong path or a state dict that is not a plain timm ResNet: a message, not a trace.
-        p.error(str(e))
+    state, converted = load_and_convert(p, a.encoder, timm_to_mmdet)
     # Plain str/int values only, so the file also loads under torch.load(weights_only=True).
     meta = {
         "converter": "regioncl scripts/convert_mmdet.py",
@@ -44,11 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         "num_tensors": len(converted),
     }
 
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so an interrupted run leaves no truncated file behind.
-    tmp = a.out.with_name(a.out.name + ".tmp")
-    torch.save({"state_dict": converted, "meta": meta}, tmp)
-    os.replace(tmp, a.out)
+    # An interrupted run leaves no truncated file behind.
+    atomic_write(a.out, lambda tmp: torch.save({"state_dict": converted, "meta": meta}, tmp))
 
     # Learnable tensors only: BN running statistics and step counters are buffers.
     buffers = ("running_mean", "running_var", "num_batches_tracked")
