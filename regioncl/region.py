@@ -26,7 +26,7 @@ import torch
 
 from .backbones import Encoder
 from .pooling import paste_canvas_pool
-from .swapping import PAIRINGS, Box, Pairing, check_region_cells, default_region_cells, noswap_views, region_swap
+from .swapping import PAIRINGS, Box, Pairing, noswap_views, pairing_permutation, region_swap, sample_box
 
 PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -76,17 +76,11 @@ class RegionCL:
         self.swap = swap
 
     def check(self, grid: int, batch_per_process: int) -> None:
-        """Refuse, before any compute, a grid or batch that region swapping cannot use."""
-        if self.region_cells is None:
-            default_region_cells(grid)
-        else:
-            check_region_cells(self.region_cells, grid)
-        if batch_per_process < 2:
-            raise ValueError(
-                f"region swapping needs at least 2 images per process, got a per-process batch of {batch_per_process}"
-            )
-        if self.pairing == "reverse" and batch_per_process % 2:
-            raise ValueError(f'pairing="reverse" needs an even per-process batch, got {batch_per_process}')
+        """Refuse, before any compute, a grid or batch that region swapping cannot use: the
+        draws every step makes are made once here, so their own checks speak now."""
+        throwaway = torch.Generator().manual_seed(0)
+        sample_box(grid, self.region_cells, throwaway)
+        pairing_permutation(batch_per_process, self.pairing, throwaway)
 
     def features(self, encoder: Encoder, images: torch.Tensor, generator: torch.Generator) -> RegionFeatures:
         """Paste and canvas features of ``images`` ``(B, 3, S, S)``.
