@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"encoder": a.encoder, "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs}
     if acc.is_main_process:
         print(json.dumps(out))
+    acc.end_training()  # every process tears the group down together
     return out
 
 

@@ -22,3 +22,4 @@ top1 = knn_evaluate(encoder, build_source(str(root / "train")), build_source(str
 if acc.is_main_process:
     (root / "knn.json").write_text(json.dumps({"top1": top1, "world": acc.num_processes}))
 acc.wait_for_everyone()
+acc.end_training()  # tear the group down together: a rank exiting mid-collective aborts gloo
