@@ -19,7 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data.augment import eval_transform
-from .knn import LabelledImages
+from .distributed import make_accelerator
+from .knn import LabelledImages, topk_accuracy
 from .linear import train_transform
 
 
@@ -56,22 +57,15 @@ def load_finetune_model(spec: str, num_classes: int) -> nn.Module:
     return model
 
 
-def _topk(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    return (top[:, 0] == labels).float().sum(), (top == labels[:, None]).any(1).float().sum()
-
-
 def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: int, cfg: FinetuneConfig,
              accelerator: Accelerator | None = None) -> dict[str, Any]:
     """Train ``model`` end to end; returns ``{"top1", "top5", "history"}`` (accuracies in [0, 1])."""
-    acc = accelerator or Accelerator()
+    acc = accelerator or make_accelerator()
     torch.manual_seed(cfg.seed)
     per_process = max(1, cfg.batch_size // acc.num_processes)
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
-    train_loader = DataLoader(LabelledImages(train_source, train_transform(cfg.image_size)), batch_size=per_process,
+    train_loader = DataLoader(LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), batch_size=per_process,
                               shuffle=True, drop_last=mixing, num_workers=cfg.num_workers)
-    val_loader = DataLoader(LabelledImages(val_source, eval_transform(cfg.image_size, crop_pct=cfg.crop_pct)),
-                            batch_size=per_process, num_workers=cfg.num_workers)
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     **({"momentum": cfg.momentum} if cfg.opt in ("sgd", "momentum") else {}))
     scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
@@ -80,7 +74,7 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
                   num_classes=num_classes) if mixing else None
     criterion = SoftTargetCrossEntropy() if mixing else (
         LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
-    model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
+    model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
     history = []
     for epoch in range(cfg.epochs):
         model.train()
@@ -97,11 +91,12 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
             seen += images.shape[0]
         scheduler.step(epoch + 1)
         history.append(float(total) / max(seen, 1))
-    model.eval()
-    correct1 = correct5 = count = 0.0
-    with torch.no_grad():
-        for images, labels in val_loader:
-            logits, labels = acc.gather_for_metrics((model(images), labels))
-            c1, c5 = _topk(logits.float(), labels)
-            correct1, correct5, count = correct1 + float(c1), correct5 + float(c5), count + labels.shape[0]
-    return {"top1": correct1 / count, "top5": correct5 / count, "history": history}
+    net = acc.unwrap_model(model).eval()  # no DDP collectives: the processes' validation shares may differ by a batch
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        with acc.autocast():
+            return net(images)
+
+    top1, top5 = topk_accuracy(predict, val_source, eval_transform(cfg.image_size, crop_pct=cfg.crop_pct), acc.device,
+                               batch_size=per_process, num_workers=cfg.num_workers)
+    return {"top1": top1, "top5": top5, "history": history}

@@ -14,11 +14,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchvision.transforms import v2
 
 from .data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from .knn import LabelledImages, feature_map
+from .distributed import concat_all_gather, make_accelerator
+from .knn import LabelledImages, encode_source, feature_map, topk_accuracy
+from .rng import derive_seed
 
 
 @dataclass
@@ -93,61 +95,81 @@ def _lr(cfg: ProbeConfig, epoch: float) -> float:
     return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
 
 
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    return float((top[:, 0] == labels).float().mean()), float((top == labels[:, None]).any(1).float().mean())
-
-
 def linear_probe(
-    encoder: nn.Module, train_source: Any, val_source: Any, num_classes: int, cfg: ProbeConfig, device: torch.device
+    encoder: nn.Module,
+    train_source: Any,
+    val_source: Any,
+    num_classes: int,
+    cfg: ProbeConfig,
+    accelerator: Any = None,
 ) -> dict[str, Any]:
     """Train a linear classifier on the frozen, pooled features; returns top-1/top-5 on ``val_source``.
 
+    Runs on Accelerate: in a multi-process launch ``cfg.batch_size`` is the global batch,
+    split evenly over the processes, and the classifier is trained data-parallel. With
+    ``augment`` each process draws its batches from Accelerate's sharded loader; without,
+    each process caches the features of its own share of the training set (every
+    world-th image, so no process holds them all) and shuffles them every epoch, the
+    processes running the same number of steps. Undecodable images are left out of the
+    cached features and of the validation count, and substituted in augmented training.
+
     Returns:
-        ``{"top1", "top5", "epochs", "history"}`` with accuracies in [0, 1] and the per-epoch
-        training loss in ``history``.
+        ``{"top1", "top5", "epochs", "history", "head"}`` with accuracies in [0, 1], the per-epoch
+        training loss (averaged over processes) in ``history`` and the classifier's state dict
+        (on CPU) in ``head``.
     """
+    acc = accelerator if accelerator is not None else make_accelerator()
+    device, world = acc.device, acc.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
+    per_process = cfg.batch_size // world
     torch.manual_seed(cfg.seed)
     backbone = _Frozen(encoder).to(device)
     val_tf = eval_transform(cfg.image_size, crop_pct=cfg.crop_pct)
-    loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-
-    def features(source: Any, transform: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for x, y in DataLoader(LabelledImages(source, transform), **loader_args):
-            xs.append(backbone(x.to(device)).cpu())
-            ys.append(y)
-        return torch.cat(xs), torch.cat(ys)
-
     num_features = backbone(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=device)).shape[1]
     head = nn.Linear(num_features, num_classes).to(device)
     nn.init.normal_(head.weight, std=0.01)
     nn.init.zeros_(head.bias)
     opt_cls = LARS if cfg.optimizer == "lars" else torch.optim.SGD
     opt = opt_cls(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    head, opt = acc.prepare(head, opt)
 
     if cfg.augment:
-        train_loader = DataLoader(LabelledImages(train_source, train_transform(cfg.image_size)), shuffle=True,
-                                  drop_last=False, **loader_args)
-    else:  # the features never change: compute them once
-        train_loader = DataLoader(TensorDataset(*features(train_source, val_tf)), shuffle=True,
-                                  batch_size=cfg.batch_size)
+        train_loader = acc.prepare(DataLoader(
+            LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), shuffle=True,
+            batch_size=per_process, num_workers=cfg.num_workers))
+    else:  # the features never change: compute this process's share once
+        feats, labels = encode_source(backbone.encoder, train_source, val_tf, device, batch_size=per_process,
+                                      num_workers=cfg.num_workers, normalize=False, gather=False)
+        # Shares differ by an image or two: each process draws as many samples as the largest
+        # share (a smaller one repeats a few), so all run the same steps; one process: a plain shuffle.
+        largest = int(concat_all_gather(torch.tensor([len(labels)], device=device)).max())
+        sampler = RandomSampler(range(len(labels)), num_samples=largest,
+                                generator=torch.Generator().manual_seed(derive_seed(cfg.seed, acc.process_index)))
+        train_loader = DataLoader(TensorDataset(feats, labels), sampler=sampler, batch_size=per_process)
     history = []
     for epoch in range(cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, epoch)
-        total, seen = torch.zeros((), device=device), 0
+        total = torch.zeros(2, device=device)  # summed loss, samples: one host sync per epoch
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
-            feats = backbone(x) if cfg.augment else x
-            loss = F.cross_entropy(head(feats), y)
+            if cfg.augment:
+                with acc.autocast():
+                    x = backbone(x)
+            loss = F.cross_entropy(head(x.float()), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            acc.backward(loss)
             opt.step()
-            total += loss.detach() * len(y)  # summed on the device: one host sync per epoch
-            seen += len(y)
-        history.append(float(total) / max(seen, 1))
-    val_x, val_y = features(val_source, val_tf)
-    with torch.no_grad():
-        top1, top5 = _accuracy(head(val_x.to(device)).cpu(), val_y)
-    return {"top1": top1, "top5": top5, "epochs": cfg.epochs, "history": history}
+            total += torch.stack([loss.detach() * len(y), torch.tensor(float(len(y)), device=device)])
+        total = acc.reduce(total, reduction="sum") if world > 1 else total
+        history.append(float(total[0] / total[1].clamp(min=1)))
+    classifier = acc.unwrap_model(head)
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        with acc.autocast():
+            return classifier(backbone(images).float())
+
+    top1, top5 = topk_accuracy(predict, val_source, val_tf, device, batch_size=per_process, num_workers=cfg.num_workers)
+    head_state = {k: v.detach().cpu() for k, v in classifier.state_dict().items()}
+    return {"top1": top1, "top5": top5, "epochs": cfg.epochs, "history": history, "head": head_state}

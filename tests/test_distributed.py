@@ -117,3 +117,18 @@ def test_two_process_knn_equals_one_process(tmp_path):
     assert two["world"] == 2
     assert two["top1"] == one
     assert 0.0 < one < 1.0  # random images and labels: neither trivially right nor wrong
+
+
+def test_two_process_linear_probe_learns_with_one_classifier(tmp_path, separable_folder):
+    """Data-parallel probe, cached features (each rank caches its own share) and augmented
+    (Accelerate's sharded loader): both learn the separable set, the two ranks end with the
+    same classifier and the same reduced numbers, and the encoder is untouched."""
+    launch([str(ROOT / "tests" / "dist_probe_worker.py"), str(separable_folder)], tmp_path)
+    r0, r1 = (torch.load(separable_folder / f"probe_rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert int(r0["world"]) == 2
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key  # DDP kept the heads equal; losses and counts were reduced
+    for augment in (False, True):
+        assert float(r0[f"{augment}_top1"]) >= 0.9
+        assert r0[f"{augment}_history"][-1] < r0[f"{augment}_history"][0]
+    assert bool(r0["unchanged"])

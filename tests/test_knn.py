@@ -76,3 +76,55 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
         results.append(json.loads(proc.stdout.strip().splitlines()[-1])["knn_top1"])
     assert results[0] == results[1] == results[2]
     assert results[0] == 1.0
+
+
+def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
+    """A corrupt file in the bank and one in the queries: kNN, features and top-k accuracy equal
+    those of the clean folders, and the skips are logged with the file's name."""
+    import shutil
+
+    from regioncl.backbones import create_encoder
+    from regioncl.data import build_source, eval_transform
+    from regioncl.knn import encode_source, knn_evaluate, topk_accuracy
+
+    dirty = separable_folder.parent / "dirty"
+    shutil.copytree(separable_folder, dirty)
+    for split in ("train", "val"):
+        (dirty / split / "c1" / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    torch.manual_seed(0)
+    encoder = create_encoder("resnet18", output_stride=8)
+    tf, cpu = eval_transform(16, crop_pct=1.0), torch.device("cpu")
+    clean = [build_source(str(separable_folder / s)) for s in ("train", "val")]
+    bad = [build_source(str(dirty / s)) for s in ("train", "val")]
+    assert len(bad[0]) == len(clean[0]) + 1
+    with caplog.at_level("WARNING"):
+        x_bad, y_bad = encode_source(encoder, bad[0], tf, cpu, batch_size=5)
+        top1_bad = knn_evaluate(encoder, *bad, tf, cpu, k=5, batch_size=5)
+    x, y = encode_source(encoder, clean[0], tf, cpu, batch_size=5)
+    assert torch.equal(y_bad, y) and torch.allclose(x_bad, x, atol=1e-6)
+    assert top1_bad == knn_evaluate(encoder, *clean, tf, cpu, k=5, batch_size=5)
+    assert "zz_corrupt.png" in caplog.text and "1 of 25 images could not be decoded" in caplog.text
+
+    # Every decodable image counts exactly once: a perfect predictor scores 1, a constant one 12/24 top-1.
+    def predict(images):
+        dark = (images.mean((1, 2, 3)) < 0).float()
+        return torch.stack([dark, 1 - dark], 1)
+
+    assert topk_accuracy(predict, bad[1], tf, cpu, batch_size=5) == (1.0, 1.0)
+    always_zero = topk_accuracy(lambda im: torch.tensor([[1.0, 0.0]]).repeat(len(im), 1), bad[1], tf, cpu, batch_size=5)
+    assert always_zero == (0.5, 1.0)
+
+
+def test_an_all_bad_source_is_an_error(tmp_path):
+    import pytest
+
+    from regioncl.backbones import create_encoder
+    from regioncl.data import build_source, eval_transform
+    from regioncl.knn import encode_source
+
+    (tmp_path / "c0").mkdir()
+    for i in range(3):
+        (tmp_path / "c0" / f"{i}.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="none of the 3 images"):
+        encode_source(create_encoder("resnet10t"), build_source(str(tmp_path)), eval_transform(16, crop_pct=1.0),
+                      torch.device("cpu"))

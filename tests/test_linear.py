@@ -23,12 +23,13 @@ def test_probe_learns_a_separable_set_and_leaves_the_backbone_untouched(separabl
     torch.manual_seed(0)
     encoder = create_encoder("resnet18", output_stride=8).train()  # left in train mode on purpose
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    cfg = ProbeConfig(epochs=15, lr=1.0 if optimizer == "sgd" else 5.0, batch_size=8, milestones=[10], augment=augment,
+    cfg = ProbeConfig(epochs=15, lr=1.0 if optimizer == "sgd" else 2.0, batch_size=8, milestones=[10], augment=augment,
                       image_size=16, crop_pct=1.0, optimizer=optimizer)
-    result = linear_probe(encoder, train, val, 2, cfg, torch.device("cpu"))
+    result = linear_probe(encoder, train, val, 2, cfg)
     assert result["top1"] >= 0.9 and result["top5"] == 1.0
     assert result["history"][-1] < result["history"][0]
     after = encoder.state_dict()
+    # (LARS moves the 0.01-scale initial weights by lr · 0.001 of their norm per step: a larger lr than SGD.)
     # Weights and BN running statistics (and the batch counters) are exactly as before.
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -47,6 +47,30 @@ ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
 _IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
 _LABEL_COLUMN_NAMES = ("label", "labels", "cls", "target")
+def load_decodable(source: Any, index: int, max_retries: int = 10) -> tuple[Any, int, int, int]:
+    """``(image, label, index used, bad images skipped)``: ``source[index]``, or when that image
+    cannot be decoded the next decodable one (``index + 1``, … wrapping around), each bad
+    one logged with its id.
+
+    Raises:
+        RuntimeError: after ``max_retries + 1`` consecutive bad images.
+    """
+    n = len(source)
+    current = index
+    reasons = []
+    for attempt in range(max_retries + 1):
+        try:
+            image, label = source[current]
+            return image, label, current, attempt
+        except BadImageError as err:
+            logger.warning("skipping bad image %s (index %d): %s", err.image_id, current, err.reason)
+            reasons.append(f"{err.image_id}: {err.reason}")
+            current = (current + 1) % n
+    raise RuntimeError(
+        f"{max_retries + 1} consecutive bad images starting at index {index}; giving up. Last errors: {reasons[-3:]}"
+    )
+
+
 _KNOWN_SPLITS = ("train", "validation", "valid", "val", "test")
 
 

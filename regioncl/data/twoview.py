@@ -21,7 +21,7 @@ import torch
 import torch.utils.data
 
 from ..rng import derive_seed
-from .sources import BadImageError, HFSource
+from .sources import BadImageError, HFSource, load_decodable
 
 __all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset"]
 
@@ -121,28 +121,10 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def _load(self, index: int) -> tuple[Any, int, int, int]:
-        """Returns (image, label, index used, number of bad images skipped)."""
-        n = len(self.source)
-        current = index
-        reasons = []
-        for attempt in range(self.max_retries + 1):
-            try:
-                image, label = self.source[current]
-                return image, label, current, attempt
-            except BadImageError as err:
-                logger.warning("skipping bad image %s (index %d): %s", err.image_id, current, err.reason)
-                reasons.append(f"{err.image_id}: {err.reason}")
-                current = (current + 1) % n
-        raise RuntimeError(
-            f"{self.max_retries + 1} consecutive bad images starting at index {index}; giving up. "
-            f"Last errors: {reasons[-3:]}"
-        )
-
     def __getitem__(self, item: tuple[int, int]) -> dict:
         """Returns the two views of image ``index`` for ``epoch``; ``item`` = (epoch, index)."""
         epoch, index = (int(v) for v in item)
-        image, label, used, bad = self._load(index)
+        image, label, used, bad = load_decodable(self.source, index, self.max_retries)
         view_q, view_k = _two_views(image, self.transform, derive_seed(self.seed, epoch, index))
         return _sample_dict(view_q, view_k, used, label, bad)
 
