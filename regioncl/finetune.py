@@ -6,6 +6,7 @@ the same code runs on a CPU, one GPU or many, in any precision Accelerate is set
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from .data.augment import eval_transform
 from .distributed import make_accelerator
@@ -76,7 +78,9 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
         LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
     model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
     history = []
-    for epoch in range(cfg.epochs):
+    bar = tqdm(range(cfg.epochs), desc="fine-tune", unit="epoch", disable=not acc.is_local_main_process,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    for epoch in bar:
         model.train()
         total, seen = torch.zeros((), device=acc.device), 0
         for images, labels in train_loader:
@@ -91,6 +95,7 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
             seen += images.shape[0]
         scheduler.step(epoch + 1)
         history.append(float(total) / max(seen, 1))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
     net = acc.unwrap_model(model).eval()  # no DDP collectives: the processes' validation shares may differ by a batch
 
     def predict(images: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ is trained. Without augmentation the features are computed once and cached.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchvision.transforms import v2
+from tqdm.auto import tqdm
 
 from .data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from .distributed import concat_all_gather, make_accelerator
@@ -148,7 +150,9 @@ def linear_probe(
                                 generator=torch.Generator().manual_seed(derive_seed(cfg.seed, acc.process_index)))
         train_loader = DataLoader(TensorDataset(feats, labels), sampler=sampler, batch_size=per_process)
     history = []
-    for epoch in range(cfg.epochs):
+    bar = tqdm(range(cfg.epochs), desc="linear probe", unit="epoch", disable=not acc.is_local_main_process,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    for epoch in bar:
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, epoch)
         total = torch.zeros(2, device=device)  # summed loss, samples: one host sync per epoch
@@ -164,6 +168,7 @@ def linear_probe(
             total += torch.stack([loss.detach() * len(y), torch.tensor(float(len(y)), device=device)])
         total = acc.reduce(total, reduction="sum") if world > 1 else total
         history.append(float(total[0] / total[1].clamp(min=1)))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
     classifier = acc.unwrap_model(head)
 
     def predict(images: torch.Tensor) -> torch.Tensor:
