@@ -95,7 +95,7 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
             seen += images.shape[0]
         scheduler.step(epoch + 1)
         history.append(float(total) / max(seen, 1))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
     net = acc.unwrap_model(model).eval()  # no DDP collectives: the processes' validation shares may differ by a batch
 
     def predict(images: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
@@ -39,6 +39,9 @@ class ProbeConfig:
     schedule: str = "step"  # "step" (MoCo) or "cosine" (SimSiam)
     optimizer: str = "sgd"  # "sgd" or "lars" (SimSiam: lr 0.02 × batch / 256, batch 4096, cosine, 90 epochs)
     augment: bool = True  # RandomResizedCrop + flip; False caches the features once
+    # Standardise the features first (BatchNorm without affine, as MAE's probe): makes one lr fit
+    # encoders whose features differ in scale. Off in MoCo's protocol.
+    standardize: bool = False
     image_size: int = 224
     crop_pct: float = 0.875
     num_workers: int = 0
@@ -82,6 +85,24 @@ class _Frozen(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return feature_map(self.encoder, x).float().mean((2, 3))
+
+
+class _FeatureBatches:
+    """Shuffled batches of cached features: ``num_samples`` a pass, drawn from fresh
+    permutations (more than one when ``num_samples`` exceeds the rows); indexed in one
+    gather per batch, not collated row by row."""
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int, num_samples: int,
+                 generator: torch.Generator) -> None:
+        self.feats, self.labels, self.batch_size, self.num_samples = feats, labels, batch_size, num_samples
+        self.generator = generator
+
+    def __iter__(self) -> Any:
+        n = len(self.labels)
+        order = torch.cat([torch.randperm(n, generator=self.generator) for _ in range(-(-self.num_samples // n))])
+        for start in range(0, self.num_samples, self.batch_size):
+            index = order[start : min(start + self.batch_size, self.num_samples)]
+            yield self.feats[index], self.labels[index]
 
 
 def train_transform(image_size: int) -> v2.Compose:
@@ -129,9 +150,11 @@ def linear_probe(
     backbone = _Frozen(encoder).to(device)
     val_tf = eval_transform(cfg.image_size, crop_pct=cfg.crop_pct)
     num_features = backbone(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=device)).shape[1]
-    head = nn.Linear(num_features, num_classes).to(device)
-    nn.init.normal_(head.weight, std=0.01)
-    nn.init.zeros_(head.bias)
+    linear = nn.Linear(num_features, num_classes)
+    nn.init.normal_(linear.weight, std=0.01)
+    nn.init.zeros_(linear.bias)
+    head = (nn.Sequential(nn.BatchNorm1d(num_features, affine=False, eps=1e-6), linear) if cfg.standardize
+            else linear).to(device)
     opt_cls = LARS if cfg.optimizer == "lars" else torch.optim.SGD
     opt = opt_cls(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     head, opt = acc.prepare(head, opt)
@@ -146,10 +169,10 @@ def linear_probe(
         # Shares differ by an image or two: each process draws as many samples as the largest
         # share (a smaller one repeats a few), so all run the same steps; one process: a plain shuffle.
         largest = int(concat_all_gather(torch.tensor([len(labels)], device=device)).max())
-        sampler = RandomSampler(range(len(labels)), num_samples=largest,
-                                generator=torch.Generator().manual_seed(derive_seed(cfg.seed, acc.process_index)))
-        train_loader = DataLoader(TensorDataset(feats, labels), sampler=sampler, batch_size=per_process)
+        train_loader = _FeatureBatches(feats, labels, per_process, largest,
+                                       torch.Generator().manual_seed(derive_seed(cfg.seed, acc.process_index)))
     history = []
+    head.train()
     bar = tqdm(range(cfg.epochs), desc="linear probe", unit="epoch", disable=not acc.is_local_main_process,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
     for epoch in bar:
@@ -168,8 +191,8 @@ def linear_probe(
             total += torch.stack([loss.detach() * len(y), torch.tensor(float(len(y)), device=device)])
         total = acc.reduce(total, reduction="sum") if world > 1 else total
         history.append(float(total[0] / total[1].clamp(min=1)))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-    classifier = acc.unwrap_model(head)
+        bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
+    classifier = acc.unwrap_model(head).eval()
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         with acc.autocast():
