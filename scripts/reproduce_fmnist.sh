@@ -20,6 +20,7 @@ RECIPES=${RECIPES:-"fmnist_regioncl_m fmnist_mocov2 fmnist_mocov2_2x"}
 SEEDS=${*:-0 1}
 # The probe: MoCo's schedule (100 epochs, steps at 60 and 80, batch 256) on cached, standardised
 # features (BatchNorm without affine, as MAE's probe) at lr 0.1: one lr for encoders of any feature scale.
+PRETRAIN_ARGS=${PRETRAIN_ARGS:-}
 PROBE_ARGS=${PROBE_ARGS:-"--no-augment --standardize --lr 0.1 --image-size 32 --crop-pct 1.0"}
 
 [ -d "$DATA/train" ] && [ -d "$DATA/test" ] || "$PY" scripts/prepare_fashion_mnist.py "$DATA"
