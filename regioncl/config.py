@@ -35,6 +35,9 @@ class PretrainConfig:
     label_column: str | None = None
     image_size: int = 32  # pixels; a multiple of the backbone's output stride
     num_workers: int | None = None  # DataLoader workers per process; None: cores - 1, at most 8
+    prefetch_factor: int = 2  # batches each worker prepares ahead
+    pin_memory: bool | None = None  # page-locked host batches; None: on CUDA only
+    persistent_workers: bool = True  # keep workers between epochs (folders; a stream restarts them each epoch)
     shuffle_buffer: int = 10_000  # examples, for streaming sources
     max_bad_fraction: float = 0.01  # stop when more than this fraction of images read is unreadable
     # Optimisation (SPEC §8): SGD, cosine, per-step.

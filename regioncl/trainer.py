@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .backbones import create_encoder
 from .config import PretrainConfig, config_json
-from .distributed import make_accelerator
+from .distributed import concat_all_gather, make_accelerator
 from .data import (
     EpochSampler,
     StreamingTwoViewDataset,
@@ -44,7 +44,8 @@ logger = logging.getLogger("regioncl")
 #: config fields that may change between a run and its resumption.
 RUN_MANAGEMENT = frozenset({
     "resume", "stop_at_step", "output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "log_with",
-    "num_workers", "knn", "knn_every", "knn_k", "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction",
+    "num_workers", "prefetch_factor", "pin_memory", "persistent_workers", "knn", "knn_every", "knn_k",
+    "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction",
 })
 
 
@@ -104,6 +105,8 @@ class RunState:
     step_in_epoch: int = 0  # steps done within `epoch`
     bad_images: int = 0  # unreadable images skipped so far (all processes)
     images_read: int = 0  # images decoded or attempted (all processes)
+    # Streaming: positions each reader (process × worker, in rank order) has delivered in this epoch.
+    stream_positions: list[int] = field(default_factory=list)
 
 
 def lr_at(cfg: PretrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -171,13 +174,21 @@ class Trainer:
         )  # the sample set is the same whatever the run seed
         transform = mocov2_transform(cfg.image_size)
         self.streaming = bool(getattr(source, "is_streaming", False))
-        loader_args = dict(num_workers=cfg.workers, pin_memory=acc.device.type == "cuda")
+        workers = cfg.workers
+        if self.streaming:
+            workers = self._stream_workers(source.num_shards, workers)
+        loader_args = dict(num_workers=workers, pin_memory=acc.device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory)
+        if workers > 0:
+            loader_args["prefetch_factor"] = cfg.prefetch_factor
+        # Readers of this process's stream (one per worker, or the process itself), for exact resumption.
+        self.readers_per_process = max(1, workers)
+        self.stream_positions = [0] * self.readers_per_process
         if self.streaming:
             self.dataset = StreamingTwoViewDataset(
                 source, transform, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
                 rank=acc.process_index, world_size=self.world,
             )
-            # Workers are re-created each epoch: they read the epoch when they start.
+            # Workers are re-created each epoch: they read the epoch and the resume positions when they start.
             self.loader = DataLoader(self.dataset, batch_size=self.batch_per_process, drop_last=True, **loader_args)
             self.steps_per_epoch = None
             self.dataset_size = None
@@ -186,7 +197,8 @@ class Trainer:
             self.sampler = EpochSampler(len(self.dataset), seed=cfg.seed)
             batches = ShardedBatchSampler(self.sampler, self.batch_per_process, self.world, acc.process_index)
             self.loader = DataLoader(
-                self.dataset, batch_sampler=batches, persistent_workers=cfg.workers > 0, **loader_args
+                self.dataset, batch_sampler=batches, persistent_workers=workers > 0 and cfg.persistent_workers,
+                **loader_args,
             )
             self.dataset_size = len(self.dataset)
             self.steps_per_epoch = len(self.dataset) // cfg.batch_size
@@ -223,6 +235,22 @@ class Trainer:
                 self.accelerator.device.type, self.batch_per_process,
             )
 
+    def _stream_workers(self, shards: int, workers: int) -> int:
+        """DataLoader workers for a stream of ``shards`` shards: every reader (process ×
+        worker) must have shards of its own; fewer workers when there are too few."""
+        if shards < self.world:
+            raise ValueError(
+                f"the stream {self.cfg.data!r} has {shards} shard(s), fewer than the {self.world} processes; every "
+                "process must read shards of its own. Write the data as more parquet files or row groups "
+                "(e.g. Dataset.to_parquet in parts), or use fewer processes"
+            )
+        if max(1, workers) * self.world > shards:
+            fewer = shards // self.world
+            logger.warning("the stream has %d shards: %d DataLoader worker(s) per process instead of %d, so that "
+                           "every worker reads shards of its own", shards, fewer, workers)
+            return fewer
+        return workers
+
     # ------------------------------------------------------------------ helpers
     @property
     def unwrapped(self) -> SSLMethod:
@@ -245,6 +273,9 @@ class Trainer:
         return {**vars(self.state), "config": self.cfg.to_dict()}
 
     def save(self) -> Path | None:
+        if self.streaming:  # every process's readers, in rank order (a collective: all processes save)
+            local = torch.tensor(self.stream_positions, dtype=torch.long, device=self.accelerator.device)
+            self.state.stream_positions = concat_all_gather(local).tolist()
         path = ckpt.save_checkpoint(self.accelerator, self.out, self._state_dict(), self.cfg.keep_checkpoints)
         if path is not None:
             logger.info("checkpoint saved: %s", path)
@@ -263,6 +294,16 @@ class Trainer:
         self.accelerator.load_state(str(path))
         fields = vars(RunState())
         self.state = RunState(**{k: saved[k] for k in fields if k in saved})
+        if self.streaming and self.state.step_in_epoch > 0:
+            readers = self.world * self.readers_per_process
+            if len(self.state.stream_positions) != readers:
+                raise ValueError(
+                    f"checkpoint {path} stopped mid-epoch in a stream read by {len(self.state.stream_positions)} "
+                    f"readers (processes × workers); this run has {readers}. Resume with the same number of "
+                    "processes and --num-workers, so every reader continues its own part of the stream"
+                )
+            mine = self.accelerator.process_index * self.readers_per_process
+            self.stream_positions = self.state.stream_positions[mine : mine + self.readers_per_process]
         self._truncate_metrics(self.state.step)
         logger.info("resumed from %s at step %d (epoch %d)", path, self.state.step, self.state.epoch)
 
@@ -321,10 +362,14 @@ class Trainer:
             self.sampler.set_epoch(epoch, skip=skip_steps * self.cfg.batch_size)
             yield from self.loader
             return
-        self.dataset.set_epoch(epoch)
+        if skip_steps == 0:
+            self.stream_positions = [0] * self.readers_per_process
+        # Resumed mid-epoch: every reader skips, undecoded, what it had delivered (exact resumption).
+        readers = self.world * self.readers_per_process
+        resumed = skip_steps > 0 and len(self.state.stream_positions) == readers
+        self.dataset.set_epoch(epoch, skip=self.state.stream_positions if resumed else None,
+                               rotate=skip_steps % self.readers_per_process if resumed else 0)
         it = iter(self.loader)
-        for _ in range(skip_steps):  # streaming resumption re-reads the epoch's start (stateful loading: later)
-            next(it, None)
         while True:
             batch = next(it, None)
             # Shards can be uneven: every process stops as soon as one runs out, so none waits forever.
@@ -401,6 +446,9 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         window.add(out, int(batch["bad"].sum()))
+        if self.streaming:  # a batch comes from one reader (worker); its positions are CPU tensors: no sync
+            reader = int(batch["reader"][0]) - self.accelerator.process_index * self.readers_per_process
+            self.stream_positions[reader] = int(batch["index"].max()) + 1
         self.state.step += 1
         self.state.step_in_epoch += 1
 

@@ -325,7 +325,8 @@ def twoview():
 
 def test_twoview_item_contents_and_determinism(twoview):
     item = twoview[(0, 3)]
-    assert set(item) == {"view_q", "view_k", "index", "label", "bad"}
+    assert set(item) == {"view_q", "view_k", "index", "label", "bad", "reader"}
+    assert item["reader"] == -1  # a map-style item has no stream reader
     assert item["view_q"].shape == (3, 24, 24) and item["view_q"].dtype == torch.float32
     assert (item["index"], item["label"], item["bad"]) == (3, 3, 0)
     assert not torch.equal(item["view_q"], item["view_k"])
@@ -411,6 +412,9 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    # datasets waits 5 s after interleaving parquet shards with threads (an arrow shutdown
+    # issue); tiny local files do not need it.
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
     return datasets
 
 
@@ -464,44 +468,89 @@ def test_hf_missing_columns_listed(tmp_path, offline):
         HFSource(str(tmp_path / "does-not-exist"), streaming=True)
 
 
-def test_streaming_twoview_splits_workers_and_counts_bad(tmp_path, offline):
-    labels = _write_parquet(offline, tmp_path / "pq", n=7, bad_position=1)
+def _write_shards(folder, sizes, row_group_size, bad_ids=()):
+    """Parquet files of the given sizes, labels = unique example ids 0, 1, ...; returns the ids."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    buf = io.BytesIO()
+    _solid((90, 120, 150)).save(buf, format="PNG")
+    start = 0
+    for f, n in enumerate(sizes):
+        ids = list(range(start, start + n))
+        images = [{"bytes": b"not an image" if i in bad_ids else buf.getvalue(), "path": f"im{i}.png"} for i in ids]
+        pq.write_table(pa.table({"image": images, "label": ids}), folder / f"train-{f:05d}.parquet",
+                       row_group_size=row_group_size)
+        start += n
+    return list(range(start))
+
+
+@pytest.mark.parametrize("readers", [2, 3])
+def test_streaming_readers_get_disjoint_balanced_shards(tmp_path, offline, readers):
+    """Three files of 6 rows in row groups of 2: 9 shards. Any reader count gets disjoint
+    parts whose union is the stream, sizes within one row group of each other."""
+    ids = _write_shards(tmp_path / "pq", [6] * 3, row_group_size=2)
     source = HFSource(str(tmp_path / "pq"), streaming=True)
-    ds = StreamingTwoViewDataset(source, mocov2_transform(16), seed=0, shuffle_buffer=0)
+    assert source.num_shards == 9
+    parts = [[label for _, _, label in source.iterate(0, 1, 8, decode=False, shard=(r, readers))]
+             for r in range(readers)]
+    flat = [i for part in parts for i in part]
+    assert sorted(flat) == ids  # every example once
+    assert max(map(len, parts)) - min(map(len, parts)) <= 2
+    again = [[label for _, _, label in source.iterate(0, 1, 8, decode=False, shard=(r, readers))] for r in range(readers)]
+    assert again == parts  # a pure function of (seed, epoch, readers)
+    other_epoch = [label for _, _, label in source.iterate(0, 2, 8, decode=False, shard=(0, readers))]
+    assert other_epoch != parts[0]
+    with pytest.raises(ValueError, match="fewer than the 10 readers"):
+        next(source.iterate(0, 1, 8, decode=False, shard=(0, 10)))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_streaming_twoview_covers_the_stream_and_counts_bad(tmp_path, offline, num_workers):
+    ids = _write_shards(tmp_path / "pq", [6, 6], row_group_size=3, bad_ids={4})
+    source = HFSource(str(tmp_path / "pq"), streaming=True)
+    ds = StreamingTwoViewDataset(source, mocov2_transform(16), seed=0, shuffle_buffer=4)
     ds.set_epoch(0)
 
-    def run(num_workers):
-        items = [b for b in DataLoader(ds, batch_size=None, num_workers=num_workers)]
-        return {int(b["index"]): b for b in items}, sum(int(b["bad"]) for b in items), len(items)
+    def run():
+        return list(DataLoader(ds, batch_size=None, num_workers=num_workers))
 
-    serial, bad0, n0 = run(0)
-    parallel, bad2, n2 = run(2)
-    # Every good example exactly once; the bad one (position 1) is skipped and counted.
-    assert n0 == n2 == len(labels) - 1
-    assert sorted(serial) == sorted(parallel) == [p for p in range(len(labels)) if p != 1]
-    assert bad0 == bad2 == 1
-    for p, item in serial.items():
-        assert int(item["label"]) == labels[p]
-        assert torch.equal(item["view_q"], parallel[p]["view_q"])
-        assert not torch.equal(item["view_q"], item["view_k"])
-    ds.set_epoch(1)
-    assert not torch.equal(next(iter(ds))["view_q"], serial[0]["view_q"])
+    items = run()
+    assert sorted(int(b["label"]) for b in items) == [i for i in ids if i != 4]
+    # A bad image is counted with its reader's next good one: not at all when it is the reader's last.
+    readers = max(1, num_workers)
+    streams = [[label for _, _, label in source.iterate(0, 0, 4, decode=False, shard=(r, readers))] for r in range(readers)]
+    assert sum(int(b["bad"]) for b in items) == sum(4 in st and st[-1] != 4 for st in streams)
+    assert {int(b["reader"]) for b in items} == set(range(max(1, num_workers)))
+    again = run()
+    assert all(torch.equal(a["view_q"], b["view_q"]) and int(a["label"]) == int(b["label"]) for a, b in zip(items, again))
+    assert not torch.equal(items[0]["view_q"], items[0]["view_k"])
 
 
-def test_streaming_split_by_shards_reads_disjoint_files(tmp_path, offline):
-    labels = _write_parquet(offline, tmp_path / "pq", n=7, bad_position=1)
+def test_streaming_skip_resumes_each_reader_exactly(tmp_path, offline):
+    """Stop after some batches, tell each reader how far it got: the rest of the epoch is
+    exactly the uninterrupted epoch's remainder, with the same views."""
+    _write_shards(tmp_path / "pq", [8, 8, 8], row_group_size=2, bad_ids={5})
     source = HFSource(str(tmp_path / "pq"), streaming=True)
-    parts = [list(source.iterate(0, 0, 0, decode=False, shard=(r, 2))) for r in range(2)]
-    # Two files, two readers: each reader gets exactly one whole file.
-    assert sorted(len(p) for p in parts) == [3, 4]
-    assert sorted(label for p in parts for _, _, label in p) == sorted(labels)
+    ds = StreamingTwoViewDataset(source, mocov2_transform(16), seed=3, shuffle_buffer=3)
 
-    ds = StreamingTwoViewDataset(source, mocov2_transform(16), seed=0, shuffle_buffer=0, split_by_shards=True)
-    items = list(DataLoader(ds, batch_size=None, num_workers=2))
-    good = [lab for i, lab in enumerate(labels) if i != 1]
-    assert sorted(int(b["label"]) for b in items) == sorted(good)
-    assert len({int(b["index"]) for b in items}) == len(good)
-    assert sum(int(b["bad"]) for b in items) == 1
+    def batches(skip=None, rotate=0):
+        ds.set_epoch(1, skip=skip, rotate=rotate)
+        return list(DataLoader(ds, batch_size=3, num_workers=2))
+
+    full = batches()
+    done = 3
+    positions = [0, 0]
+    for batch in full[:done]:  # what the trainer records: each batch comes from one reader
+        positions[int(batch["reader"][0])] = int(batch["index"].max()) + 1
+    rest = batches(skip=positions, rotate=done)  # the loader's next batch was reader 1's
+    assert len(full) - done == len(rest)
+    for a, b in zip(full[done:], rest):
+        assert torch.equal(a["label"], b["label"]) and torch.equal(a["view_k"], b["view_k"])
+    with pytest.raises(ValueError, match="for 3 readers"):
+        ds.set_epoch(1, skip=[0, 0, 0])
+        list(DataLoader(ds, batch_size=3, num_workers=2))
 
 
 def test_hf_split_suffix_parsing():

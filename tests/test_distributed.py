@@ -70,28 +70,6 @@ def test_pretrain_script_runs_in_two_processes(tmp_path):
     assert (out / "checkpoints" / "step_00000004" / "trainer_state.json").is_file()
 
 
-def test_streaming_with_uneven_shares_stops_every_process_together(tmp_path):
-    """23 streamed images, 2 processes, 2 per process a step: rank 0 has 6 batches in an epoch,
-    rank 1 only 5. Both must stop the epoch after 5 steps (no hang, no step out of step)."""
-    import datasets
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)) for _ in range(23)]
-    (tmp_path / "pq").mkdir()
-    ds = datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(23)]})
-    ds.cast_column("image", datasets.Image()).to_parquet(str(tmp_path / "pq" / "part-0.parquet"))
-    out = tmp_path / "run"
-    launch([str(ROOT / "scripts" / "pretrain.py"), "--data", f"hf:{tmp_path / 'pq'}", "--streaming",
-            "--backbone", "resnet10t", "--image-size", "16", "--batch-size", "4", "--queue-size", "32",
-            "--max-steps", "8", "--epochs", "2", "--log-every", "1", "--num-workers", "0", "--no-knn",
-            "--shuffle-buffer", "0", "--output-dir", str(out)], tmp_path)
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 9))
-    assert [r["epoch"] for r in records] == [0] * 5 + [1] * 3
-
-
 def test_two_process_knn_equals_one_process(tmp_path):
     """Each rank encodes every other image (11 + 10 bank images: uneven shares); the gathered
     result must equal the single-process one."""
@@ -132,3 +110,60 @@ def test_two_process_linear_probe_learns_with_one_classifier(tmp_path, separable
         assert float(r0[f"{augment}_top1"]) >= 0.9
         assert r0[f"{augment}_history"][-1] < r0[f"{augment}_history"][0]
     assert bool(r0["unchanged"])
+
+
+def _parquet_ids(folder: Path, sizes: list[int], row_group_size: int) -> list[int]:
+    """Parquet files of the given sizes whose labels are unique example ids."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    folder.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20), (90, 120, 150)).save(buf, format="PNG")
+    start = 0
+    for f, n in enumerate(sizes):
+        images = [{"bytes": buf.getvalue(), "path": f"{i}.png"} for i in range(start, start + n)]
+        pq.write_table(pa.table({"image": images, "label": list(range(start, start + n))}),
+                       folder / f"train-{f:05d}.parquet", row_group_size=row_group_size)
+        start += n
+    return list(range(start))
+
+
+def _stream_overrides(data: Path, out: Path, procs: int, steps: int) -> dict:
+    return dict(method="mocov2", backbone="resnet10t", data=f"hf:{data}", streaming=True, image_size=16,
+                batch_size=2 * procs, queue_size=24 * procs, proj_hidden_dim=32, proj_dim=16, epochs=2,
+                max_steps=steps, num_workers=0, shuffle_buffer=4, knn=False, log_every=1, output_dir=str(out))
+
+
+@pytest.mark.parametrize("procs,files", [(2, 4), (2, 5), (3, 4), (3, 5)])
+def test_streamed_epoch_is_read_once_across_processes(tmp_path, procs, files):
+    """4 or 5 parquet files (row groups of 2: 24 or 30 shards) on 2 or 3 processes: in one
+    epoch the processes together train on every example exactly once, in the same number of
+    steps; each process read only its own shards."""
+    ids = _parquet_ids(tmp_path / "pq", [12] * files, row_group_size=2)
+    per_epoch = len(ids) // (2 * procs)
+    out = tmp_path / "run"
+    launch(["--num_processes", str(procs), str(ROOT / "tests" / "dist_stream_worker.py"),
+            json.dumps(_stream_overrides(tmp_path / "pq", out, procs, 2 * per_epoch)), "all"], tmp_path)
+    ranks = [json.loads((out / f"seen_rank{r}_all.json").read_text()) for r in range(procs)]
+    epoch0 = [[i for e, _, batch, _ in seen if e == 0 for i in batch] for seen in ranks]
+    assert sorted(i for part in epoch0 for i in part) == ids  # all, once
+    assert [sum(e == 0 for e, *_ in seen) for seen in ranks] == [per_epoch] * procs
+    assert all(len(seen) == 2 * per_epoch for seen in ranks)
+
+
+def test_uneven_stream_stops_every_process_together(tmp_path):
+    """5 files of one row group each on 2 processes: 3 shards against 2, 36 examples against 24.
+    Both processes end epoch 0 after the shorter share (no hang), none trains on an example twice."""
+    ids = _parquet_ids(tmp_path / "pq", [12] * 5, row_group_size=12)
+    out = tmp_path / "run"
+    launch(["--num_processes", "2", str(ROOT / "tests" / "dist_stream_worker.py"),
+            json.dumps(_stream_overrides(tmp_path / "pq", out, 2, 14)), "all"], tmp_path)
+    ranks = [json.loads((out / f"seen_rank{r}_all.json").read_text()) for r in range(2)]
+    assert [sum(e == 0 for e, *_ in seen) for seen in ranks] == [12, 12]  # 24 examples / per-process batch 2
+    assert [sum(e == 1 for e, *_ in seen) for seen in ranks] == [2, 2]
+    epoch0 = [i for seen in ranks for e, _, batch, _ in seen if e == 0 for i in batch]
+    assert len(epoch0) == len(set(epoch0)) == 48 and set(epoch0) <= set(ids)

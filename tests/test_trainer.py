@@ -292,3 +292,63 @@ def test_knn_monitor_every_epoch(tmp_path):
     _, recs = run(tmp_path, data=data, knn=True, knn_every=1, knn_train_data=data, knn_val_data=data,
                   max_steps=6, epochs=3)
     assert [r["step"] for r in recs if "knn_top1" in r] == [0, 2, 4, 6]  # before, after epochs 1 and 2, after
+
+
+def test_a_stream_needs_a_shard_per_process_and_caps_workers(caplog):
+    """Every reader (process × worker) reads shards of its own: too few shards for the
+    processes is an error at start, too few for the workers means fewer workers."""
+    from types import SimpleNamespace
+
+    from regioncl.trainer import Trainer
+
+    two = SimpleNamespace(world=2, cfg=SimpleNamespace(data="hf:x"))
+    with pytest.raises(ValueError, match="1 shard\\(s\\), fewer than the 2 processes"):
+        Trainer._stream_workers(two, 1, 0)
+    with caplog.at_level("WARNING"):
+        assert Trainer._stream_workers(two, 7, 4) == 3
+    assert "3 DataLoader worker(s) per process instead of 4" in caplog.text
+    assert Trainer._stream_workers(two, 8, 4) == 4 and Trainer._stream_workers(two, 2, 0) == 0
+
+
+@pytest.mark.parametrize("kind", ["folder", "stream"])
+def test_killed_mid_epoch_and_resumed_trains_on_the_uninterrupted_examples(tmp_path, kind):
+    """Stopped after 3 steps (the checkpoint a kill leaves), then resumed: the two parts train
+    on exactly the batches, in the same order, as one uninterrupted run. Two DataLoader
+    workers, so the stream's readers must continue where each stopped, in the same turn."""
+    import io
+
+    import datasets
+    import numpy as np
+    from dist_stream_worker import run
+    from PIL import Image
+
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+    rng = np.random.default_rng(0)
+    if kind == "stream":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        (tmp_path / "pq").mkdir()
+        for f in range(3):
+            images = []
+            for _ in range(8):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
+                images.append({"bytes": buf.getvalue(), "path": None})
+            pq.write_table(pa.table({"image": images, "label": list(range(8 * f, 8 * f + 8))}),
+                           tmp_path / "pq" / f"train-{f}.parquet", row_group_size=2)
+        data = dict(data=f"hf:{tmp_path / 'pq'}", streaming=True, max_steps=12, shuffle_buffer=4)
+    else:
+        for i in range(24):
+            (tmp_path / "img" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "img" / f"c{i % 2}" / f"{i}.png")
+        data = dict(data=str(tmp_path / "img"))
+    common = dict(method="mocov2", backbone="resnet10t", image_size=16, batch_size=4, queue_size=16, proj_hidden_dim=32,
+                  proj_dim=16, epochs=2, num_workers=2, knn=False, log_every=1, checkpoint_every=100, **data)
+    full = run({**common, "output_dir": str(tmp_path / "a")}, "full")
+    first = run({**common, "output_dir": str(tmp_path / "b"), "stop_at_step": 3}, "first")
+    rest = run({**common, "output_dir": str(tmp_path / "b"), "resume": "latest"}, "rest")
+    assert len(full) == 12 and len(first) == 3
+    assert first + rest == full
+    epoch0 = [i for e, _, labels, indices in full if e == 0 for i in (labels if kind == "stream" else indices)]
+    assert sorted(epoch0) == list(range(24))

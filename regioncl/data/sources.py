@@ -377,7 +377,8 @@ def _load_hf(path: str, split: str, streaming: bool, data_files: Any, cache_dir:
             if split not in ds:
                 raise ValueError(f"split {split!r} not in saved dataset; available: {sorted(ds)}")
             ds = ds[split]
-        return ds.to_iterable_dataset() if streaming else ds
+        # Shards let processes and workers read disjoint parts: a few hundred contiguous ranges.
+        return ds.to_iterable_dataset(num_shards=max(1, min(len(ds), 256))) if streaming else ds
     if (os.path.isfile(path) and path.endswith(".parquet")) or (
         os.path.isdir(path) and glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True)
     ):
@@ -512,6 +513,10 @@ class HFSource(torch.utils.data.Dataset):
                 f"could not load Hugging Face dataset {self.path!r} (split={split!r}, streaming={streaming}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if self.is_streaming:
+            # Parquet: one shard per row group instead of per file, so that readers
+            # (processes × workers) get disjoint shards of nearly equal size.
+            ds = ds.reshard()
         columns = _column_names(ds)
         self.image_column = _pick_image_column(ds, columns, image_column)
         self.label_column = _pick_label_column(ds, columns, label_column)
@@ -524,6 +529,11 @@ class HFSource(torch.utils.data.Dataset):
         # Dropping other columns avoids reading/decoding data we never use.
         ds = ds.select_columns(keep)
         self._ds = ds
+
+    @property
+    def num_shards(self) -> int:
+        """How many disjoint parts a stream can be split into (row groups for parquet)."""
+        return int(self._ds.num_shards) if self.is_streaming else 1
 
     def __len__(self) -> int:
         if self.is_streaming:
@@ -566,46 +576,52 @@ class HFSource(torch.utils.data.Dataset):
         decode: bool = True,
         shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[str, Any, int]]:
-        """Iterates over the whole stream once, in an order fixed by (seed, epoch).
-
-        The order is the same in every process (also inside DataLoader workers:
-        ``datasets``' automatic per-worker sharding is bypassed), so callers can
-        split the work by position themselves.
+        """Iterates over the stream (or one reader's part of it) once, in an order fixed by (seed, epoch).
 
         Args:
             seed: shuffle seed.
             epoch: passed to ``set_epoch`` so each epoch gets a new order.
             shuffle_buffer: size of the shuffle buffer in examples; <= 0 keeps the
-                stored order.
+                stored order. The shard order is shuffled too (with the seed and epoch).
             decode: when False, yield the raw image value (decode it later with
                 :meth:`decode`) so that skipped examples cost no decoding.
-            shard: ``(index, count)`` to read only part ``index`` of ``count``
-                with ``datasets.distributed.split_dataset_by_node``: whole files
-                when their number is a multiple of ``count`` (each reader then
-                reads only its files), else every ``count``-th example.
+            shard: ``(index, count)``: read only reader ``index``'s part of ``count``.
+                Readers get disjoint sets of whole shards (``split_dataset_by_node`` with
+                ``strategy="shards"``, after the seeded shard shuffle, so every reader
+                agrees on the assignment), never every-``count``-th example of the
+                whole stream; their sizes differ by at most about one shard.
+
+        Raises:
+            ValueError: ``count`` is larger than :attr:`num_shards`.
 
         Yields:
-            ``(key, image, label)`` with key a string naming the example (its
-            position in the iterated stream, plus the file name when known).
+            ``(key, image, label)`` with key a string naming the example (reader and
+            position in the reader's stream, plus the file name when known).
         """
         if not self.is_streaming:
             raise TypeError(f"HFSource {self.path!r} is map-style; index it instead of iterate()")
         ds = self._ds.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer > 0 else self._ds
+        reader = ""
         if shard is not None and shard[1] > 1:
             from datasets.distributed import split_dataset_by_node
 
-            # After the seeded shuffle, so every reader agrees on the file order.
-            ds = split_dataset_by_node(ds, rank=shard[0], world_size=shard[1])
+            if shard[1] > self.num_shards:
+                raise ValueError(
+                    f"{self.path!r} has {self.num_shards} shards, fewer than the {shard[1]} readers "
+                    "(processes × DataLoader workers) that must each read their own"
+                )
+            ds = split_dataset_by_node(ds, rank=shard[0], world_size=shard[1], strategy="shards")
+            reader = f"r{shard[0]}/{shard[1]}"
         ds.set_epoch(epoch)
         position = 0
         # ``IterableDataset.iter`` does not shard by DataLoader worker, unlike
-        # plain iteration inside a worker.
+        # plain iteration inside a worker: the reader split above is the only one.
         for batch in ds.iter(batch_size=64):
             images = batch[self.image_column]
             labels = batch[self.label_column] if self.label_column else [None] * len(images)
             for value, label in zip(images, labels, strict=True):
                 name = value.get("path") if isinstance(value, dict) else None
-                key = f"{self.path}[{self.split}]#{position}" + (f" ({name})" if name else "")
+                key = f"{self.path}[{self.split}]{reader}#{position}" + (f" ({name})" if name else "")
                 position += 1
                 yield key, (self.decode(value, key) if decode else value), _as_label(label)
 

@@ -14,7 +14,7 @@ so that worker processes never need to be told about the epoch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from .sources import BadImageError, HFSource, load_decodable
 __all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset"]
 
 logger = logging.getLogger("regioncl.data")
+
 
 def _two_views(image: Any, transform: Callable, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
@@ -83,8 +84,9 @@ class EpochSampler(torch.utils.data.Sampler):
             yield epoch, index
 
 
-def _sample_dict(view_q: torch.Tensor, view_k: torch.Tensor, index: int, label: int, bad: int) -> dict:
-    return {"view_q": view_q, "view_k": view_k, "index": int(index), "label": int(label), "bad": int(bad)}
+def _sample_dict(view_q: torch.Tensor, view_k: torch.Tensor, index: int, label: int, bad: int, reader: int = -1) -> dict:
+    return {"view_q": view_q, "view_k": view_k, "index": int(index), "label": int(label), "bad": int(bad),
+            "reader": int(reader)}
 
 
 class TwoViewDataset(torch.utils.data.Dataset):
@@ -132,26 +134,26 @@ class TwoViewDataset(torch.utils.data.Dataset):
 class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
     """Two augmented views per example of a streaming :class:`HFSource`.
 
-    Work is split over ``R = world_size * num_workers`` readers; reader
-    ``r = rank * num_workers + worker_id`` handles each example of the epoch's
-    shuffled stream exactly once across readers:
+    Work is split over ``R = world_size × num_workers`` readers (``num_workers`` = 1
+    without workers); reader ``r = rank × num_workers + worker_id`` reads its own,
+    disjoint set of whole shards of the epoch's shuffled stream
+    (:meth:`HFSource.iterate` with ``shard=(r, R)``), so no two readers download
+    the same data and the union over readers is the whole stream. The stream
+    needs at least ``R`` shards (parquet: row groups).
 
-    * default: every reader reads (without decoding) the whole stream and keeps
-      positions ``p`` with ``p % R == r``. ``index`` = ``p``, views are seeded by
-      (seed, epoch, p), so items do not depend on the number of workers or
-      ranks; but each reader downloads the whole dataset.
-    * ``split_by_shards=True``: when the number of files is a multiple of R,
-      each reader reads only its own files (``split_dataset_by_node``),
-      otherwise the same striding as above. ``index`` = ``q * R + r`` with ``q``
-      the reader's running counter (unique per epoch); items then depend on R.
+    Each item carries ``reader`` = r and ``index`` = its position in reader r's
+    stream of the epoch (bad images included); views are seeded by (seed, epoch,
+    R, r, position). Everything is a pure function of (seed, epoch, R), so a
+    reader told by :meth:`set_epoch` to skip the first ``n`` positions continues
+    exactly where an interrupted run stopped, without decoding what it skips.
 
     Bad images are skipped (logged as warnings) and counted in ``bad`` of the
     next item yielded by the same worker; bad images after a worker's last
     good one are logged but not counted.
 
     Call :meth:`set_epoch` before creating each epoch's DataLoader iterator;
-    with ``persistent_workers=True`` the workers keep the epoch they started
-    with.
+    workers read the epoch and the skips when they start (so do not make them
+    persistent).
 
     Args:
         source: a streaming ``HFSource``.
@@ -160,7 +162,6 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
         shuffle_buffer: shuffle buffer size in examples (<= 0: no shuffle).
         rank: this process's rank for distributed training.
         world_size: number of distributed processes.
-        split_by_shards: let readers read disjoint files when possible (see above).
     """
 
     def __init__(
@@ -172,7 +173,6 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
         *,
         rank: int = 0,
         world_size: int = 1,
-        split_by_shards: bool = False,
     ):
         if not getattr(source, "is_streaming", False):
             raise TypeError("StreamingTwoViewDataset needs a streaming HFSource; use TwoViewDataset otherwise")
@@ -184,39 +184,41 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.rank = int(rank)
         self.world_size = int(world_size)
-        self.split_by_shards = bool(split_by_shards)
         self.epoch = 0
+        self.skip: list[int] | None = None
+        self.rotate = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch whose shuffle order and augmentations are produced next."""
+    def set_epoch(self, epoch: int, skip: Sequence[int] | None = None, rotate: int = 0) -> None:
+        """Selects the epoch produced next.
+
+        For a resumed run: ``skip[r]`` = positions reader r (global id) had already
+        delivered in this epoch, and ``rotate`` = batches this process had taken
+        from its loader: worker w then plays reader ``(w + rotate) % num_workers``, so
+        the DataLoader's round-robin over workers continues with the reader that was next.
+        """
         self.epoch = int(epoch)
-
-    def _my_examples(self, epoch: int, reader: int, readers: int) -> Iterator[tuple[int, str, Any, int]]:
-        """This reader's undecoded ``(index, key, raw image, label)`` of ``epoch``."""
-        if self.split_by_shards:
-            stream = self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False, shard=(reader, readers))
-            for q, (key, raw, label) in enumerate(stream):
-                yield q * readers + reader, key, raw, label
-            return
-        stream = self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False)
-        for p, (key, raw, label) in enumerate(stream):
-            if p % readers == reader:
-                yield p, key, raw, label
+        self.skip = None if skip is None else [int(n) for n in skip]
+        self.rotate = int(rotate)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         readers = self.world_size * num_workers
-        reader = self.rank * num_workers + worker_id
-        epoch = self.epoch
+        reader = self.rank * num_workers + (worker_id + self.rotate) % num_workers
+        if self.skip is not None and len(self.skip) != readers:
+            raise ValueError(f"resume positions are for {len(self.skip)} readers, this loader has {readers}")
+        epoch, skip = self.epoch, (self.skip[reader] if self.skip else 0)
+        stream = self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False, shard=(reader, readers))
         pending_bad = 0
-        for position, key, raw, label in self._my_examples(epoch, reader, readers):
+        for position, (key, raw, label) in enumerate(stream):
+            if position < skip:
+                continue
             try:
                 image = self.source.decode(raw, key)
             except BadImageError as err:
                 logger.warning("skipping bad image %s: %s", err.image_id, err.reason)
                 pending_bad += 1
                 continue
-            view_q, view_k = _two_views(image, self.transform, derive_seed(self.seed, epoch, position))
-            yield _sample_dict(view_q, view_k, position, label, pending_bad)
+            view_q, view_k = _two_views(image, self.transform, derive_seed(self.seed, epoch, readers, reader, position))
+            yield _sample_dict(view_q, view_k, position, label, pending_bad, reader)
             pending_bad = 0
