@@ -39,6 +39,7 @@ class PretrainConfig:
     pin_memory: bool | None = None  # page-locked host batches; None: on CUDA only
     persistent_workers: bool = True  # keep workers between epochs (folders; a stream restarts them each epoch)
     shuffle_buffer: int = 10_000  # examples, for streaming sources
+    gpu_augment: bool = False  # workers only decode and crop; colour, grayscale, blur and flip run batched on the device
     max_bad_fraction: float = 0.01  # stop when more than this fraction of images read is unreadable
     # Optimisation (SPEC §8): SGD, cosine, per-step.
     batch_size: int = 128  # global: per-process batch × processes

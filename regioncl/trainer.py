@@ -28,14 +28,17 @@ from .backbones import create_encoder
 from .config import PretrainConfig, config_json
 from .distributed import concat_all_gather, make_accelerator
 from .data import (
+    BatchedMoCoV2,
     EpochSampler,
     StreamingTwoViewDataset,
     TwoViewDataset,
     build_source,
     eval_transform,
+    mocov2_crop_transform,
     mocov2_transform,
 )
 from .knn import knn_evaluate
+from .rng import derive_seed
 from .methods import SSLMethod, build_method
 
 logger = logging.getLogger("regioncl")
@@ -172,7 +175,9 @@ class Trainer:
             image_column=cfg.image_column,
             label_column=cfg.label_column,
         )  # the sample set is the same whatever the run seed
-        transform = mocov2_transform(cfg.image_size)
+        # With gpu_augment the workers only decode and crop (uint8); the rest runs batched on the device.
+        transform = mocov2_crop_transform(cfg.image_size) if cfg.gpu_augment else mocov2_transform(cfg.image_size)
+        self.gpu_augment = BatchedMoCoV2(cfg.image_size) if cfg.gpu_augment else None
         self.streaming = bool(getattr(source, "is_streaming", False))
         workers = cfg.workers
         if self.streaming:
@@ -256,8 +261,12 @@ class Trainer:
     def unwrapped(self) -> SSLMethod:
         return self.accelerator.unwrap_model(self.model)
 
-    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+    def _to_device(self, images: torch.Tensor, view: int) -> torch.Tensor:
         images = images.to(self.accelerator.device, non_blocking=True)
+        if self.gpu_augment is not None:  # parameters seeded by (seed, step, process, view): resumable
+            generator = torch.Generator(device=images.device).manual_seed(
+                derive_seed(self.cfg.seed, "gpu_augment", self.state.step, self.accelerator.process_index, view))
+            images = self.gpu_augment(images, generator)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
@@ -441,7 +450,7 @@ class Trainer:
             if not group.get("fix_lr", False):
                 group["lr"] = lr
         with acc.autocast():
-            out = self.model(self._to_device(batch["view_q"]), self._to_device(batch["view_k"]), step=self.state.step)
+            out = self.model(self._to_device(batch["view_q"], 0), self._to_device(batch["view_k"], 1), step=self.state.step)
         acc.backward(out["loss"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -37,7 +37,15 @@ def losses(recs):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, method):
     """Restores the queues, key encoders, predictor and optimizer state: same losses after resume."""
-    kw = dict(method=method, pred_dim=8, max_steps=6)
+    check_exact_resume(tmp_path, method=method, pred_dim=8, max_steps=6)
+
+
+def test_device_augmentation_trains_and_resumes_exactly(tmp_path):
+    """--gpu-augment (colour, grayscale, blur, flip batched after the transfer, seeded per step)."""
+    check_exact_resume(tmp_path, method="regioncl_m", max_steps=6, gpu_augment=True)
+
+
+def check_exact_resume(tmp_path, **kw):
     _, full = run(tmp_path, "full", checkpoint_every=100, **kw)
     run(tmp_path, "split", stop_at_step=3, **kw)
     ckpts = list_checkpoints(tmp_path / "split")

@@ -12,6 +12,7 @@ Typical use::
 from __future__ import annotations
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform, mocov2_transform
+from .gpu_augment import BatchedMoCoV2, mocov2_crop_transform
 from .sample import SHAPE_CLASSES, SampleShapes, shape_mask
 from .sources import (
     IMAGE_EXTENSIONS,
@@ -30,6 +31,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SHAPE_CLASSES",
     "BadImageError",
+    "BatchedMoCoV2",
     "EpochSampler",
     "HFSource",
     "ImageFolderSource",
@@ -40,6 +42,7 @@ __all__ = [
     "build_source",
     "eval_transform",
     "load_rgb",
+    "mocov2_crop_transform",
     "mocov2_transform",
     "shape_mask",
     "to_rgb",
