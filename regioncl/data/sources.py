@@ -516,7 +516,10 @@ class HFSource(torch.utils.data.Dataset):
         if self.is_streaming:
             # Parquet: one shard per row group instead of per file, so that readers
             # (processes × workers) get disjoint shards of nearly equal size.
-            ds = ds.reshard()
+            try:
+                ds = ds.reshard()
+            except NotImplementedError:  # a format datasets cannot split further: its files are the shards
+                pass
         columns = _column_names(ds)
         self.image_column = _pick_image_column(ds, columns, image_column)
         self.label_column = _pick_label_column(ds, columns, label_column)
