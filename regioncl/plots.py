@@ -67,16 +67,21 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Any:
 
 
 def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, metric: str = "knn_top1",
-                 labels: Sequence[str] | None = None) -> Any:
-    """One curve of ``metric`` per run against the epoch (kNN by default), saved as a PNG."""
+                 labels: Sequence[str] | None = None, references: dict[str, float] | None = None) -> Any:
+    """One curve of ``metric`` per run against the epoch (kNN by default), saved as a PNG;
+    ``references`` (label → value, same units as the metric) are drawn as dashed lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    scale = 100 if metric == "knn_top1" else 1
     for i, run in enumerate(run_dirs):
         records = read_metrics(run)
         # kNN records carry the epochs completed (0 before training).
         x, y = _series(records, metric, x="epoch")
-        scale = 100 if metric == "knn_top1" else 1
         ax.plot(x, [scale * v for v in y], marker="o", label=labels[i] if labels else Path(run).name)
+    for name, value in (references or {}).items():
+        ax.axhline(scale * value, linestyle="--", color="grey", linewidth=1)
+        ax.annotate(name, (0, scale * value), textcoords="offset points",
+                    xytext=(2, -10), fontsize=8, color="grey")
     ax.set_xlabel("epoch")
     ax.set_ylabel("kNN top-1 (%)" if metric == "knn_top1" else metric)
     ax.legend()

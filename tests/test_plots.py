@@ -51,3 +51,10 @@ def test_composites_outline_the_pasted_box(tmp_path):
 def test_missing_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         plot_run(tmp_path, tmp_path / "x.png")
+
+
+def test_comparison_draws_reference_levels(tmp_path):
+    write_run(tmp_path / "a")
+    fig = plot_compare([tmp_path / "a"], tmp_path / "cmp.png", references={"raw pixels": 0.42})
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and list(lines[1].get_ydata()) == pytest.approx([42.0, 42.0])  # in percent, like the curve
