@@ -48,6 +48,29 @@ def labelled_sources(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     return train, val, num_classes
 
 
+def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., dict], argv: list[str] | None) -> dict:
+    """The whole ``main`` of an evaluation script on labelled data (probe, fine-tune): ENCODER,
+    data and ``config_cls`` options, then ``evaluate(encoder_spec, train, val, num_classes, cfg,
+    accelerator)`` on Accelerate; the main process prints the result as one JSON line."""
+    import json
+
+    from .distributed import make_accelerator
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_labelled_data_arguments(p)
+    add_dataclass_arguments(p, config_cls)
+    a = p.parse_args(argv)
+    cfg = dataclass_from_args(config_cls, a)
+    train, val, num_classes = labelled_sources(p, a, cfg.image_size)
+    acc = make_accelerator()
+    result = evaluate(a.encoder, train, val, num_classes, cfg, acc)
+    out = {"encoder": a.encoder, "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs}
+    if acc.is_main_process:
+        print(json.dumps(out))
+    acc.end_training()  # every process tears the group down together
+    return out
+
+
 def load_and_convert(parser: argparse.ArgumentParser, path: str | os.PathLike, convert: Callable[[dict], dict]) -> tuple[dict, dict]:
     """The encoder state dict at ``path`` and ``convert`` of it; a wrong path or a state dict
     the conversion refuses ends in a parser error (a message, not a trace)."""

@@ -10,33 +10,20 @@ ENCODER is a run folder, a checkpoint folder, a weights file, or a timm `local-d
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.cli import add_dataclass_arguments, add_labelled_data_arguments, dataclass_from_args, labelled_sources  # noqa: E402
-from regioncl.distributed import make_accelerator  # noqa: E402
+from regioncl.cli import run_labelled_evaluation  # noqa: E402
 from regioncl.knn import load_eval_encoder  # noqa: E402
 from regioncl.linear import ProbeConfig, linear_probe  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_labelled_data_arguments(p)
-    add_dataclass_arguments(p, ProbeConfig)
-    a = p.parse_args(argv)
-    cfg = dataclass_from_args(ProbeConfig, a)
-    train, val, num_classes = labelled_sources(p, a, cfg.image_size)
-    acc = make_accelerator()
-    result = linear_probe(load_eval_encoder(a.encoder), train, val, num_classes, cfg, acc)
-    out = {"encoder": a.encoder, "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs}
-    if acc.is_main_process:
-        print(json.dumps(out))
-    acc.end_training()  # every process tears the group down together
-    return out
+    return run_labelled_evaluation(
+        __doc__, ProbeConfig,
+        lambda spec, train, val, n, cfg, acc: linear_probe(load_eval_encoder(spec), train, val, n, cfg, acc), argv)
 
 
 if __name__ == "__main__":
