@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -70,3 +72,14 @@ def make_accelerator(**kwargs):
     if not has_accelerator:
         kwargs.setdefault("cpu", True)
     return Accelerator(**kwargs)
+
+
+def progress_bar(accelerator: Any, iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm bar on the local main process only; written to a log file rather than a
+    terminal, it updates every 30 s instead of twice a second."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not accelerator.is_local_main_process,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0, **kwargs)

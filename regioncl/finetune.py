@@ -6,7 +6,6 @@ the same code runs on a CPU, one GPU or many, in any precision Accelerate is set
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,9 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .data.augment import eval_transform
-from .distributed import make_accelerator
+from .distributed import make_accelerator, progress_bar
 from .knn import LabelledImages, topk_accuracy
 from .linear import train_transform
 
@@ -78,8 +76,7 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
         LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
     model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
     history = []
-    bar = tqdm(range(cfg.epochs), desc="fine-tune", unit="epoch", disable=not acc.is_local_main_process,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(acc, range(cfg.epochs), desc="fine-tune", unit="epoch")
     for epoch in bar:
         model.train()
         total, seen = torch.zeros((), device=acc.device), 0

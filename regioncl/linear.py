@@ -8,7 +8,6 @@ is trained. Without augmentation the features are computed once and cached.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
-from tqdm.auto import tqdm
 
 from .data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from .distributed import concat_all_gather, make_accelerator
+from .distributed import concat_all_gather, make_accelerator, progress_bar
 from .knn import LabelledImages, encode_source, feature_map, topk_accuracy
 from .rng import derive_seed
 
@@ -173,12 +171,11 @@ def linear_probe(
                                        torch.Generator().manual_seed(derive_seed(cfg.seed, acc.process_index)))
     history = []
     head.train()
-    bar = tqdm(range(cfg.epochs), desc="linear probe", unit="epoch", disable=not acc.is_local_main_process,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(acc, range(cfg.epochs), desc="linear probe", unit="epoch")
     for epoch in bar:
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, epoch)
-        total = torch.zeros(2, device=device)  # summed loss, samples: one host sync per epoch
+        total, seen = torch.zeros((), device=device), 0  # summed on the device: one host sync per epoch
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
             if cfg.augment:
@@ -188,9 +185,11 @@ def linear_probe(
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()
-            total += torch.stack([loss.detach() * len(y), torch.tensor(float(len(y)), device=device)])
-        total = acc.reduce(total, reduction="sum") if world > 1 else total
-        history.append(float(total[0] / total[1].clamp(min=1)))
+            total += loss.detach() * len(y)
+            seen += len(y)
+        sums = torch.stack([total, torch.tensor(float(seen), device=device)])
+        sums = acc.reduce(sums, reduction="sum") if world > 1 else sums
+        history.append(float(sums[0] / sums[1].clamp(min=1)))
         bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
     classifier = acc.unwrap_model(head).eval()
 

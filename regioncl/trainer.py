@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,11 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Sampler
-from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .backbones import create_encoder
 from .config import PretrainConfig, config_json
-from .distributed import concat_all_gather, make_accelerator
+from .distributed import concat_all_gather, make_accelerator, progress_bar
 from .data import (
     BatchedMoCoV2,
     EpochSampler,
@@ -405,9 +403,7 @@ class Trainer:
             result["knn_top1_before"] = self._knn_record("before training")
 
         stop = self.total_steps if cfg.stop_at_step is None else min(self.total_steps, cfg.stop_at_step)
-        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not acc.is_local_main_process,
-                   desc=cfg.method, dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+        bar = progress_bar(acc, total=self.total_steps, initial=self.state.step, desc=cfg.method, dynamic_ncols=True)
         self.model.train()
         window = _Window()
         while self.state.step < stop:
