@@ -28,12 +28,12 @@ from .distributed import concat_all_gather, make_accelerator, progress_bar
 from .data import (
     BatchedMoCoV2,
     EpochSampler,
+    MoCoV2Views,
     StreamingTwoViewDataset,
     TwoViewDataset,
     build_source,
     eval_transform,
-    mocov2_crop_transform,
-    mocov2_transform,
+    normalize,
 )
 from .knn import knn_evaluate
 from .rng import derive_seed
@@ -173,8 +173,9 @@ class Trainer:
             image_column=cfg.image_column,
             label_column=cfg.label_column,
         )  # the sample set is the same whatever the run seed
-        # With gpu_augment the workers only decode and crop (uint8); the rest runs batched on the device.
-        transform = mocov2_crop_transform(cfg.image_size) if cfg.gpu_augment else mocov2_transform(cfg.image_size)
+        # Workers decode and crop to uint8 views, with the colour and blur ops unless gpu_augment
+        # moves those to the device (batched); normalisation always runs on the device.
+        transform = MoCoV2Views(cfg.image_size, ops=not cfg.gpu_augment)
         self.gpu_augment = BatchedMoCoV2(cfg.image_size) if cfg.gpu_augment else None
         self.streaming = bool(getattr(source, "is_streaming", False))
         workers = cfg.workers
@@ -265,6 +266,8 @@ class Trainer:
             generator = torch.Generator(device=images.device).manual_seed(
                 derive_seed(self.cfg.seed, "gpu_augment", self.state.step, self.accelerator.process_index, view))
             images = self.gpu_augment(images, generator)
+        else:
+            images = normalize(images)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images

@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Training-step throughput of the methods, side by side (median of interleaved timed steps).
+"""Training-step throughput of the methods, side by side (median of interleaved timed steps);
+with --pipeline, the two-view data pipeline per worker against the official MoCo v2 one.
 
     python scripts/benchmark.py --backbone resnet18 --image-size 64 --batch-size 32
     python scripts/benchmark.py --backbone resnet50 --image-size 224 --batch-size 64 --device cuda --precision bf16
+    python scripts/benchmark.py --pipeline --image-size 224 --num-images 200   # synthetic 500x375 JPEGs
+    python scripts/benchmark.py --pipeline --images /data/imagenet/train/n01440764
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -20,6 +24,24 @@ import torch  # noqa: E402
 
 from regioncl.benchmark import benchmark, format_table  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
+from regioncl.pipeline_benchmark import format_pipeline_table, pipeline_benchmark, write_jpegs  # noqa: E402
+
+
+def run_pipeline(a: argparse.Namespace) -> None:
+    size = a.image_size or 224
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = a.images
+        if folder is None:
+            folder = tmp
+            write_jpegs(folder, a.num_images, *a.jpeg_size, quality=a.jpeg_quality)
+            what = f"{a.num_images} synthetic {a.jpeg_size[0]}x{a.jpeg_size[1]} JPEGs (quality {a.jpeg_quality})"
+        else:
+            what = f"the images under {folder}"
+        rows = pipeline_benchmark(folder, size, rounds=a.rounds, draft=a.draft)
+    print(f"# two views of {size} px from {what}; 1 torch thread (one DataLoader worker), median of "
+          f"{a.rounds} interleaved passes; draft={a.draft}; {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, cpu_count={os.cpu_count()}")
+    print(format_pipeline_table(rows))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="methods to time, or 'all'")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--backbone-args", type=json.loads, default={}, help="JSON kwargs for timm.create_model")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None, help="default 64 (steps), 224 (--pipeline)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=10, help="timed steps per method")
@@ -37,16 +59,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--queue-size", type=int, default=4096)
+    pipe = p.add_argument_group("data pipeline (--pipeline)")
+    pipe.add_argument("--pipeline", action="store_true", help="time the two-view pipelines instead of training steps")
+    pipe.add_argument("--images", default=None, help="a folder of images (default: synthetic JPEGs)")
+    pipe.add_argument("--num-images", type=int, default=200)
+    pipe.add_argument("--jpeg-size", type=lambda v: tuple(int(x) for x in v.split("x")), default=(500, 375),
+                      help="WIDTHxHEIGHT of the synthetic JPEGs (every other one portrait)")
+    pipe.add_argument("--jpeg-quality", type=int, default=90)
+    pipe.add_argument("--rounds", type=int, default=5, help="timed passes per pipeline")
+    pipe.add_argument("--no-draft", dest="draft", action="store_false", help="decode every JPEG at full size")
     a = p.parse_args(argv)
+    if a.pipeline:
+        return run_pipeline(a)
     methods = list(METHODS) if "all" in a.methods else a.methods
     if a.threads:
         torch.set_num_threads(a.threads)
     rows = benchmark(
-        methods, a.backbone, a.backbone_args, a.image_size, a.batch_size, a.device, a.steps, a.warmup,
+        methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
         a.channels_last, a.precision, a.queue_size,
     )
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size}px batch {a.batch_size} {a.precision} "
+    print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size or 64}px batch {a.batch_size} {a.precision} "
           f"channels_last={a.channels_last} on {a.device} ({where}), torch {torch.__version__}, "
           f"{a.steps} timed steps after {a.warmup} warm-up, cpu_count={os.cpu_count()}")
     print(format_table(rows))

@@ -21,6 +21,7 @@ from regioncl.data import (
     EpochSampler,
     HFSource,
     ImageFolderSource,
+    MoCoV2Views,
     SampleShapes,
     StreamingTwoViewDataset,
     TwoViewDataset,
@@ -28,7 +29,6 @@ from regioncl.data import (
     build_source,
     eval_transform,
     load_rgb,
-    mocov2_transform,
     shape_mask,
     to_rgb,
 )
@@ -269,11 +269,8 @@ def test_bad_image_error_survives_pickling():
 # --------------------------------------------------------------------------- #
 
 
-def test_mocov2_and_eval_transforms_shapes():
+def test_eval_transform():
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    torch.manual_seed(0)
-    out = mocov2_transform(32)(img)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
     ev = eval_transform(32)
     a, b = ev(img), ev(img)
     assert a.shape == (3, 32, 32) and a.dtype == torch.float32
@@ -320,14 +317,14 @@ def test_epoch_sampler_orders_and_skip():
 
 @pytest.fixture(scope="module")
 def twoview():
-    return TwoViewDataset(SampleShapes("train", size=32, num_per_class=1), mocov2_transform(24), seed=5)
+    return TwoViewDataset(SampleShapes("train", size=32, num_per_class=1), MoCoV2Views(24), seed=5)
 
 
 def test_twoview_item_contents_and_determinism(twoview):
     item = twoview[(0, 3)]
     assert set(item) == {"view_q", "view_k", "index", "label", "bad", "reader"}
     assert item["reader"] == -1  # a map-style item has no stream reader
-    assert item["view_q"].shape == (3, 24, 24) and item["view_q"].dtype == torch.float32
+    assert item["view_q"].shape == (3, 24, 24) and item["view_q"].dtype == torch.uint8
     assert (item["index"], item["label"], item["bad"]) == (3, 3, 0)
     assert not torch.equal(item["view_q"], item["view_k"])
     twoview[(0, 7)]  # other calls in between must not matter
@@ -510,7 +507,7 @@ def test_streaming_readers_get_disjoint_balanced_shards(tmp_path, offline, reade
 def test_streaming_twoview_covers_the_stream_and_counts_bad(tmp_path, offline, num_workers):
     ids = _write_shards(tmp_path / "pq", [6, 6], row_group_size=3, bad_ids={4})
     source = HFSource(str(tmp_path / "pq"), streaming=True)
-    ds = StreamingTwoViewDataset(source, mocov2_transform(16), seed=0, shuffle_buffer=4)
+    ds = StreamingTwoViewDataset(source, MoCoV2Views(16), seed=0, shuffle_buffer=4)
     ds.set_epoch(0)
 
     def run():
@@ -518,10 +515,13 @@ def test_streaming_twoview_covers_the_stream_and_counts_bad(tmp_path, offline, n
 
     items = run()
     assert sorted(int(b["label"]) for b in items) == [i for i in ids if i != 4]
-    # A bad image is counted with its reader's next good one: not at all when it is the reader's last.
+    # The bad image is counted once, with its reader's next good image (or its last, if it ends the stream).
     readers = max(1, num_workers)
     streams = [[label for _, _, label in source.iterate(0, 0, 4, decode=False, shard=(r, readers))] for r in range(readers)]
-    assert sum(int(b["bad"]) for b in items) == sum(4 in st and st[-1] != 4 for st in streams)
+    assert sum(int(b["bad"]) for b in items) == 1
+    bad_reader = next(r for r, st in enumerate(streams) if 4 in st)
+    carrier = [b for b in items if int(b["bad"])][0]
+    assert int(carrier["reader"]) == bad_reader
     assert {int(b["reader"]) for b in items} == set(range(max(1, num_workers)))
     again = run()
     assert all(torch.equal(a["view_q"], b["view_q"]) and int(a["label"]) == int(b["label"]) for a, b in zip(items, again))
@@ -533,7 +533,7 @@ def test_streaming_skip_resumes_each_reader_exactly(tmp_path, offline):
     exactly the uninterrupted epoch's remainder, with the same views."""
     _write_shards(tmp_path / "pq", [8, 8, 8], row_group_size=2, bad_ids={5})
     source = HFSource(str(tmp_path / "pq"), streaming=True)
-    ds = StreamingTwoViewDataset(source, mocov2_transform(16), seed=3, shuffle_buffer=3)
+    ds = StreamingTwoViewDataset(source, MoCoV2Views(16), seed=3, shuffle_buffer=3)
 
     def batches(skip=None, rotate=0):
         ds.set_epoch(1, skip=skip, rotate=rotate)

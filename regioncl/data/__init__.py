@@ -3,7 +3,7 @@
 Typical use::
 
     source = build_source("sample", "train", image_size=64)
-    dataset = TwoViewDataset(source, mocov2_transform(64), seed=0)
+    dataset = TwoViewDataset(source, MoCoV2Views(64), seed=0)  # uint8 views: normalize() them
     sampler = EpochSampler(len(dataset), seed=0)
     sampler.set_epoch(epoch)
     loader = DataLoader(dataset, batch_size=256, sampler=sampler, num_workers=4)
@@ -11,8 +11,8 @@ Typical use::
 
 from __future__ import annotations
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform, mocov2_transform
-from .gpu_augment import BatchedMoCoV2, mocov2_crop_transform
+from .augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform
+from .mocov2 import BatchedMoCoV2, MoCoV2Views, normalize
 from .sample import SHAPE_CLASSES, SampleShapes, shape_mask
 from .sources import (
     IMAGE_EXTENSIONS,
@@ -33,6 +33,7 @@ __all__ = [
     "BadImageError",
     "BatchedMoCoV2",
     "EpochSampler",
+    "MoCoV2Views",
     "HFSource",
     "ImageFolderSource",
     "SampleShapes",
@@ -42,8 +43,7 @@ __all__ = [
     "build_source",
     "eval_transform",
     "load_rgb",
-    "mocov2_crop_transform",
-    "mocov2_transform",
+    "normalize",
     "shape_mask",
     "to_rgb",
 ]

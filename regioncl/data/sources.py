@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,10 +47,11 @@ ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
 _IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
 _LABEL_COLUMN_NAMES = ("label", "labels", "cls", "target")
-def load_decodable(source: Any, index: int, max_retries: int = 10) -> tuple[Any, int, int, int]:
+def load_decodable(source: Any, index: int, max_retries: int = 10, draft: Callable | None = None) -> tuple[Any, int, int, int]:
     """``(image, label, index used, bad images skipped)``: ``source[index]``, or when that image
     cannot be decoded the next decodable one (``index + 1``, … wrapping around), each bad
-    one logged with its id.
+    one logged with its id. ``draft`` goes to the source's ``load(index, draft)`` where it has
+    one (see :func:`load_rgb`); other sources are indexed.
 
     Raises:
         RuntimeError: after ``max_retries + 1`` consecutive bad images.
@@ -58,9 +59,10 @@ def load_decodable(source: Any, index: int, max_retries: int = 10) -> tuple[Any,
     n = len(source)
     current = index
     reasons = []
+    load = getattr(source, "load", None)
     for attempt in range(max_retries + 1):
         try:
-            image, label = source[current]
+            image, label = load(current, draft) if load is not None else source[current]
             return image, label, current, attempt
         except BadImageError as err:
             logger.warning("skipping bad image %s (index %d): %s", err.image_id, current, err.reason)
@@ -185,7 +187,12 @@ def _open_source(data: Any) -> tuple[Any, Any]:
     raise TypeError(f"cannot decode an image from {type(data).__name__}")
 
 
-def load_rgb(data: Any, image_id: Any = None, background: tuple[int, int, int] = ALPHA_BACKGROUND) -> Image.Image:
+def load_rgb(
+    data: Any,
+    image_id: Any = None,
+    background: tuple[int, int, int] = ALPHA_BACKGROUND,
+    draft: Callable[[tuple[int, int]], tuple[int, int] | None] | None = None,
+) -> Image.Image:
     """Decodes an image fully and returns it in RGB mode.
 
     Args:
@@ -194,9 +201,12 @@ def load_rgb(data: Any, image_id: Any = None, background: tuple[int, int, int] =
             or an already decoded PIL image.
         image_id: identifier used in error messages; defaults to the path.
         background: RGB colour behind transparent pixels (see ``to_rgb``).
+        draft: called with the encoded image's (width, height) once its header is read; a
+            returned (width, height) lets a JPEG decode at a reduced scale no smaller than
+            that (PIL's ``Image.draft``: 1/2, 1/4 or 1/8). Not called for decoded images.
 
     Returns:
-        A fully loaded PIL image in mode "RGB".
+        A fully loaded PIL image in mode "RGB" (smaller than encoded when drafted).
 
     Raises:
         BadImageError: the image is empty, unreadable, truncated, exceeds
@@ -224,6 +234,9 @@ def load_rgb(data: Any, image_id: Any = None, background: tuple[int, int, int] =
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(fp) as opened:
+                    wanted = draft(opened.size) if draft is not None else None
+                    if wanted is not None:
+                        opened.draft(opened.mode, wanted)  # no-op except for JPEG
                     opened.load()
                     img = opened
         except FileNotFoundError as exc:
@@ -327,10 +340,14 @@ class ImageFolderSource(torch.utils.data.Dataset):
         """Label of image ``index`` without decoding it."""
         return int(self._labels[index])
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        """Returns (RGB PIL image, label); raises BadImageError if it cannot be decoded."""
+    def load(self, index: int, draft: Callable | None = None) -> tuple[Image.Image, int]:
+        """Returns (RGB PIL image, label); raises BadImageError if it cannot be decoded.
+        ``draft``: see :func:`load_rgb`."""
         path = self.path(index)
-        return load_rgb(path, path), self.label_of(index)
+        return load_rgb(path, path, draft=draft), self.label_of(index)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return self.load(index)
 
 
 # --------------------------------------------------------------------------- #
@@ -549,26 +566,30 @@ class HFSource(torch.utils.data.Dataset):
             return -1
         return _as_label(self._ds[int(index)][self.label_column])
 
-    def _row_to_pair(self, row: dict, key: str) -> tuple[Image.Image, int]:
+    def _row_to_pair(self, row: dict, key: str, draft: Callable | None = None) -> tuple[Image.Image, int]:
         label = _as_label(row[self.label_column]) if self.label_column else -1
-        return self.decode(row[self.image_column], key), label
+        return self.decode(row[self.image_column], key, draft), label
 
-    def decode(self, value: Any, key: Any) -> Image.Image:
+    def decode(self, value: Any, key: Any, draft: Callable | None = None) -> Image.Image:
         """Decodes one raw image value (PIL image, bytes/path dict, bytes or path) to RGB.
+        ``draft``: see :func:`load_rgb`.
 
         Raises:
             BadImageError: the value cannot be decoded; ``image_id`` is ``key``.
         """
         if value is None:
             raise BadImageError(key, "missing image (None)")
-        return load_rgb(value, key)
+        return load_rgb(value, key, draft=draft)
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        """Returns (RGB PIL image, label) of example ``index`` (map-style only)."""
+    def load(self, index: int, draft: Callable | None = None) -> tuple[Image.Image, int]:
+        """Returns (RGB PIL image, label) of example ``index`` (map-style only); ``draft``: see :func:`load_rgb`."""
         if self.is_streaming:
             raise TypeError(f"streaming HFSource {self.path!r} is not indexable; use iterate()")
         row = self._ds[int(index)]
-        return self._row_to_pair(row, f"{self.path}[{self.split}][{int(index)}]")
+        return self._row_to_pair(row, f"{self.path}[{self.split}][{int(index)}]", draft)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return self.load(index)
 
     def iterate(
         self,

@@ -28,14 +28,20 @@ __all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset"]
 logger = logging.getLogger("regioncl.data")
 
 
-def _two_views(image: Any, transform: Callable, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _two_views(load: Callable[[Callable | None], Any], transform: Callable, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two views of the image ``load(draft)`` decodes, with torch's CPU generator seeded by ``seed``.
+
+    A two-view transform (``transform.two_view``, e.g. :class:`MoCoV2Views`) gets the loader
+    and the generator; any other callable is called twice on the decoded image.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed also seeds CUDA lazily (slow)
+        if getattr(transform, "two_view", False):
+            return transform(load, torch.default_generator)
+        image = load(None)
         # Two calls under one seed: the second continues the stream of the
         # first, so the views get independent random parameters.
-        view_q = transform(image)
-        view_k = transform(image)
-    return view_q, view_k
+        return transform(image), transform(image)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -97,13 +103,13 @@ class TwoViewDataset(torch.utils.data.Dataset):
     Args:
         source: map-style source returning ``(PIL image, label)``, raising
             :class:`BadImageError` for undecodable images.
-        transform: one-view augmentation (e.g. ``mocov2_transform``) using
-            torch's global RNG.
+        transform: a two-view transform (:class:`MoCoV2Views`), or a one-view
+            augmentation using torch's global RNG, called twice.
         seed: augmentation seed.
         max_retries: how many following images to try when an image is bad.
 
-    Each item is ``{"view_q": (3, S, S) float32, "view_k": (3, S, S) float32,
-    "index": int, "label": int, "bad": int}``. When image ``index`` is bad it
+    Each item is ``{"view_q": (3, S, S), "view_k": (3, S, S), "index": int, "label": int,
+    "bad": int}`` (views as the transform returns them: uint8 from :class:`MoCoV2Views`). When image ``index`` is bad it
     is replaced by the next index ``(index + 1) % len`` (repeatedly); ``index``
     and ``label`` then describe the image actually used and ``bad`` counts the
     images skipped for this item. The views are still seeded by the requested
@@ -126,9 +132,15 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]) -> dict:
         """Returns the two views of image ``index`` for ``epoch``; ``item`` = (epoch, index)."""
         epoch, index = (int(v) for v in item)
-        image, label, used, bad = load_decodable(self.source, index, self.max_retries)
-        view_q, view_k = _two_views(image, self.transform, derive_seed(self.seed, epoch, index))
-        return _sample_dict(view_q, view_k, used, label, bad)
+        found: dict[str, int] = {}
+
+        def load(draft: Callable | None) -> Any:
+            image, found["label"], found["used"], found["bad"] = load_decodable(
+                self.source, index, self.max_retries, draft)
+            return image
+
+        view_q, view_k = _two_views(load, self.transform, derive_seed(self.seed, epoch, index))
+        return _sample_dict(view_q, view_k, found["used"], found["label"], found["bad"])
 
 
 class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
@@ -148,8 +160,8 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
     exactly where an interrupted run stopped, without decoding what it skips.
 
     Bad images are skipped (logged as warnings) and counted in ``bad`` of the
-    next item yielded by the same worker; bad images after a worker's last
-    good one are logged but not counted.
+    next item of the same reader; those after a reader's last good image, in
+    that last item (each item is yielded once the next good one is decoded).
 
     Call :meth:`set_epoch` before creating each epoch's DataLoader iterator;
     workers read the epoch and the skips when they start (so do not make them
@@ -157,7 +169,7 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
 
     Args:
         source: a streaming ``HFSource``.
-        transform: one-view augmentation using torch's global RNG.
+        transform: as for :class:`TwoViewDataset`.
         seed: shuffle and augmentation seed.
         shuffle_buffer: shuffle buffer size in examples (<= 0: no shuffle).
         rank: this process's rank for distributed training.
@@ -209,16 +221,24 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
             raise ValueError(f"resume positions are for {len(self.skip)} readers, this loader has {readers}")
         epoch, skip = self.epoch, (self.skip[reader] if self.skip else 0)
         stream = self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False, shard=(reader, readers))
-        pending_bad = 0
+        # Each item is held until the reader's next good one is decoded, so that the bad images
+        # after the reader's last good one are counted with it rather than lost.
+        pending_bad, held = 0, None
         for position, (key, raw, label) in enumerate(stream):
             if position < skip:
                 continue
             try:
-                image = self.source.decode(raw, key)
+                view_q, view_k = _two_views(
+                    lambda draft, raw=raw, key=key: self.source.decode(raw, key, draft),
+                    self.transform, derive_seed(self.seed, epoch, readers, reader, position))
             except BadImageError as err:
                 logger.warning("skipping bad image %s: %s", err.image_id, err.reason)
                 pending_bad += 1
                 continue
-            view_q, view_k = _two_views(image, self.transform, derive_seed(self.seed, epoch, readers, reader, position))
-            yield _sample_dict(view_q, view_k, position, label, pending_bad, reader)
+            if held is not None:
+                yield held
+            held = _sample_dict(view_q, view_k, position, label, pending_bad, reader)
             pending_bad = 0
+        if held is not None:
+            held["bad"] += pending_bad
+            yield held
