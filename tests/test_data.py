@@ -565,3 +565,32 @@ def test_build_source_sample():
     src = build_source("sample", "val", image_size=24, seed=2)
     assert isinstance(src, SampleShapes) and src.split == "val" and src[0][0].size == (24, 24)
     assert np.array_equal(_pixels(src[0][0]), _pixels(SampleShapes("val", size=24, seed=2)[0][0]))
+
+
+def test_streaming_image_folder_splits_into_shards(tmp_path, offline):
+    """``hf:FOLDER`` streams a local image folder through the same path as parquet: shards of
+    files that readers split disjointly, labels from class folders, the split's files only,
+    a corrupt file skipped and counted."""
+    root = tmp_path / "imgs"
+    expected = {}
+    for split, n in (("train", 5), ("val", 2)):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                path = root / split / cls / f"{i}.jpg"
+                _solid((i * 40, 90, 30), size=(20, 16)).save(path)
+                if split == "train":
+                    expected[str(path)] = ["cat", "dog"].index(cls)
+    (root / "train" / "dog" / "bad.jpg").write_bytes(b"not a jpeg")
+    source = build_source(f"hf:{root}", "train", streaming=True)
+    assert source.num_shards == 11 and source.classes == ["cat", "dog"]
+    seen = []
+    for r in range(2):
+        seen += [(raw["path"], label) for _, raw, label in source.iterate(0, 0, 4, decode=False, shard=(r, 2))]
+    assert sorted(seen) == sorted([*expected.items(), (str(root / "train" / "dog" / "bad.jpg"), 1)])
+    ds = StreamingTwoViewDataset(source, MoCoV2Views(16), seed=0, shuffle_buffer=4)
+    ds.set_epoch(0)
+    items = list(DataLoader(ds, batch_size=None, num_workers=2))
+    assert len(items) == 10 and sum(int(b["bad"]) for b in items) == 1
+    assert sorted(int(b["label"]) for b in items) == sorted(expected.values())
+    assert len(list(build_source(f"hf:{root}:val", streaming=True).iterate(0, 0, 4, decode=False))) == 4

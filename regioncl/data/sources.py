@@ -371,16 +371,55 @@ def _split_of_file(relpath: str) -> str | None:
     return None
 
 
-def _parquet_files_for_split(path: str, split: str) -> list[str]:
-    """Parquet files under ``path`` for ``split``; all of them if none names a split."""
-    if os.path.isfile(path):
-        return [path]
-    files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
-    tagged = {f: _split_of_file(os.path.relpath(f, path)) for f in files}
+def _for_split(root: str, files: list[str], split: str) -> list[str]:
+    """The ``files`` (under ``root``) of ``split``; all of them if none names a split."""
+    tagged = {f: _split_of_file(os.path.relpath(f, root)) for f in files}
     if not any(tagged.values()):
         return files
     base = re.sub(r"\[.*\]$", "", split)
     return [f for f, s in tagged.items() if s == base]
+
+
+def _parquet_files_for_split(path: str, split: str) -> list[str]:
+    """Parquet files under ``path`` for ``split``; all of them if none names a split."""
+    if os.path.isfile(path):
+        return [path]
+    return _for_split(path, sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True)), split)
+
+
+_FOLDER_SHARDS = 1024
+
+
+def _stream_image_folder(path: str, split: str) -> Any:
+    """A local folder of images (``[SPLIT/]CLASS/x.jpg`` or flat) as a stream of up to 1,024 shards.
+
+    ``load_dataset(folder, streaming=True)`` makes a single shard of all the files (datasets
+    5.2), which no two readers could share; here shard k holds files k, k + K, … of the sorted
+    list (every class in every shard) and each example is ``{"image": {"path"}, "label"}``.
+    """
+    import datasets
+
+    files = _for_split(path, [os.path.join(path, f) for f in _list_images(path, IMAGE_EXTENSIONS)], split)
+    if not files:
+        raise ValueError(f"no image files for split {split!r} under {path!r}")
+    # Class = first folder below the split folder (if the paths name a split) or below ``path``.
+    rel = [os.path.relpath(f, path).replace(os.sep, "/") for f in files]
+    if all(_split_of_file(r.split("/", 1)[0]) for r in rel):
+        rel = [r.split("/", 1)[1] if "/" in r else r for r in rel]
+    classes, labels = _folder_labels(rel)
+    k = min(len(files), _FOLDER_SHARDS)
+    shards = [[(files[i], int(labels[i])) for i in range(j, len(files), k)] for j in range(k)]
+    features = {"image": datasets.Image(decode=False)}
+    if classes:
+        features["label"] = datasets.ClassLabel(names=classes)
+
+    def examples(shards: list[list[tuple[str, int]]]) -> Iterator[dict]:
+        for shard in shards:
+            for file, label in shard:
+                yield {"image": {"path": file, "bytes": None}, **({"label": label} if classes else {})}
+
+    return datasets.IterableDataset.from_generator(
+        examples, features=datasets.Features(features), gen_kwargs={"shards": shards})
 
 
 def _load_hf(path: str, split: str, streaming: bool, data_files: Any, cache_dir: str | None) -> Any:
@@ -406,6 +445,8 @@ def _load_hf(path: str, split: str, streaming: bool, data_files: Any, cache_dir:
         return datasets.load_dataset(
             "parquet", data_files={base: files}, split=split, streaming=streaming, cache_dir=cache_dir
         )
+    if streaming and os.path.isdir(path) and _list_images(path, IMAGE_EXTENSIONS):
+        return _stream_image_folder(path, split)
     return datasets.load_dataset(path, split=split, streaming=streaming, cache_dir=cache_dir)
 
 
