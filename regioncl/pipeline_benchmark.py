@@ -7,8 +7,9 @@ MoCo v2 recipe (``main_moco.py --aug-plus``): torchvision's ``ImageFolder`` load
 ``RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)``, ``RandomGrayscale(p=0.2)``,
 ``RandomApply([GaussianBlur([0.1, 2])], p=0.5)`` (MoCo's PIL ``ImageFilter.GaussianBlur``),
 ``RandomHorizontalFlip()``, ``ToTensor()``, ``Normalize``. Ours is :class:`TwoViewDataset`
-over an :class:`ImageFolderSource` with :class:`MoCoV2Views` (uint8 views; the trainer
-normalises them on the device, timed here on the CPU with them so both ends are float views).
+over an :class:`ImageFolderSource` with :class:`MoCoV2Views`, timed as the workers emit its
+views (uint8; the trainer normalises them on the device) and with the normalisation added on
+the CPU (what a CPU-only run pays in all).
 
 The two are interleaved A/B/A/B over whole passes through the images; the median pass is reported.
 """
@@ -124,8 +125,9 @@ def pipeline_benchmark(folder: str | os.PathLike, image_size: int = 224, rounds:
                        seed: int = 0) -> list[PipelineRow]:
     """Times both pipelines on every JPEG under ``folder`` (one torch thread), interleaved.
 
-    Returns one row per pipeline (official first), with the median pass time per image and the
-    mean and standard deviation of the normalised output values over one untimed pass.
+    Returns one row per pipeline (official first, then ours without and with the CPU
+    normalisation), with the median pass time per image and the mean and standard deviation of
+    the normalised output values over one untimed pass.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
@@ -139,18 +141,22 @@ def pipeline_benchmark(folder: str | os.PathLike, image_size: int = 224, rounds:
             return [torch.stack(official(p)) for p in paths]
 
         def run_ours() -> list[torch.Tensor]:
-            out = []
-            for i in range(len(paths)):
-                item = ours[(0, i)]
-                out.append(normalize(torch.stack([item["view_q"], item["view_k"]])))
-            return out
+            return [torch.stack([item["view_q"], item["view_k"]]) for item in map(ours.__getitem__, keys)]
 
+        def run_ours_normalized() -> list[torch.Tensor]:
+            return [normalize(views) for views in run_ours()]
+
+        keys = [(0, i) for i in range(len(paths))]
         random.seed(seed)
         torch.manual_seed(seed)
-        runs = {"official MoCo v2 (PIL)": (run_official, []), "regioncl MoCoV2Views": (run_ours, [])}
+        runs = {
+            "official MoCo v2 (PIL), float views": (run_official, []),
+            "regioncl MoCoV2Views, uint8 views": (run_ours, []),
+            "regioncl MoCoV2Views + normalisation on the CPU": (run_ours_normalized, []),
+        }
         stats = {}
         for name, (fn, _) in runs.items():  # warm-up pass, also gives the output statistics
-            values = torch.cat([v.flatten() for v in fn()])
+            values = torch.cat([normalize(v).flatten() if v.dtype == torch.uint8 else v.flatten() for v in fn()])
             stats[name] = (float(values.mean()), float(values.std()))
         for _ in range(rounds):
             for fn, times in runs.values():

@@ -44,7 +44,7 @@ def reference(image: torch.Tensor, p: dict, i: int, kernel: int) -> torch.Tensor
     return TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
 
 
-@pytest.mark.parametrize("force", ["random", "all"])
+@pytest.mark.parametrize("force", ["random", "all", "all gray, some blurred"])
 def test_batch_equals_torchvision_image_by_image(force):
     """Every image of the batch gets exactly torchvision's ops, in its own jitter order."""
     g = torch.Generator().manual_seed(0)
@@ -53,6 +53,9 @@ def test_batch_equals_torchvision_image_by_image(force):
     if force == "all":  # every op on every image
         for key in ("jitter", "gray", "blur", "flip"):
             params[key] = torch.ones_like(params[key])
+    if force == "all gray, some blurred":  # an op on every image, then one on some (writes into the first's result)
+        params["gray"] = torch.ones_like(params["gray"])
+        params["blur"] = torch.arange(len(images)) % 3 == 0
     aug = BatchedMoCoV2(20)
     out = aug.apply(images, params)
     kernel = blur_kernel_size(20)
@@ -229,7 +232,8 @@ def test_views_have_the_official_pipeline_statistics(tmp_path):
 def test_pipeline_benchmark_runs(tmp_path):
     write_jpegs(tmp_path, 3, 64, 48)
     rows = pipeline_benchmark(tmp_path, image_size=32, rounds=1)
-    assert [r.name.split()[0] for r in rows] == ["official", "regioncl"]
+    assert [r.name.split()[0] for r in rows] == ["official", "regioncl", "regioncl"]
+    assert rows[1].mean == rows[2].mean  # the same views, normalised for the statistics
     assert all(r.ms_per_image > 0 and r.images_per_s > 0 and math.isfinite(r.mean) for r in rows)
 
 

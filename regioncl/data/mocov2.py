@@ -109,9 +109,9 @@ def _per_image(factor: torch.Tensor | float) -> torch.Tensor | float:
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
-    """``factor · x + (1 − factor) · other``, clamped to [0, 1] (torchvision's _blend)."""
+    """``factor · x + (1 − factor) · other``, clamped to [0, 1] (torchvision's _blend), in ``x``."""
     f = _per_image(factor)
-    return x.mul(f).add_(other * (1 - f)).clamp_(0, 1)
+    return x.mul_(f).add_(other * (1 - f)).clamp_(0, 1)
 
 
 _HUE_OFFSETS = (5.0, 3.0, 1.0)
@@ -144,9 +144,10 @@ def _hue(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
 
 
 def _adjust(x: torch.Tensor, op: int, factor: torch.Tensor | float) -> torch.Tensor:
-    """torchvision's adjust_brightness / contrast / saturation / hue (ops 0–3), one factor per image."""
+    """torchvision's adjust_brightness / contrast / saturation / hue (ops 0–3), one factor per image;
+    may work in ``x``."""
     if op == 0:
-        return x.mul(_per_image(factor)).clamp_(0, 1)
+        return x.mul_(_per_image(factor)).clamp_(0, 1)
     if op == 1:
         return _blend(x, _gray(x).mean((1, 2, 3), keepdim=True), factor)
     if op == 2:
@@ -217,7 +218,7 @@ def apply_ops(x: torch.Tensor, params: dict[str, torch.Tensor], kernel_size: int
         for op in range(4):
             selected = params["jitter"] & (params["order"][:, slot] == op)
             x = _on_rows(x, selected, lambda v, rows, op=op: _adjust(v, op, factors[op][rows]))
-    x = _on_rows(x, params["gray"], lambda v, rows: _gray(v).expand(-1, 3, -1, -1))
+    x = _on_rows(x, params["gray"], lambda v, rows: _gray(v).repeat(1, 3, 1, 1))
     x = _on_rows(x, params["blur"], lambda v, rows: _blur(v, params["sigma"][rows], kernel_size))
     if flip:
         x = _on_rows(x, params["flip"], lambda v, rows: v.flip(-1))
@@ -234,7 +235,7 @@ def _one_view_ops(x: torch.Tensor, p: dict[str, Any], kernel_size: int) -> torch
         for op in p["order"]:
             x = _adjust(x, op, p[_FACTORS[op]])
     if p["gray"]:
-        x = _gray(x).expand(-1, 3, -1, -1)
+        x = _gray(x).repeat(1, 3, 1, 1)  # not a view: later ops work in place
     if p["blur"]:
         x = _blur(x, torch.tensor([p["sigma"]]), kernel_size)
     return x
@@ -243,13 +244,15 @@ def _one_view_ops(x: torch.Tensor, p: dict[str, Any], kernel_size: int) -> torch
 def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 images (0–255) or float images in [0, 1], (B, 3, H, W) → float32, normalised per channel."""
     scale = 255.0 if images.dtype == torch.uint8 else 1.0
-    m = torch.tensor([v * scale for v in mean], device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor([v * scale for v in std], device=images.device).view(1, 3, 1, 1)
-    return (images.float() - m) / s
+    inv = torch.tensor([1.0 / (v * scale) for v in std], device=images.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device).view(1, 3, 1, 1)
+    # In place on a fresh copy: broadcasting out-of-place ops cost several times more on CPU.
+    return images.to(torch.float32, copy=True).mul_(inv).add_(shift)
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # round half up; x may be an expanded view
+    """Rounds [0, 1] floats to 0–255 (half up; values are non-negative). Modifies ``x``."""
+    return x.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 # --------------------------------------------------------------------------- #
