@@ -1,6 +1,6 @@
 # Two commands for a fresh machine:
 #   make pretrain   creates .venv, installs regioncl, pretrains RegionCL-M on the built-in sample set
-#   make test       creates .venv, installs regioncl[dev], runs the test suite
+#   make test       creates .venv, installs regioncl[dev,bench], runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -2,13 +2,15 @@
 
 Each timed step is a full training step (forward with the momentum update and the
 queue update, backward, SGD step). Methods are interleaved A/B/A/B so that machine
-noise hits them alike; the median over timed steps is reported.
+noise hits them alike; the median over timed steps is reported. ``compare_lightly``
+times each method against lightly's implementation of it the same way.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -39,6 +41,64 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+StepFn = Callable[[int], None]
+
+
+def _training_step(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor]) -> StepFn:
+    """One full step: ``loss_fn(step)`` (forward, momentum and queue updates), backward, SGD."""
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+                          weight_decay=1e-4)
+
+    def step(i: int) -> None:
+        loss_fn(i).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _ours(name: str, backbone: str, backbone_args: dict | None, image_size: int, batch_size: int,
+          queue_size: int, dev: torch.device, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
+    torch.manual_seed(0)
+    model = build_method(name, create_encoder(backbone, **(backbone_args or {})), queue_size=queue_size, bn_groups=1)
+    model.check(image_size, batch_size, 1)
+    model.to(dev, memory_format=fmt).train()
+    return _training_step(model, lambda i: model(*views, step=i)["loss"])
+
+
+def _lightly(name: str, backbone: str, backbone_args: dict | None, queue_size: int, dev: torch.device,
+             fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
+    from .compare_lightly import lightly_step
+
+    torch.manual_seed(0)
+    model, loss_fn = lightly_step(name, backbone, backbone_args, queue_size)
+    model.to(dev, memory_format=fmt).train()
+    return _training_step(model, lambda i: loss_fn(*views))
+
+
+def _time_interleaved(runs: dict[str, StepFn], dev: torch.device, steps: int, warmup: int,
+                      precision: str) -> dict[str, float]:
+    """Median seconds per step of each run, the runs interleaved step by step (A/B/A/B)."""
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(warmup + steps):
+        for name, step in runs.items():
+            _sync(dev)
+            start = time.perf_counter()
+            with autocast():
+                step(i)
+            _sync(dev)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _views(batch_size: int, image_size: int, dev: torch.device, fmt: torch.memory_format) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(batch_size, 3, image_size, image_size, generator=g).to(dev, memory_format=fmt)
+            for _ in range(2)]
+
+
 def benchmark(
     methods: list[str],
     backbone: str = "resnet18",
@@ -60,36 +120,65 @@ def benchmark(
     """
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    g = torch.Generator().manual_seed(0)
-    views = [torch.randn(batch_size, 3, image_size, image_size, generator=g).to(dev, memory_format=fmt) for _ in range(2)]
-    runs = []
-    for name in methods:
-        torch.manual_seed(0)
-        model = build_method(name, create_encoder(backbone, **(backbone_args or {})), queue_size=queue_size, bn_groups=1)
-        model.check(image_size, batch_size, 1)
-        model.to(dev, memory_format=fmt).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        runs.append((name, model, opt, []))
-    autocast = (
-        (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    )
-    for i in range(warmup + steps):
-        for name, model, opt, times in runs:
-            _sync(dev)
-            start = time.perf_counter()
-            with autocast():
-                loss = model(*views, step=i)["loss"]
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _sync(dev)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+    views = _views(batch_size, image_size, dev, fmt)
+    runs = {name: _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, fmt, views)
+            for name in methods}
+    medians = _time_interleaved(runs, dev, steps, warmup, precision)
+    return [Row(name, 1000 * m, batch_size / m) for name, m in medians.items()]
+
+
+@dataclass
+class CompareRow:
+    method: str
+    ours_ms: float
+    lightly_ms: float  # as in lightly's examples: contiguous tensors
+    lightly_cl_ms: float | None  # lightly given channels_last too (None: not run)
+
+
+def compare_lightly(
+    methods: list[str],
+    backbone: str = "resnet18",
+    backbone_args: dict | None = None,
+    image_size: int = 64,
+    batch_size: int = 32,
+    device: str = "cpu",
+    steps: int = 10,
+    warmup: int = 3,
+    precision: str = "fp32",
+    queue_size: int = 4096,
+    lightly_channels_last: bool = True,
+) -> list[CompareRow]:
+    """Our step (channels_last) against lightly's for each method, interleaved per step.
+
+    lightly runs as its examples do (contiguous tensors) and, with ``lightly_channels_last``,
+    also on channels_last tensors, so that the layout's share of the difference is visible.
+    """
+    dev = torch.device(device)
+    cl, plain = torch.channels_last, torch.contiguous_format
+    views_cl, views_plain = _views(batch_size, image_size, dev, cl), _views(batch_size, image_size, dev, plain)
     rows = []
-    for name, _, _, times in runs:
-        median = statistics.median(times)
-        rows.append(Row(name, 1000 * median, batch_size / median))
+    for name in methods:
+        runs = {
+            "ours": _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, cl, views_cl),
+            "lightly": _lightly(name, backbone, backbone_args, queue_size, dev, plain, views_plain),
+        }
+        if lightly_channels_last:
+            runs["lightly_cl"] = _lightly(name, backbone, backbone_args, queue_size, dev, cl, views_cl)
+        medians = _time_interleaved(runs, dev, steps, warmup, precision)
+        lightly_cl = medians.get("lightly_cl")
+        rows.append(CompareRow(name, 1000 * medians["ours"], 1000 * medians["lightly"],
+                               None if lightly_cl is None else 1000 * lightly_cl))
     return rows
+
+
+def format_compare(rows: list[CompareRow]) -> str:
+    """A markdown table: ms per step of each and lightly's time over ours (> 1: ours faster)."""
+    lines = ["| method | regioncl ms / step | lightly ms / step | lightly / regioncl | lightly channels_last ms | ratio |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        cl = ("", "") if r.lightly_cl_ms is None else (f"{r.lightly_cl_ms:.1f}", f"{r.lightly_cl_ms / r.ours_ms:.2f}×")
+        lines.append(f"| {r.method} | {r.ours_ms:.1f} | {r.lightly_ms:.1f} | {r.lightly_ms / r.ours_ms:.2f}× | {cl[0]} | {cl[1]} |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[Row]) -> str:

@@ -4,6 +4,7 @@ with --pipeline, the two-view data pipeline per worker against the official MoCo
 
     python scripts/benchmark.py --backbone resnet18 --image-size 64 --batch-size 32
     python scripts/benchmark.py --backbone resnet50 --image-size 224 --batch-size 64 --device cuda --precision bf16
+    python scripts/benchmark.py --compare lightly --methods mocov2 densecl simsiam --backbone resnet50 --backbone-args '{}' --image-size 128 --batch-size 16
     python scripts/benchmark.py --pipeline --image-size 224 --num-images 200   # synthetic 500x375 JPEGs
     python scripts/benchmark.py --pipeline --images /data/imagenet/train/n01440764
 """
@@ -22,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from regioncl.benchmark import benchmark, format_table  # noqa: E402
+from regioncl.benchmark import benchmark, compare_lightly, format_compare, format_table  # noqa: E402
+from regioncl.compare_lightly import LIGHTLY_METHODS  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
 from regioncl.pipeline_benchmark import format_pipeline_table, pipeline_benchmark, write_jpegs  # noqa: E402
 
@@ -46,8 +48,8 @@ def run_pipeline(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=["mocov2", "regioncl_m"], choices=sorted(METHODS) + ["all"],
-                   help="methods to time, or 'all'")
+    p.add_argument("--methods", nargs="+", default=None, choices=sorted(METHODS) + ["all"],
+                   help="methods to time, or 'all' (default: mocov2 regioncl_m; with --compare: mocov2 densecl simsiam)")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--backbone-args", type=json.loads, default={}, help="JSON kwargs for timm.create_model")
     p.add_argument("--image-size", type=int, default=None, help="default 64 (steps), 224 (--pipeline)")
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--queue-size", type=int, default=4096)
+    p.add_argument("--compare", choices=["lightly"], default=None,
+                   help="time each method against lightly's implementation (needs regioncl[bench])")
+    p.add_argument("--no-lightly-channels-last", dest="lightly_channels_last", action="store_false",
+                   help="with --compare: skip the extra lightly run on channels_last tensors")
     pipe = p.add_argument_group("data pipeline (--pipeline)")
     pipe.add_argument("--pipeline", action="store_true", help="time the two-view pipelines instead of training steps")
     pipe.add_argument("--images", default=None, help="a folder of images (default: synthetic JPEGs)")
@@ -71,14 +77,26 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.pipeline:
         return run_pipeline(a)
+    if a.methods is None:
+        a.methods = list(LIGHTLY_METHODS) if a.compare else ["mocov2", "regioncl_m"]
     methods = list(METHODS) if "all" in a.methods else a.methods
     if a.threads:
         torch.set_num_threads(a.threads)
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if a.compare:
+        rows = compare_lightly(methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device,
+                               a.steps, a.warmup, a.precision, a.queue_size, a.lightly_channels_last)
+        import lightly
+
+        print(f"# regioncl (channels_last) against lightly {lightly.__version__}: {a.backbone} {a.backbone_args or ''} "
+              f"{a.image_size or 64}px batch {a.batch_size} {a.precision} on {a.device} ({where}), torch "
+              f"{torch.__version__}, queue {a.queue_size}, median of {a.steps} interleaved steps after {a.warmup} warm-up")
+        print(format_compare(rows))
+        return
     rows = benchmark(
         methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
         a.channels_last, a.precision, a.queue_size,
     )
-    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size or 64}px batch {a.batch_size} {a.precision} "
           f"channels_last={a.channels_last} on {a.device} ({where}), torch {torch.__version__}, "
           f"{a.steps} timed steps after {a.warmup} warm-up, cpu_count={os.cpu_count()}")
