@@ -34,6 +34,32 @@ class Row:
     method: str
     ms_per_step: float
     images_per_s: float
+    gflop_per_step: float | None = None  # counted (FlopCounterMode): forward + backward, heads included
+    peak_fraction: float | None = None  # achieved FLOP/s over the measured matmul FLOP/s
+
+
+def matmul_flops_per_s(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
+    """The machine's measured dense matmul throughput (median of ``reps`` n×n products), FLOP/s."""
+    dev = torch.device(device)
+    a, b = (torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2))
+    times = []
+    for i in range(reps + 1):
+        _sync(dev)
+        start = time.perf_counter()
+        a @ b
+        _sync(dev)
+        if i:
+            times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def counted_flops(step: Callable[[int], None], i: int = 0) -> float:
+    """FLOPs of one call of ``step`` (matmuls and convolutions, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step(i)
+    return float(counter.get_total_flops())
 
 
 def _sync(device: torch.device) -> None:
@@ -77,20 +103,37 @@ def _lightly(name: str, backbone: str, backbone_args: dict | None, queue_size: i
 
 
 def _time_interleaved(runs: dict[str, StepFn], dev: torch.device, steps: int, warmup: int,
-                      precision: str) -> dict[str, float]:
-    """Median seconds per step of each run, the runs interleaved step by step (A/B/A/B)."""
+                      precision: str, per_turn: int = 2) -> dict[str, float]:
+    """Median seconds per step of each run, the runs taking turns (A/B/A/B).
+
+    Each turn is one untimed step, then ``per_turn`` timed ones: a step right after another
+    model's step pays for memory the other released (measured: up to 15 % at resnet50 on this
+    CPU, depending on which model ran before), a cost a training run never has. The order of
+    the runs rotates every turn. ``warmup`` untimed steps per run come first.
+    """
     autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for i in range(warmup + steps):
-        for name, step in runs.items():
-            _sync(dev)
-            start = time.perf_counter()
-            with autocast():
-                step(i)
-            _sync(dev)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    names = list(runs)
+
+    def timed(step: StepFn, i: int) -> float:
+        _sync(dev)
+        start = time.perf_counter()
+        with autocast():
+            step(i)
+        _sync(dev)
+        return time.perf_counter() - start
+
+    for name in names:
+        for i in range(warmup):
+            timed(runs[name], i)
+    turn = 0
+    while min(len(t) for t in times.values()) < steps:
+        for name in names[turn % len(names):] + names[: turn % len(names)]:
+            i = warmup + turn * (per_turn + 1)
+            timed(runs[name], i)  # after another model's step: not timed
+            times[name] += [timed(runs[name], i + 1 + j) for j in range(per_turn)]
+        turn += 1
+    return {name: statistics.median(t[:steps]) for name, t in times.items()}
 
 
 def _views(batch_size: int, image_size: int, dev: torch.device, fmt: torch.memory_format) -> list[torch.Tensor]:
@@ -111,12 +154,17 @@ def benchmark(
     channels_last: bool = True,
     precision: str = "fp32",
     queue_size: int = 4096,
+    count_flops: bool = True,
+    matmul_peak: float | None = None,
 ) -> list[Row]:
     """Median step time of each method on identical random views.
 
     Args:
         methods: names from :data:`regioncl.methods.METHODS`.
         precision: ``fp32`` or ``bf16`` (autocast).
+        count_flops: also count each step's FLOPs (one more step per method) and its
+            fraction of the measured matmul throughput (:func:`matmul_flops_per_s`).
+        matmul_peak: that throughput in FLOP/s if already measured.
     """
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -124,7 +172,14 @@ def benchmark(
     runs = {name: _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, fmt, views)
             for name in methods}
     medians = _time_interleaved(runs, dev, steps, warmup, precision)
-    return [Row(name, 1000 * m, batch_size / m) for name, m in medians.items()]
+    rows = [Row(name, 1000 * m, batch_size / m) for name, m in medians.items()]
+    if count_flops:
+        peak = matmul_peak or matmul_flops_per_s(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+        for row in rows:
+            flops = counted_flops(runs[row.method])
+            row.gflop_per_step = flops / 1e9
+            row.peak_fraction = flops / (row.ms_per_step / 1000) / peak
+    return rows
 
 
 @dataclass
@@ -182,15 +237,24 @@ def format_compare(rows: list[CompareRow]) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    """A markdown table with each RegionCL variant's cost relative to its base, measured and by FLOPs."""
+    """A markdown table with each RegionCL variant's cost relative to its base, measured and by FLOPs
+    (backbone passes, :data:`FLOP_UNITS`, and counted FLOPs where measured), and the fraction of
+    the matmul throughput achieved."""
     by_name = {r.method: r for r in rows}
-    lines = ["| method | ms / step | images / s | time vs base | FLOP ratio | measured / FLOP |", "|---|---|---|---|---|---|"]
+    lines = ["| method | ms / step | images / s | time vs base | FLOP ratio | measured / FLOP | GFLOP / step "
+             "| counted FLOP ratio | measured / counted | of matmul peak |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = by_name.get(BASE_OF.get(r.method, ""))
+        counted = "" if r.gflop_per_step is None else f"{r.gflop_per_step:.1f}"
+        peak = "" if r.peak_fraction is None else f"{100 * r.peak_fraction:.0f} %"
         if base is None:
-            lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | 1.00 | 1.00 | |")
+            lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | 1.00 | 1.00 | | {counted} | 1.00 | "
+                         f"| {peak} |")
             continue
         ratio = r.ms_per_step / base.ms_per_step
         flops = FLOP_UNITS[r.method] / FLOP_UNITS[base.method]
-        lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | {ratio:.2f} | {flops:.2f} | {ratio / flops:.2f} |")
+        by_count = ("", "") if r.gflop_per_step is None or base.gflop_per_step is None else (
+            f"{r.gflop_per_step / base.gflop_per_step:.2f}", f"{ratio / (r.gflop_per_step / base.gflop_per_step):.2f}")
+        lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | {ratio:.2f} | {flops:.2f} | "
+                     f"{ratio / flops:.2f} | {counted} | {by_count[0]} | {by_count[1]} | {peak} |")
     return "\n".join(lines)

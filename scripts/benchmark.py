@@ -23,7 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from regioncl.benchmark import benchmark, compare_lightly, format_compare, format_table  # noqa: E402
+from regioncl.benchmark import (  # noqa: E402
+    benchmark,
+    compare_lightly,
+    format_compare,
+    format_table,
+    matmul_flops_per_s,
+)
 from regioncl.compare_lightly import LIGHTLY_METHODS  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
 from regioncl.pipeline_benchmark import format_pipeline_table, pipeline_benchmark, write_jpegs  # noqa: E402
@@ -93,13 +99,15 @@ def main(argv: list[str] | None = None) -> None:
               f"{torch.__version__}, queue {a.queue_size}, median of {a.steps} interleaved steps after {a.warmup} warm-up")
         print(format_compare(rows))
         return
+    peak = matmul_flops_per_s(a.device, torch.bfloat16 if a.precision == "bf16" else torch.float32)
     rows = benchmark(
         methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
-        a.channels_last, a.precision, a.queue_size,
+        a.channels_last, a.precision, a.queue_size, matmul_peak=peak,
     )
     print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size or 64}px batch {a.batch_size} {a.precision} "
           f"channels_last={a.channels_last} on {a.device} ({where}), torch {torch.__version__}, "
-          f"{a.steps} timed steps after {a.warmup} warm-up, cpu_count={os.cpu_count()}")
+          f"median of {a.steps} timed steps after {a.warmup} warm-up, cpu_count={os.cpu_count()}; "
+          f"measured {a.precision} matmul peak (2048², median of 5): {peak / 1e9:.0f} GFLOP/s")
     print(format_table(rows))
 
 
