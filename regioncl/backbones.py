@@ -130,6 +130,15 @@ def _output_stride(model: nn.Module) -> int:
     )
 
 
+def compile_encoders(model: nn.Module) -> int:
+    """``torch.compile`` every :class:`Encoder` in ``model`` in place (``Module.compile``: the
+    state dict keeps its keys, so checkpoints and exports are unchanged); returns how many."""
+    encoders = [m for m in model.modules() if isinstance(m, Encoder)]
+    for encoder in encoders:
+        encoder.compile()
+    return len(encoders)
+
+
 def create_encoder(name: str, **model_args: Any) -> Encoder:
     """Build an :class:`Encoder` from a backbone name and extra timm arguments.
 

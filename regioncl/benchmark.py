@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .backbones import create_encoder
+from .backbones import compile_encoders, create_encoder
 from .methods import BASE_OF, build_method
 
 # Backbone work per step in units of one forward pass (a backward counts 2), heads left out.
@@ -84,11 +84,14 @@ def _training_step(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor
 
 
 def _ours(name: str, backbone: str, backbone_args: dict | None, image_size: int, batch_size: int,
-          queue_size: int, dev: torch.device, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
+          queue_size: int, dev: torch.device, fmt: torch.memory_format, views: list[torch.Tensor],
+          compile: bool = False) -> StepFn:
     torch.manual_seed(0)
     model = build_method(name, create_encoder(backbone, **(backbone_args or {})), queue_size=queue_size, bn_groups=1)
     model.check(image_size, batch_size, 1)
     model.to(dev, memory_format=fmt).train()
+    if compile:
+        compile_encoders(model)
     return _training_step(model, lambda i: model(*views, step=i)["loss"])
 
 
@@ -156,6 +159,7 @@ def benchmark(
     queue_size: int = 4096,
     count_flops: bool = True,
     matmul_peak: float | None = None,
+    compile: bool = False,
 ) -> list[Row]:
     """Median step time of each method on identical random views.
 
@@ -165,11 +169,12 @@ def benchmark(
         count_flops: also count each step's FLOPs (one more step per method) and its
             fraction of the measured matmul throughput (:func:`matmul_flops_per_s`).
         matmul_peak: that throughput in FLOP/s if already measured.
+        compile: ``torch.compile`` the encoders (compiled during warm-up; give ``warmup`` ≥ 2).
     """
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     views = _views(batch_size, image_size, dev, fmt)
-    runs = {name: _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, fmt, views)
+    runs = {name: _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, fmt, views, compile)
             for name in methods}
     medians = _time_interleaved(runs, dev, steps, warmup, precision)
     rows = [Row(name, 1000 * m, batch_size / m) for name, m in medians.items()]
@@ -202,6 +207,7 @@ def compare_lightly(
     precision: str = "fp32",
     queue_size: int = 4096,
     lightly_channels_last: bool = True,
+    compile: bool = False,
 ) -> list[CompareRow]:
     """Our step (channels_last) against lightly's for each method, interleaved per step.
 
@@ -214,7 +220,7 @@ def compare_lightly(
     rows = []
     for name in methods:
         runs = {
-            "ours": _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, cl, views_cl),
+            "ours": _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, cl, views_cl, compile),
             "lightly": _lightly(name, backbone, backbone_args, queue_size, dev, plain, views_plain),
         }
         if lightly_channels_last:

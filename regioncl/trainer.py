@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Sampler
 
 from . import checkpoint as ckpt
-from .backbones import create_encoder
+from .backbones import compile_encoders, create_encoder
 from .config import PretrainConfig, config_json
 from .distributed import concat_all_gather, make_accelerator, progress_bar
 from .data import (
@@ -46,7 +46,7 @@ logger = logging.getLogger("regioncl")
 RUN_MANAGEMENT = frozenset({
     "resume", "stop_at_step", "output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "log_with",
     "num_workers", "prefetch_factor", "pin_memory", "persistent_workers", "knn", "knn_every", "knn_k",
-    "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction",
+    "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction", "compile",
 })
 
 
@@ -220,6 +220,8 @@ class Trainer:
             self._sync_batch_norm()
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            compile_encoders(self.model)
         self.optimizer = torch.optim.SGD(
             self.model.param_groups(cfg.fix_pred_lr), lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
         )

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--queue-size", type=int, default=4096)
+    p.add_argument("--compile", action="store_true", help="torch.compile our encoders (compiled in the warm-up)")
     p.add_argument("--compare", choices=["lightly"], default=None,
                    help="time each method against lightly's implementation (needs regioncl[bench])")
     p.add_argument("--no-lightly-channels-last", dest="lightly_channels_last", action="store_false",
@@ -91,10 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     if a.compare:
         rows = compare_lightly(methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device,
-                               a.steps, a.warmup, a.precision, a.queue_size, a.lightly_channels_last)
+                               a.steps, a.warmup, a.precision, a.queue_size, a.lightly_channels_last, a.compile)
         import lightly
 
-        print(f"# regioncl (channels_last) against lightly {lightly.__version__}: {a.backbone} {a.backbone_args or ''} "
+        print(f"# regioncl (channels_last{', compiled' if a.compile else ''}) against lightly {lightly.__version__}: {a.backbone} {a.backbone_args or ''} "
               f"{a.image_size or 64}px batch {a.batch_size} {a.precision} on {a.device} ({where}), torch "
               f"{torch.__version__}, queue {a.queue_size}, median of {a.steps} interleaved steps after {a.warmup} warm-up")
         print(format_compare(rows))
@@ -102,10 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     peak = matmul_flops_per_s(a.device, torch.bfloat16 if a.precision == "bf16" else torch.float32)
     rows = benchmark(
         methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
-        a.channels_last, a.precision, a.queue_size, matmul_peak=peak,
+        a.channels_last, a.precision, a.queue_size, matmul_peak=peak, compile=a.compile,
     )
     print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size or 64}px batch {a.batch_size} {a.precision} "
-          f"channels_last={a.channels_last} on {a.device} ({where}), torch {torch.__version__}, "
+          f"channels_last={a.channels_last} compile={a.compile} on {a.device} ({where}), torch {torch.__version__}, "
           f"median of {a.steps} timed steps after {a.warmup} warm-up, cpu_count={os.cpu_count()}; "
           f"measured {a.precision} matmul peak (2048², median of 5): {peak / 1e9:.0f} GFLOP/s")
     print(format_table(rows))
