@@ -145,41 +145,56 @@ def _views(batch_size: int, image_size: int, dev: torch.device, fmt: torch.memor
             for _ in range(2)]
 
 
+@dataclass
+class Setup:
+    """What every timed run shares: the backbone, the batch, the device and the timing."""
+
+    backbone: str = "resnet18"
+    backbone_args: dict | None = None
+    image_size: int = 64
+    batch_size: int = 32
+    device: str = "cpu"
+    steps: int = 10  # timed steps per run
+    warmup: int = 3
+    precision: str = "fp32"  # or "bf16" (autocast)
+    queue_size: int = 4096
+    compile: bool = False  # torch.compile our encoders (compiled during warm-up: give warmup >= 2)
+
+    def ours(self, name: str, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
+        return _ours(name, self.backbone, self.backbone_args, self.image_size, self.batch_size, self.queue_size,
+                     torch.device(self.device), fmt, views, self.compile)
+
+    def time(self, runs: dict[str, StepFn]) -> dict[str, float]:
+        return _time_interleaved(runs, torch.device(self.device), self.steps, self.warmup, self.precision)
+
+    def views(self, fmt: torch.memory_format) -> list[torch.Tensor]:
+        return _views(self.batch_size, self.image_size, torch.device(self.device), fmt)
+
+
 def benchmark(
     methods: list[str],
-    backbone: str = "resnet18",
-    backbone_args: dict | None = None,
-    image_size: int = 64,
-    batch_size: int = 32,
-    device: str = "cpu",
-    steps: int = 10,
-    warmup: int = 3,
+    setup: Setup | None = None,
     channels_last: bool = True,
-    precision: str = "fp32",
-    queue_size: int = 4096,
     count_flops: bool = True,
     matmul_peak: float | None = None,
-    compile: bool = False,
 ) -> list[Row]:
     """Median step time of each method on identical random views.
 
     Args:
         methods: names from :data:`regioncl.methods.METHODS`.
-        precision: ``fp32`` or ``bf16`` (autocast).
+        setup: backbone, batch, device and timing (defaults: :class:`Setup`).
         count_flops: also count each step's FLOPs (one more step per method) and its
             fraction of the measured matmul throughput (:func:`matmul_flops_per_s`).
         matmul_peak: that throughput in FLOP/s if already measured.
-        compile: ``torch.compile`` the encoders (compiled during warm-up; give ``warmup`` ≥ 2).
     """
-    dev = torch.device(device)
+    setup = setup or Setup()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    views = _views(batch_size, image_size, dev, fmt)
-    runs = {name: _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, fmt, views, compile)
-            for name in methods}
-    medians = _time_interleaved(runs, dev, steps, warmup, precision)
-    rows = [Row(name, 1000 * m, batch_size / m) for name, m in medians.items()]
+    views = setup.views(fmt)
+    runs = {name: setup.ours(name, fmt, views) for name in methods}
+    rows = [Row(name, 1000 * m, setup.batch_size / m) for name, m in setup.time(runs).items()]
     if count_flops:
-        peak = matmul_peak or matmul_flops_per_s(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+        dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float32
+        peak = matmul_peak or matmul_flops_per_s(setup.device, dtype)
         for row in rows:
             flops = counted_flops(runs[row.method])
             row.gflop_per_step = flops / 1e9
@@ -195,37 +210,25 @@ class CompareRow:
     lightly_cl_ms: float | None  # lightly given channels_last too (None: not run)
 
 
-def compare_lightly(
-    methods: list[str],
-    backbone: str = "resnet18",
-    backbone_args: dict | None = None,
-    image_size: int = 64,
-    batch_size: int = 32,
-    device: str = "cpu",
-    steps: int = 10,
-    warmup: int = 3,
-    precision: str = "fp32",
-    queue_size: int = 4096,
-    lightly_channels_last: bool = True,
-    compile: bool = False,
-) -> list[CompareRow]:
+def compare_lightly(methods: list[str], setup: Setup | None = None, lightly_channels_last: bool = True) -> list[CompareRow]:
     """Our step (channels_last) against lightly's for each method, interleaved per step.
 
     lightly runs as its examples do (contiguous tensors) and, with ``lightly_channels_last``,
     also on channels_last tensors, so that the layout's share of the difference is visible.
     """
-    dev = torch.device(device)
+    setup = setup or Setup()
+    dev = torch.device(setup.device)
     cl, plain = torch.channels_last, torch.contiguous_format
-    views_cl, views_plain = _views(batch_size, image_size, dev, cl), _views(batch_size, image_size, dev, plain)
+    views_cl, views_plain = setup.views(cl), setup.views(plain)
     rows = []
     for name in methods:
         runs = {
-            "ours": _ours(name, backbone, backbone_args, image_size, batch_size, queue_size, dev, cl, views_cl, compile),
-            "lightly": _lightly(name, backbone, backbone_args, queue_size, dev, plain, views_plain),
+            "ours": setup.ours(name, cl, views_cl),
+            "lightly": _lightly(name, setup.backbone, setup.backbone_args, setup.queue_size, dev, plain, views_plain),
         }
         if lightly_channels_last:
-            runs["lightly_cl"] = _lightly(name, backbone, backbone_args, queue_size, dev, cl, views_cl)
-        medians = _time_interleaved(runs, dev, steps, warmup, precision)
+            runs["lightly_cl"] = _lightly(name, setup.backbone, setup.backbone_args, setup.queue_size, dev, cl, views_cl)
+        medians = setup.time(runs)
         lightly_cl = medians.get("lightly_cl")
         rows.append(CompareRow(name, 1000 * medians["ours"], 1000 * medians["lightly"],
                                None if lightly_cl is None else 1000 * lightly_cl))

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from regioncl.benchmark import (  # noqa: E402
+    Setup,
     benchmark,
     compare_lightly,
     format_compare,
@@ -90,9 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    setup = Setup(a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
+                  a.precision, a.queue_size, a.compile)
     if a.compare:
-        rows = compare_lightly(methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device,
-                               a.steps, a.warmup, a.precision, a.queue_size, a.lightly_channels_last, a.compile)
+        rows = compare_lightly(methods, setup, a.lightly_channels_last)
         import lightly
 
         print(f"# regioncl (channels_last{', compiled' if a.compile else ''}) against lightly {lightly.__version__}: {a.backbone} {a.backbone_args or ''} "
@@ -101,10 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         print(format_compare(rows))
         return
     peak = matmul_flops_per_s(a.device, torch.bfloat16 if a.precision == "bf16" else torch.float32)
-    rows = benchmark(
-        methods, a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
-        a.channels_last, a.precision, a.queue_size, matmul_peak=peak, compile=a.compile,
-    )
+    rows = benchmark(methods, setup, a.channels_last, matmul_peak=peak)
     print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size or 64}px batch {a.batch_size} {a.precision} "
           f"channels_last={a.channels_last} compile={a.compile} on {a.device} ({where}), torch {torch.__version__}, "
           f"median of {a.steps} timed steps after {a.warmup} warm-up, cpu_count={os.cpu_count()}; "

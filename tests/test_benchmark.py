@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from regioncl import build_method, create_encoder
-from regioncl.benchmark import compare_lightly, format_compare
+from regioncl.benchmark import Setup, compare_lightly, format_compare
 from regioncl.compare_lightly import LIGHTLY_METHODS, lightly_step
 
 
@@ -107,8 +107,8 @@ def test_lightly_step_trains_and_updates_its_momentum_branch(method):
 
 def test_compare_lightly_gives_a_row_per_method():
     _needs_lightly()
-    rows = compare_lightly(["mocov2", "simsiam"], "resnet18", {"output_stride": 8}, image_size=32, batch_size=4,
-                           steps=1, warmup=0, queue_size=16, lightly_channels_last=False)
+    setup = Setup("resnet18", {"output_stride": 8}, image_size=32, batch_size=4, steps=1, warmup=0, queue_size=16)
+    rows = compare_lightly(["mocov2", "simsiam"], setup, lightly_channels_last=False)
     assert [r.method for r in rows] == ["mocov2", "simsiam"]
     assert all(r.ours_ms > 0 and r.lightly_ms > 0 and r.lightly_cl_ms is None for r in rows)
     assert format_compare(rows).count("\n") == 3
@@ -128,8 +128,8 @@ def test_counted_flops_match_the_backbone_pass_units():
     with FlopCounterMode(display=False) as counter:
         encoder(torch.randn(4, 3, 64, 64))
     forward = counter.get_total_flops()
-    rows = benchmark(["mocov2", "regioncl_m", "simsiam"], "resnet18", {}, image_size=64, batch_size=4, steps=1,
-                     warmup=0, queue_size=16, matmul_peak=1e12)
+    setup = Setup("resnet18", {}, image_size=64, batch_size=4, steps=1, warmup=0, queue_size=16)
+    rows = benchmark(["mocov2", "regioncl_m", "simsiam"], setup, matmul_peak=1e12)
     # SimSiam's 2048-wide projector and predictor weigh about half a pass at this size.
     heads = {"mocov2": 0.3, "regioncl_m": 0.3, "simsiam": 1.0}
     for row in rows:
