@@ -81,14 +81,15 @@ def lightly_step(
     if method == "mocov2":
         model.projection_head = MoCoProjectionHead(width, 2048, 128)
         pairs.append(("projection_head", "projection_head_momentum"))
-        criterion = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
+        # Losses are submodules, so that their memory banks move with ``model.to(device)``.
+        model.criterion = criterion = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
     else:
         model.projection_head_global = DenseCLProjectionHead(width, 2048, 128)
         model.projection_head_local = DenseCLProjectionHead(width, 2048, 128)
         pairs += [("projection_head_global", "projection_head_global_momentum"),
                   ("projection_head_local", "projection_head_local_momentum")]
-        criterion_global = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
-        criterion_local = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
+        model.criterion_global = criterion_global = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
+        model.criterion_local = criterion_local = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
     for online, key in pairs:
         setattr(model, key, _frozen_copy(getattr(model, online)))
 

@@ -100,6 +100,8 @@ def test_lightly_step_trains_and_updates_its_momentum_branch(method):
         opt.zero_grad()
     assert any(not torch.equal(a, b) for a, b in zip(online, model.backbone.parameters()))
     if method != "simsiam":
+        banks = [b for name, b in model.named_buffers() if "criterion" in name]
+        assert banks  # the memory banks are the model's: they follow it to the device
         momentum = list(model.backbone_momentum.parameters())
         assert all(not p.requires_grad for p in momentum)
         assert any(not torch.equal(a, b) for a, b in zip(online, momentum))
