@@ -235,6 +235,17 @@ def compare_lightly(methods: list[str], setup: Setup | None = None, lightly_chan
     return rows
 
 
+def compare_layouts(methods: list[str], setup: Setup | None = None) -> list[tuple[str, float, float]]:
+    """``(method, channels_last ms, contiguous ms)`` per method, the two layouts in turns."""
+    setup = setup or Setup()
+    rows = []
+    for name in methods:
+        runs = {fmt: setup.ours(name, fmt, setup.views(fmt)) for fmt in (torch.channels_last, torch.contiguous_format)}
+        medians = setup.time({str(fmt): run for fmt, run in runs.items()})
+        rows.append((name, 1000 * medians[str(torch.channels_last)], 1000 * medians[str(torch.contiguous_format)]))
+    return rows
+
+
 def format_compare(rows: list[CompareRow]) -> str:
     """A markdown table: ms per step of each and lightly's time over ours (> 1: ours faster)."""
     lines = ["| method | regioncl ms / step | lightly ms / step | lightly / regioncl | lightly channels_last ms | ratio |",

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from regioncl.benchmark import (  # noqa: E402
     Setup,
     benchmark,
+    compare_layouts,
     compare_lightly,
     format_compare,
     format_table,
@@ -69,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--queue-size", type=int, default=4096)
     p.add_argument("--compile", action="store_true", help="torch.compile our encoders (compiled in the warm-up)")
-    p.add_argument("--compare", choices=["lightly"], default=None,
-                   help="time each method against lightly's implementation (needs regioncl[bench])")
+    p.add_argument("--compare", choices=["lightly", "layouts"], default=None,
+                   help="time each method against lightly's implementation (needs regioncl[bench]), or "
+                        "in channels_last against contiguous tensors")
     p.add_argument("--no-lightly-channels-last", dest="lightly_channels_last", action="store_false",
                    help="with --compare: skip the extra lightly run on channels_last tensors")
     pipe = p.add_argument_group("data pipeline (--pipeline)")
@@ -86,13 +88,20 @@ def main(argv: list[str] | None = None) -> None:
     if a.pipeline:
         return run_pipeline(a)
     if a.methods is None:
-        a.methods = list(LIGHTLY_METHODS) if a.compare else ["mocov2", "regioncl_m"]
+        a.methods = list(LIGHTLY_METHODS) if a.compare == "lightly" else ["mocov2", "regioncl_m"]
     methods = list(METHODS) if "all" in a.methods else a.methods
     if a.threads:
         torch.set_num_threads(a.threads)
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     setup = Setup(a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
                   a.precision, a.queue_size, a.compile)
+    if a.compare == "layouts":
+        print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size or 64}px batch {a.batch_size} {a.precision} on "
+              f"{a.device} ({where}), torch {torch.__version__}, median of {a.steps} steps in turns after {a.warmup} warm-up")
+        print("| method | channels_last ms / step | contiguous ms / step | channels_last / contiguous |\n|---|---|---|---|")
+        for name, cl, plain in compare_layouts(methods, setup):
+            print(f"| {name} | {cl:.1f} | {plain:.1f} | {cl / plain:.2f} |")
+        return
     if a.compare:
         rows = compare_lightly(methods, setup, a.lightly_channels_last)
         import lightly

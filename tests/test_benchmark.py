@@ -118,6 +118,14 @@ def test_compare_lightly_gives_a_row_per_method():
         lightly_step("regioncl_m", "resnet18")
 
 
+def test_compare_layouts_times_both():
+    from regioncl.benchmark import compare_layouts
+
+    setup = Setup("resnet18", {"output_stride": 8}, image_size=32, batch_size=4, steps=1, warmup=0, queue_size=16)
+    rows = compare_layouts(["mocov2"], setup)
+    assert len(rows) == 1 and rows[0][0] == "mocov2" and rows[0][1] > 0 and rows[0][2] > 0
+
+
 def test_counted_flops_match_the_backbone_pass_units():
     """Counted step FLOPs agree with FLOP_UNITS (MoCo v2: query forward + backward + key forward = 4
     forward passes; RegionCL-M 7; SimSiam 6), within what the heads and the first layer's missing
