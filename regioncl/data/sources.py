@@ -390,16 +390,17 @@ def _parquet_files_for_split(path: str, split: str) -> list[str]:
 _FOLDER_SHARDS = 1024
 
 
-def _stream_image_folder(path: str, split: str) -> Any:
+def _stream_image_folder(path: str, images: list[str], split: str) -> Any:
     """A local folder of images (``[SPLIT/]CLASS/x.jpg`` or flat) as a stream of up to 1,024 shards.
 
     ``load_dataset(folder, streaming=True)`` makes a single shard of all the files (datasets
     5.2), which no two readers could share; here shard k holds files k, k + K, … of the sorted
     list (every class in every shard) and each example is ``{"image": {"path"}, "label"}``.
+    ``images``: the folder's image files, relative to ``path`` (``_list_images``).
     """
     import datasets
 
-    files = _for_split(path, [os.path.join(path, f) for f in _list_images(path, IMAGE_EXTENSIONS)], split)
+    files = _for_split(path, [os.path.join(path, f) for f in images], split)
     if not files:
         raise ValueError(f"no image files for split {split!r} under {path!r}")
     # Class = first folder below the split folder (if the paths name a split) or below ``path``.
@@ -445,8 +446,9 @@ def _load_hf(path: str, split: str, streaming: bool, data_files: Any, cache_dir:
         return datasets.load_dataset(
             "parquet", data_files={base: files}, split=split, streaming=streaming, cache_dir=cache_dir
         )
-    if streaming and os.path.isdir(path) and _list_images(path, IMAGE_EXTENSIONS):
-        return _stream_image_folder(path, split)
+    images = _list_images(path, IMAGE_EXTENSIONS) if streaming and os.path.isdir(path) else []
+    if images:  # walked once: ImageNet's folder holds 1.28 million files
+        return _stream_image_folder(path, images, split)
     return datasets.load_dataset(path, split=split, streaming=streaming, cache_dir=cache_dir)
 
 
