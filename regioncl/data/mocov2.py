@@ -193,6 +193,9 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tenso
     return y.reshape(b, c, h, w)
 
 
+_FACTORS = ("brightness", "contrast", "saturation", "hue")  # jitter ops 0–3, as in ``order``
+
+
 def _on_rows(x: torch.Tensor, mask: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Applies ``fn(images, rows)`` to the images selected by ``mask`` (all of them: no gather)."""
     rows = mask.nonzero().squeeze(1)
@@ -203,15 +206,13 @@ def _on_rows(x: torch.Tensor, mask: torch.Tensor, fn: Callable[[torch.Tensor, to
     return x
 
 
-def apply_ops(x: torch.Tensor, params: dict[str, torch.Tensor], kernel_size: int, flip: bool = True) -> torch.Tensor:
-    """Colour jitter (each image in its own op order), grayscale, blur and (``flip``) flip.
+def apply_ops(x: torch.Tensor, params: dict[str, torch.Tensor], kernel_size: int) -> torch.Tensor:
+    """Colour jitter (each image in its own op order), grayscale, blur and flip of a batch.
 
     Args:
         x: float images in [0, 1], (B, 3, H, W); may be modified in place.
         params: from :func:`sample_params` with B rows.
         kernel_size: blur kernel side.
-        flip: False when the flip was already applied (to the uint8 crop, where it is cheaper;
-            every other op commutes with it).
     """
     factors = [params[name] for name in _FACTORS]
     for slot in range(4):
@@ -220,17 +221,13 @@ def apply_ops(x: torch.Tensor, params: dict[str, torch.Tensor], kernel_size: int
             x = _on_rows(x, selected, lambda v, rows, op=op: _adjust(v, op, factors[op][rows]))
     x = _on_rows(x, params["gray"], lambda v, rows: _gray(v).repeat(1, 3, 1, 1))
     x = _on_rows(x, params["blur"], lambda v, rows: _blur(v, params["sigma"][rows], kernel_size))
-    if flip:
-        x = _on_rows(x, params["flip"], lambda v, rows: v.flip(-1))
-    return x
-
-
-_FACTORS = ("brightness", "contrast", "saturation", "hue")
+    return _on_rows(x, params["flip"], lambda v, rows: v.flip(-1))
 
 
 def _one_view_ops(x: torch.Tensor, p: dict[str, Any], kernel_size: int) -> torch.Tensor:
-    """:func:`apply_ops` for one image (1, 3, H, W) with plain-Python parameters, flip excluded:
-    no per-op selection of rows (the workers' path)."""
+    """:func:`apply_ops` for one image (1, 3, H, W) with plain-Python parameters, flip excluded
+    (the workers flip the uint8 crop; every other op commutes with it): no per-op selection of
+    rows (the workers' path)."""
     if p["jitter"]:
         for op in p["order"]:
             x = _adjust(x, op, p[_FACTORS[op]])
