@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -42,14 +43,7 @@ def matmul_flops_per_s(device: str = "cpu", dtype: torch.dtype = torch.float32, 
     """The machine's measured dense matmul throughput (median of ``reps`` n×n products), FLOP/s."""
     dev = torch.device(device)
     a, b = (torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2))
-    times = []
-    for i in range(reps + 1):
-        _sync(dev)
-        start = time.perf_counter()
-        a @ b
-        _sync(dev)
-        if i:
-            times.append(time.perf_counter() - start)
+    times = [_seconds(dev, lambda: a @ b) for _ in range(reps + 1)][1:]  # the first one warms up
     return 2 * n**3 / statistics.median(times)
 
 
@@ -62,9 +56,15 @@ def counted_flops(step: Callable[[int], None], i: int = 0) -> float:
     return float(counter.get_total_flops())
 
 
-def _sync(device: torch.device) -> None:
+def _seconds(device: torch.device, fn: Callable[[], Any]) -> float:
+    """Wall time of ``fn()``, the device synchronised before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 StepFn = Callable[[int], None]
@@ -83,68 +83,6 @@ def _training_step(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor
     return step
 
 
-def _ours(name: str, backbone: str, backbone_args: dict | None, image_size: int, batch_size: int,
-          queue_size: int, dev: torch.device, fmt: torch.memory_format, views: list[torch.Tensor],
-          compile: bool = False) -> StepFn:
-    torch.manual_seed(0)
-    model = build_method(name, create_encoder(backbone, **(backbone_args or {})), queue_size=queue_size, bn_groups=1)
-    model.check(image_size, batch_size, 1)
-    model.to(dev, memory_format=fmt).train()
-    if compile:
-        compile_encoders(model)
-    return _training_step(model, lambda i: model(*views, step=i)["loss"])
-
-
-def _lightly(name: str, backbone: str, backbone_args: dict | None, queue_size: int, dev: torch.device,
-             fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
-    from .compare_lightly import lightly_step
-
-    torch.manual_seed(0)
-    model, loss_fn = lightly_step(name, backbone, backbone_args, queue_size)
-    model.to(dev, memory_format=fmt).train()
-    return _training_step(model, lambda i: loss_fn(*views))
-
-
-def _time_interleaved(runs: dict[str, StepFn], dev: torch.device, steps: int, warmup: int,
-                      precision: str, per_turn: int = 2) -> dict[str, float]:
-    """Median seconds per step of each run, the runs taking turns (A/B/A/B).
-
-    Each turn is one untimed step, then ``per_turn`` timed ones: a step right after another
-    model's step pays for memory the other released (measured: up to 15 % at resnet50 on this
-    CPU, depending on which model ran before), a cost a training run never has. The order of
-    the runs rotates every turn. ``warmup`` untimed steps per run come first.
-    """
-    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-
-    def timed(step: StepFn, i: int) -> float:
-        _sync(dev)
-        start = time.perf_counter()
-        with autocast():
-            step(i)
-        _sync(dev)
-        return time.perf_counter() - start
-
-    for name in names:
-        for i in range(warmup):
-            timed(runs[name], i)
-    turn = 0
-    while min(len(t) for t in times.values()) < steps:
-        for name in names[turn % len(names):] + names[: turn % len(names)]:
-            i = warmup + turn * (per_turn + 1)
-            timed(runs[name], i)  # after another model's step: not timed
-            times[name] += [timed(runs[name], i + 1 + j) for j in range(per_turn)]
-        turn += 1
-    return {name: statistics.median(t[:steps]) for name, t in times.items()}
-
-
-def _views(batch_size: int, image_size: int, dev: torch.device, fmt: torch.memory_format) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return [torch.randn(batch_size, 3, image_size, image_size, generator=g).to(dev, memory_format=fmt)
-            for _ in range(2)]
-
-
 @dataclass
 class Setup:
     """What every timed run shares: the backbone, the batch, the device and the timing."""
@@ -160,15 +98,63 @@ class Setup:
     queue_size: int = 4096
     compile: bool = False  # torch.compile our encoders (compiled during warm-up: give warmup >= 2)
 
-    def ours(self, name: str, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
-        return _ours(name, self.backbone, self.backbone_args, self.image_size, self.batch_size, self.queue_size,
-                     torch.device(self.device), fmt, views, self.compile)
-
-    def time(self, runs: dict[str, StepFn]) -> dict[str, float]:
-        return _time_interleaved(runs, torch.device(self.device), self.steps, self.warmup, self.precision)
-
     def views(self, fmt: torch.memory_format) -> list[torch.Tensor]:
-        return _views(self.batch_size, self.image_size, torch.device(self.device), fmt)
+        """The two random views every run trains on, in layout ``fmt``."""
+        g = torch.Generator().manual_seed(0)
+        size = (self.batch_size, 3, self.image_size, self.image_size)
+        return [torch.randn(*size, generator=g).to(self.device, memory_format=fmt) for _ in range(2)]
+
+    def ours(self, name: str, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
+        """A training step of our method ``name``."""
+        torch.manual_seed(0)
+        encoder = create_encoder(self.backbone, **(self.backbone_args or {}))
+        model = build_method(name, encoder, queue_size=self.queue_size, bn_groups=1)
+        model.check(self.image_size, self.batch_size, 1)
+        model.to(self.device, memory_format=fmt).train()
+        if self.compile:
+            compile_encoders(model)
+        return _training_step(model, lambda i: model(*views, step=i)["loss"])
+
+    def lightly(self, name: str, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
+        """A training step of lightly's implementation of ``name`` (:mod:`regioncl.compare_lightly`)."""
+        from .compare_lightly import lightly_step
+
+        torch.manual_seed(0)
+        model, loss_fn = lightly_step(name, self.backbone, self.backbone_args, self.queue_size)
+        model.to(self.device, memory_format=fmt).train()
+        return _training_step(model, lambda i: loss_fn(*views))
+
+    def time(self, runs: dict[str, StepFn], per_turn: int = 2) -> dict[str, float]:
+        """Median seconds per step of each run, the runs taking turns (A/B/A/B).
+
+        Each turn is one untimed step, then ``per_turn`` timed ones: a step right after another
+        model's step pays for memory the other released (measured: up to 15 % at resnet50 on
+        this CPU, depending on which model ran before), a cost a training run never has. The
+        order of the runs rotates every turn. ``warmup`` untimed steps per run come first.
+        """
+        dev = torch.device(self.device)
+        bf16 = self.precision == "bf16"
+
+        def timed(step: StepFn, i: int) -> float:
+            def run() -> None:
+                with torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+                    step(i)
+
+            return _seconds(dev, run)
+
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        names = list(runs)
+        for name in names:
+            for i in range(self.warmup):
+                timed(runs[name], i)
+        turn = 0
+        while min(len(t) for t in times.values()) < self.steps:
+            for name in names[turn % len(names):] + names[: turn % len(names)]:
+                i = self.warmup + turn * (per_turn + 1)
+                timed(runs[name], i)  # after another model's step: not timed
+                times[name] += [timed(runs[name], i + 1 + j) for j in range(per_turn)]
+            turn += 1
+        return {name: statistics.median(t[: self.steps]) for name, t in times.items()}
 
 
 def benchmark(
@@ -217,17 +203,16 @@ def compare_lightly(methods: list[str], setup: Setup | None = None, lightly_chan
     also on channels_last tensors, so that the layout's share of the difference is visible.
     """
     setup = setup or Setup()
-    dev = torch.device(setup.device)
     cl, plain = torch.channels_last, torch.contiguous_format
     views_cl, views_plain = setup.views(cl), setup.views(plain)
     rows = []
     for name in methods:
         runs = {
             "ours": setup.ours(name, cl, views_cl),
-            "lightly": _lightly(name, setup.backbone, setup.backbone_args, setup.queue_size, dev, plain, views_plain),
+            "lightly": setup.lightly(name, plain, views_plain),
         }
         if lightly_channels_last:
-            runs["lightly_cl"] = _lightly(name, setup.backbone, setup.backbone_args, setup.queue_size, dev, cl, views_cl)
+            runs["lightly_cl"] = setup.lightly(name, cl, views_cl)
         medians = setup.time(runs)
         lightly_cl = medians.get("lightly_cl")
         rows.append(CompareRow(name, 1000 * medians["ours"], 1000 * medians["lightly"],
@@ -240,9 +225,9 @@ def compare_layouts(methods: list[str], setup: Setup | None = None) -> list[tupl
     setup = setup or Setup()
     rows = []
     for name in methods:
-        runs = {fmt: setup.ours(name, fmt, setup.views(fmt)) for fmt in (torch.channels_last, torch.contiguous_format)}
-        medians = setup.time({str(fmt): run for fmt, run in runs.items()})
-        rows.append((name, 1000 * medians[str(torch.channels_last)], 1000 * medians[str(torch.contiguous_format)]))
+        layouts = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+        medians = setup.time({label: setup.ours(name, fmt, setup.views(fmt)) for label, fmt in layouts.items()})
+        rows.append((name, 1000 * medians["channels_last"], 1000 * medians["contiguous"]))
     return rows
 
 
