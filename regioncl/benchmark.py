@@ -8,16 +8,20 @@ times each method against lightly's implementation of it the same way.
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .backbones import compile_encoders, create_encoder
+from .hostmem import keep_freed_host_memory, minor_page_faults
 from .methods import BASE_OF, build_method
 
 # Backbone work per step in units of one forward pass (a backward counts 2), heads left out.
@@ -68,6 +72,33 @@ def _seconds(device: torch.device, fn: Callable[[], Any]) -> float:
 
 
 StepFn = Callable[[int], None]
+
+
+@dataclass
+class Timing:
+    """Timed steps of one run: wall seconds and the process's minor page faults during each."""
+
+    seconds: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
+
+    def add(self, seconds: float, faults: int) -> None:
+        self.seconds.append(seconds)
+        self.faults.append(faults)
+
+    def first(self, n: int) -> "Timing":
+        return Timing(self.seconds[:n], self.faults[:n])
+
+    def extend(self, other: "Timing") -> None:
+        self.seconds += other.seconds
+        self.faults += other.faults
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def median_faults(self) -> float:
+        return statistics.median(self.faults)
 
 
 def _training_step(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor]) -> StepFn:
@@ -125,36 +156,43 @@ class Setup:
         return _training_step(model, lambda i: loss_fn(*views))
 
     def time(self, runs: dict[str, StepFn], per_turn: int = 2) -> dict[str, float]:
-        """Median seconds per step of each run, the runs taking turns (A/B/A/B).
+        """Median seconds per step of each run, the runs taking turns (:meth:`timings`)."""
+        return {name: t.median for name, t in self.timings(runs, per_turn).items()}
+
+    def timings(self, runs: dict[str, StepFn], per_turn: int = 2) -> dict[str, Timing]:
+        """``steps`` timed steps of each run, the runs taking turns (A/B/A/B).
 
         Each turn is one untimed step, then ``per_turn`` timed ones: a step right after another
-        model's step pays for memory the other released (measured: up to 15 % at resnet50 on
-        this CPU, depending on which model ran before), a cost a training run never has. The
-        order of the runs rotates every turn. ``warmup`` untimed steps per run come first.
+        model's pays for memory the other released (measured: up to 15 % at resnet50 on this
+        CPU with glibc's default allocator settings, depending on which model ran before), a
+        cost a training run never has. The order of the runs rotates every turn. ``warmup``
+        untimed steps per run come first.
         """
         dev = torch.device(self.device)
         bf16 = self.precision == "bf16"
 
-        def timed(step: StepFn, i: int) -> float:
+        def timed(step: StepFn, i: int) -> tuple[float, int]:
             def run() -> None:
                 with torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext():
                     step(i)
 
-            return _seconds(dev, run)
+            faults = minor_page_faults()
+            return _seconds(dev, run), minor_page_faults() - faults
 
-        times: dict[str, list[float]] = {name: [] for name in runs}
+        times: dict[str, Timing] = {name: Timing() for name in runs}
         names = list(runs)
         for name in names:
             for i in range(self.warmup):
                 timed(runs[name], i)
         turn = 0
-        while min(len(t) for t in times.values()) < self.steps:
+        while min(len(t.seconds) for t in times.values()) < self.steps:
             for name in names[turn % len(names):] + names[: turn % len(names)]:
                 i = self.warmup + turn * (per_turn + 1)
                 timed(runs[name], i)  # after another model's step: not timed
-                times[name] += [timed(runs[name], i + 1 + j) for j in range(per_turn)]
+                for j in range(per_turn):
+                    times[name].add(*timed(runs[name], i + 1 + j))
             turn += 1
-        return {name: statistics.median(t[: self.steps]) for name, t in times.items()}
+        return {name: t.first(self.steps) for name, t in times.items()}
 
 
 def benchmark(
@@ -188,36 +226,85 @@ def benchmark(
     return rows
 
 
+# The sides of a comparison with lightly: (library, channels_last, keep freed host memory).
+# "ours" runs as the trainer does, "lightly" as lightly's examples run (contiguous tensors,
+# glibc's allocator defaults), "lightly_ours" is lightly given our settings, "ours_glibc" is
+# ours with glibc's allocator defaults (what keeping the memory gains; processes only).
+SIDES = {
+    "ours": ("ours", True, True),
+    "lightly": ("lightly", False, False),
+    "lightly_ours": ("lightly", True, True),
+    "ours_glibc": ("ours", True, False),
+}
+SIDE_LABELS = {"ours": "regioncl", "lightly": "lightly", "lightly_ours": "lightly, our settings",
+               "ours_glibc": "regioncl, glibc defaults"}
+
+
 @dataclass
 class CompareRow:
     method: str
-    ours_ms: float
-    lightly_ms: float  # as in lightly's examples: contiguous tensors
-    lightly_cl_ms: float | None  # lightly given channels_last too (None: not run)
+    timings: dict[str, Timing]  # by side (SIDES); a side not run is absent
+
+    def ms(self, side: str) -> float | None:
+        return 1000 * self.timings[side].median if side in self.timings else None
 
 
-def compare_lightly(methods: list[str], setup: Setup | None = None, lightly_channels_last: bool = True) -> list[CompareRow]:
-    """Our step (channels_last) against lightly's for each method, interleaved per step.
+def compare_lightly(
+    methods: list[str], setup: Setup | None = None, sides: list[str] | None = None, processes: int = 0
+) -> list[CompareRow]:
+    """Our step against lightly's for each method (:data:`SIDES`).
 
-    lightly runs as its examples do (contiguous tensors) and, with ``lightly_channels_last``,
-    also on channels_last tensors, so that the layout's share of the difference is visible.
+    With ``processes=0`` every side runs in this process, interleaved per step: the host
+    memory setting is this process's for all of them (``keep_freed_host_memory`` is
+    process-wide and for good), so only the layout tells "lightly" from "lightly_ours".
+    With ``processes=R`` each side runs in processes of its own with its own allocator
+    setting, ``R`` rounds of one process per side (order rotated each round), ``setup.steps``
+    timed steps per method and process: the sides as each library actually runs.
+    ``sides`` defaults to "ours", "lightly" and "lightly_ours"; "ours" is always run.
     """
     setup = setup or Setup()
-    cl, plain = torch.channels_last, torch.contiguous_format
-    views_cl, views_plain = setup.views(cl), setup.views(plain)
+    sides = ["ours"] + [s for s in sides or ("lightly", "lightly_ours") if s != "ours"]
+    if not processes and "ours_glibc" in sides:
+        raise ValueError("ours_glibc needs a process of its own: give processes >= 1")
+    if processes:
+        rows = {name: CompareRow(name, {side: Timing() for side in sides}) for name in methods}
+        for r in range(processes):
+            for side in sides[r % len(sides):] + sides[: r % len(sides)]:
+                for name, timing in _side_in_process(setup, side, methods).items():
+                    rows[name].timings[side].extend(timing)
+        return list(rows.values())
     rows = []
+    views = {fmt: setup.views(fmt) for fmt in (torch.channels_last, torch.contiguous_format)}
     for name in methods:
-        runs = {
-            "ours": setup.ours(name, cl, views_cl),
-            "lightly": setup.lightly(name, plain, views_plain),
-        }
-        if lightly_channels_last:
-            runs["lightly_cl"] = setup.lightly(name, cl, views_cl)
-        medians = setup.time(runs)
-        lightly_cl = medians.get("lightly_cl")
-        rows.append(CompareRow(name, 1000 * medians["ours"], 1000 * medians["lightly"],
-                               None if lightly_cl is None else 1000 * lightly_cl))
+        runs = {side: _side_step(setup, side, name, views) for side in sides}
+        rows.append(CompareRow(name, setup.timings(runs)))
     return rows
+
+
+def _side_step(setup: Setup, side: str, name: str, views: dict[torch.memory_format, list[torch.Tensor]]) -> StepFn:
+    library, channels_last, _ = SIDES[side]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return (setup.ours if library == "ours" else setup.lightly)(name, fmt, views[fmt])
+
+
+def run_side(setup: Setup, side: str, methods: list[str]) -> dict[str, Timing]:
+    """One side of a comparison, all ``methods`` in turns, in a fresh process (``python -m
+    regioncl.benchmark``): the side's allocator setting first, before anything is allocated."""
+    if SIDES[side][2]:
+        keep_freed_host_memory()
+    fmt = torch.channels_last if SIDES[side][1] else torch.contiguous_format
+    views = {fmt: setup.views(fmt)}
+    return setup.timings({name: _side_step(setup, side, name, views) for name in methods})
+
+
+def _side_in_process(setup: Setup, side: str, methods: list[str]) -> dict[str, Timing]:
+    """:func:`run_side` in a child process with this process's torch threads."""
+    spec = {"setup": asdict(setup), "side": side, "methods": methods, "threads": torch.get_num_threads()}
+    done = subprocess.run([sys.executable, "-m", "regioncl.benchmark", json.dumps(spec)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"benchmark process for {side} failed:\n{done.stderr[-4000:]}")
+    return {name: Timing(**t) for name, t in json.loads(done.stdout.splitlines()[-1]).items()}
 
 
 def compare_layouts(methods: list[str], setup: Setup | None = None) -> list[tuple[str, float, float]]:
@@ -232,12 +319,16 @@ def compare_layouts(methods: list[str], setup: Setup | None = None) -> list[tupl
 
 
 def format_compare(rows: list[CompareRow]) -> str:
-    """A markdown table: ms per step of each and lightly's time over ours (> 1: ours faster)."""
-    lines = ["| method | regioncl ms / step | lightly ms / step | lightly / regioncl | lightly channels_last ms | ratio |",
-             "|---|---|---|---|---|---|"]
+    """A markdown table: ms per step of each side with its time over ours (> 1: ours faster),
+    and each side's median minor page faults per step."""
+    sides = [s for s in SIDES if s in rows[0].timings]
+    lines = ["| method | " + " | ".join(f"{SIDE_LABELS[s]} ms / step" for s in sides)
+             + " | page faults / step, same order |", "|---|" + "---|" * (len(sides) + 1)]
     for r in rows:
-        cl = ("", "") if r.lightly_cl_ms is None else (f"{r.lightly_cl_ms:.1f}", f"{r.lightly_cl_ms / r.ours_ms:.2f}×")
-        lines.append(f"| {r.method} | {r.ours_ms:.1f} | {r.lightly_ms:.1f} | {r.lightly_ms / r.ours_ms:.2f}× | {cl[0]} | {cl[1]} |")
+        ours = r.ms("ours")
+        cells = [f"{ours:.1f}"] + [f"{r.ms(s):.1f} ({r.ms(s) / ours:.2f}×)" for s in sides[1:]]
+        faults = ", ".join(f"{r.timings[s].median_faults:.0f}" for s in sides)
+        lines.append(f"| {r.method} | " + " | ".join(cells) + f" | {faults} |")
     return "\n".join(lines)
 
 
@@ -263,3 +354,10 @@ def format_table(rows: list[Row]) -> str:
         lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | {ratio:.2f} | {flops:.2f} | "
                      f"{ratio / flops:.2f} | {counted} | {by_count[0]} | {by_count[1]} | {peak} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # a side of compare_lightly(processes=R): JSON spec in, JSON timings out
+    _spec = json.loads(sys.argv[1])
+    torch.set_num_threads(_spec["threads"])
+    _timings = run_side(Setup(**_spec["setup"]), _spec["side"], _spec["methods"])
+    print(json.dumps({name: asdict(t) for name, t in _timings.items()}))

@@ -79,6 +79,7 @@ class PretrainConfig:
     keep_checkpoints: int = 2
     resume: str | None = None  # "latest" or a checkpoint / output folder
     channels_last: bool = True
+    keep_host_memory: bool | None = None  # glibc keeps freed memory for the next step (no page faults); None: when training on the CPU
     compile: bool = False  # torch.compile the encoders in place (Module.compile): ~4 % faster per step on a 2-core CPU after a 1-2 min compile
     log_with: list[str] | None = None  # Accelerate trackers, e.g. ["tensorboard"]
 

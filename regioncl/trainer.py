@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from . import checkpoint as ckpt
 from .backbones import compile_encoders, create_encoder
+from .hostmem import keep_freed_host_memory
 from .config import PretrainConfig, config_json
 from .distributed import concat_all_gather, make_accelerator, progress_bar
 from .data import (
@@ -46,7 +47,7 @@ logger = logging.getLogger("regioncl")
 RUN_MANAGEMENT = frozenset({
     "resume", "stop_at_step", "output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "log_with",
     "num_workers", "prefetch_factor", "pin_memory", "persistent_workers", "knn", "knn_every", "knn_k",
-    "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction", "compile",
+    "knn_temperature", "knn_train_data", "knn_val_data", "max_bad_fraction", "compile", "keep_host_memory",
 })
 
 
@@ -137,6 +138,9 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )
         acc = self.accelerator
+        if cfg.keep_host_memory or (cfg.keep_host_memory is None and acc.device.type == "cpu"):
+            # Before the first step allocates: every step then reuses the previous one's memory.
+            logger.info("host memory kept between steps: %s", keep_freed_host_memory())
         self.world = acc.num_processes
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by {self.world} processes")

@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from regioncl.benchmark import (  # noqa: E402
+    SIDE_LABELS,
+    SIDES,
     Setup,
     benchmark,
     compare_layouts,
@@ -33,6 +35,7 @@ from regioncl.benchmark import (  # noqa: E402
     matmul_flops_per_s,
 )
 from regioncl.compare_lightly import LIGHTLY_METHODS  # noqa: E402
+from regioncl.hostmem import keep_freed_host_memory  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
 from regioncl.pipeline_benchmark import format_pipeline_table, pipeline_benchmark, write_jpegs  # noqa: E402
 
@@ -73,8 +76,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compare", choices=["lightly", "layouts"], default=None,
                    help="time each method against lightly's implementation (needs regioncl[bench]), or "
                         "in channels_last against contiguous tensors")
-    p.add_argument("--no-lightly-channels-last", dest="lightly_channels_last", action="store_false",
-                   help="with --compare: skip the extra lightly run on channels_last tensors")
+    p.add_argument("--sides", nargs="+", choices=sorted(SIDES), default=None,
+                   help="with --compare lightly: the runs besides ours (default: lightly lightly_ours; "
+                        "lightly_ours is lightly given our settings, ours_glibc ours with glibc's allocator "
+                        "defaults, with --processes only)")
+    p.add_argument("--processes", type=int, default=0, metavar="R",
+                   help="with --compare lightly: run each side in processes of its own, R rounds, each with "
+                        "its allocator setting (ours keeps freed host memory, lightly has glibc's defaults)")
+    p.add_argument("--no-keep-host-memory", dest="keep_host_memory", action="store_false",
+                   help="leave glibc's allocator settings as they are (the trainer keeps freed host memory on the CPU)")
     pipe = p.add_argument_group("data pipeline (--pipeline)")
     pipe.add_argument("--pipeline", action="store_true", help="time the two-view pipelines instead of training steps")
     pipe.add_argument("--images", default=None, help="a folder of images (default: synthetic JPEGs)")
@@ -92,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     methods = list(METHODS) if "all" in a.methods else a.methods
     if a.threads:
         torch.set_num_threads(a.threads)
+    kept = a.keep_host_memory and keep_freed_host_memory()  # before the first step allocates
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    where += f", freed host memory {'kept' if kept else 'returned (glibc defaults)'}"
     setup = Setup(a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
                   a.precision, a.queue_size, a.compile)
     if a.compare == "layouts":
@@ -103,12 +115,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name} | {cl:.1f} | {plain:.1f} | {cl / plain:.2f} |")
         return
     if a.compare:
-        rows = compare_lightly(methods, setup, a.lightly_channels_last)
+        rows = compare_lightly(methods, setup, a.sides, a.processes)
         import lightly
 
+        how = (f"each side in its own processes, {a.processes} rounds of {a.steps} steps per method; freed host "
+               f"memory kept by {', '.join(SIDE_LABELS[s] for s in rows[0].timings if SIDES[s][2])}, "
+               f"returned with glibc's defaults by {', '.join(SIDE_LABELS[s] for s in rows[0].timings if not SIDES[s][2])}"
+               if a.processes else
+               f"{a.steps} steps per method, the sides interleaved in one process")
         print(f"# regioncl (channels_last{', compiled' if a.compile else ''}) against lightly {lightly.__version__}: {a.backbone} {a.backbone_args or ''} "
               f"{a.image_size or 64}px batch {a.batch_size} {a.precision} on {a.device} ({where}), torch "
-              f"{torch.__version__}, queue {a.queue_size}, median of {a.steps} interleaved steps after {a.warmup} warm-up")
+              f"{torch.__version__}, queue {a.queue_size}, median over {how}, after {a.warmup} warm-up steps")
         print(format_compare(rows))
         return
     peak = matmul_flops_per_s(a.device, torch.bfloat16 if a.precision == "bf16" else torch.float32)

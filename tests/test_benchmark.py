@@ -110,12 +110,27 @@ def test_lightly_step_trains_and_updates_its_momentum_branch(method):
 def test_compare_lightly_gives_a_row_per_method():
     _needs_lightly()
     setup = Setup("resnet18", {"output_stride": 8}, image_size=32, batch_size=4, steps=1, warmup=0, queue_size=16)
-    rows = compare_lightly(["mocov2", "simsiam"], setup, lightly_channels_last=False)
+    rows = compare_lightly(["mocov2", "simsiam"], setup, sides=["lightly"])
     assert [r.method for r in rows] == ["mocov2", "simsiam"]
-    assert all(r.ours_ms > 0 and r.lightly_ms > 0 and r.lightly_cl_ms is None for r in rows)
+    assert all(set(r.timings) == {"ours", "lightly"} and r.ms("ours") > 0 and r.ms("lightly") > 0 for r in rows)
+    assert all(len(t.seconds) == len(t.faults) == 1 for r in rows for t in r.timings.values())
     assert format_compare(rows).count("\n") == 3
     with pytest.raises(ValueError, match="no lightly counterpart"):
         lightly_step("regioncl_m", "resnet18")
+    with pytest.raises(ValueError, match="a process of its own"):
+        compare_lightly(["mocov2"], setup, sides=["ours_glibc"])
+
+
+def test_compare_lightly_in_processes_runs_every_side_every_round():
+    """Each side in child processes of its own (its allocator setting there): all sides, all
+    rounds' steps collected per method."""
+    _needs_lightly()
+    setup = Setup("resnet10t", {}, image_size=32, batch_size=4, steps=2, warmup=1, queue_size=16)
+    rows = compare_lightly(["mocov2"], setup, sides=["lightly", "ours_glibc"], processes=2)
+    assert [r.method for r in rows] == ["mocov2"]
+    assert list(rows[0].timings) == ["ours", "lightly", "ours_glibc"]
+    assert all(len(t.seconds) == len(t.faults) == 4 and min(t.seconds) > 0 for t in rows[0].timings.values())
+    assert "regioncl, glibc defaults ms / step" in format_compare(rows)
 
 
 def test_compare_layouts_times_both():
