@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -102,7 +102,12 @@ class Timing:
 
 
 def _training_step(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor]) -> StepFn:
-    """One full step: ``loss_fn(step)`` (forward, momentum and queue updates), backward, SGD."""
+    """One full step: ``loss_fn(step)`` (forward, momentum and queue updates), backward, SGD.
+
+    torch's default SGD, as the trainer's. (Its ``fused=True`` kernel was 5 ms faster per
+    resnet50 step on this CPU but, in torch 2.14.1, updates a channels_last parameter wrongly
+    when its gradient is contiguous, silently; gradients can come with other strides.)
+    """
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
                           weight_decay=1e-4)
 
@@ -226,15 +231,20 @@ def benchmark(
     return rows
 
 
-# The sides of a comparison with lightly: (library, channels_last, keep freed host memory).
-# "ours" runs as the trainer does, "lightly" as lightly's examples run (contiguous tensors,
-# glibc's allocator defaults), "lightly_ours" is lightly given our settings, "ours_glibc" is
-# ours with glibc's allocator defaults (what keeping the memory gains; processes only).
+class Side(NamedTuple):
+    library: str  # "ours" or "lightly"
+    channels_last: bool  # else contiguous tensors
+    keep_host_memory: bool  # freed host memory kept (the trainer's setting on the CPU), else glibc's defaults
+
+
+# "ours" runs as the trainer does, "lightly" as lightly's examples run, "lightly_ours" is
+# lightly given our settings, "ours_glibc" ours with glibc's allocator defaults (what keeping
+# the memory gains; in processes only).
 SIDES = {
-    "ours": ("ours", True, True),
-    "lightly": ("lightly", False, False),
-    "lightly_ours": ("lightly", True, True),
-    "ours_glibc": ("ours", True, False),
+    "ours": Side("ours", True, True),
+    "lightly": Side("lightly", False, False),
+    "lightly_ours": Side("lightly", True, True),
+    "ours_glibc": Side("ours", True, False),
 }
 SIDE_LABELS = {"ours": "regioncl", "lightly": "lightly", "lightly_ours": "lightly, our settings",
                "ours_glibc": "regioncl, glibc defaults"}
@@ -258,8 +268,9 @@ def compare_lightly(
     memory setting is this process's for all of them (``keep_freed_host_memory`` is
     process-wide and for good), so only the layout tells "lightly" from "lightly_ours".
     With ``processes=R`` each side runs in processes of its own with its own allocator
-    setting, ``R`` rounds of one process per side (order rotated each round), ``setup.steps``
-    timed steps per method and process: the sides as each library actually runs.
+    setting, one method per process as in training, ``R`` rounds of one process per method
+    and side (order of the sides rotated each round), ``setup.steps`` timed steps in each:
+    the sides as each library actually runs.
     ``sides`` defaults to "ours", "lightly" and "lightly_ours"; "ours" is always run.
     """
     setup = setup or Setup()
@@ -269,9 +280,9 @@ def compare_lightly(
     if processes:
         rows = {name: CompareRow(name, {side: Timing() for side in sides}) for name in methods}
         for r in range(processes):
-            for side in sides[r % len(sides):] + sides[: r % len(sides)]:
-                for name, timing in _side_in_process(setup, side, methods).items():
-                    rows[name].timings[side].extend(timing)
+            for name in methods:
+                for side in sides[r % len(sides):] + sides[: r % len(sides)]:
+                    rows[name].timings[side].extend(_side_in_process(setup, side, name))
         return list(rows.values())
     rows = []
     views = {fmt: setup.views(fmt) for fmt in (torch.channels_last, torch.contiguous_format)}
@@ -281,30 +292,34 @@ def compare_lightly(
     return rows
 
 
+def _layout(side: str) -> torch.memory_format:
+    return torch.channels_last if SIDES[side].channels_last else torch.contiguous_format
+
+
 def _side_step(setup: Setup, side: str, name: str, views: dict[torch.memory_format, list[torch.Tensor]]) -> StepFn:
-    library, channels_last, _ = SIDES[side]
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return (setup.ours if library == "ours" else setup.lightly)(name, fmt, views[fmt])
+    fmt = _layout(side)
+    return (setup.ours if SIDES[side].library == "ours" else setup.lightly)(name, fmt, views[fmt])
 
 
-def run_side(setup: Setup, side: str, methods: list[str]) -> dict[str, Timing]:
-    """One side of a comparison, all ``methods`` in turns, in a fresh process (``python -m
-    regioncl.benchmark``): the side's allocator setting first, before anything is allocated."""
-    if SIDES[side][2]:
+def run_side(setup: Setup, side: str, method: str) -> Timing:
+    """One side's steps of one method, alone in a fresh process (``python -m regioncl.benchmark``)
+    as in a training run: the side's allocator setting first, before anything is allocated.
+    (Several models in one process change what the allocator does: with glibc's defaults
+    a lone resnet50 MoCo v2 step faulted about 100,000 pages, none with three models in turns.)"""
+    if SIDES[side].keep_host_memory:
         keep_freed_host_memory()
-    fmt = torch.channels_last if SIDES[side][1] else torch.contiguous_format
-    views = {fmt: setup.views(fmt)}
-    return setup.timings({name: _side_step(setup, side, name, views) for name in methods})
+    fmt = _layout(side)
+    return setup.timings({method: _side_step(setup, side, method, {fmt: setup.views(fmt)})})[method]
 
 
-def _side_in_process(setup: Setup, side: str, methods: list[str]) -> dict[str, Timing]:
+def _side_in_process(setup: Setup, side: str, method: str) -> Timing:
     """:func:`run_side` in a child process with this process's torch threads."""
-    spec = {"setup": asdict(setup), "side": side, "methods": methods, "threads": torch.get_num_threads()}
+    spec = {"setup": asdict(setup), "side": side, "method": method, "threads": torch.get_num_threads()}
     done = subprocess.run([sys.executable, "-m", "regioncl.benchmark", json.dumps(spec)],
                           capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"benchmark process for {side} failed:\n{done.stderr[-4000:]}")
-    return {name: Timing(**t) for name, t in json.loads(done.stdout.splitlines()[-1]).items()}
+        raise RuntimeError(f"benchmark process for {side} {method} failed:\n{done.stderr[-4000:]}")
+    return Timing(**json.loads(done.stdout.splitlines()[-1]))
 
 
 def compare_layouts(methods: list[str], setup: Setup | None = None) -> list[tuple[str, float, float]]:
@@ -359,5 +374,4 @@ def format_table(rows: list[Row]) -> str:
 if __name__ == "__main__":  # a side of compare_lightly(processes=R): JSON spec in, JSON timings out
     _spec = json.loads(sys.argv[1])
     torch.set_num_threads(_spec["threads"])
-    _timings = run_side(Setup(**_spec["setup"]), _spec["side"], _spec["methods"])
-    print(json.dumps({name: asdict(t) for name, t in _timings.items()}))
+    print(json.dumps(asdict(run_side(Setup(**_spec["setup"]), _spec["side"], _spec["method"]))))

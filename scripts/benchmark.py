@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         import lightly
 
         how = (f"each side in its own processes, {a.processes} rounds of {a.steps} steps per method; freed host "
-               f"memory kept by {', '.join(SIDE_LABELS[s] for s in rows[0].timings if SIDES[s][2])}, "
-               f"returned with glibc's defaults by {', '.join(SIDE_LABELS[s] for s in rows[0].timings if not SIDES[s][2])}"
+               f"memory kept by {', '.join(SIDE_LABELS[s] for s in rows[0].timings if SIDES[s].keep_host_memory)}, "
+               f"returned with glibc's defaults by {', '.join(SIDE_LABELS[s] for s in rows[0].timings if not SIDES[s].keep_host_memory)}"
                if a.processes else
                f"{a.steps} steps per method, the sides interleaved in one process")
         print(f"# regioncl (channels_last{', compiled' if a.compile else ''}) against lightly {lightly.__version__}: {a.backbone} {a.backbone_args or ''} "
