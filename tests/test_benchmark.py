@@ -163,4 +163,3 @@ def test_counted_flops_match_the_backbone_pass_units():
         assert 0 < row.peak_fraction
     table = format_table(rows)
     assert "regioncl_m" in table and "of matmul peak" in table
-
