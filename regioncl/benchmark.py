@@ -9,6 +9,7 @@ times each method against lightly's implementation of it the same way.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -315,8 +317,10 @@ def run_side(setup: Setup, side: str, method: str) -> Timing:
 def _side_in_process(setup: Setup, side: str, method: str) -> Timing:
     """:func:`run_side` in a child process with this process's torch threads."""
     spec = {"setup": asdict(setup), "side": side, "method": method, "threads": torch.get_num_threads()}
+    # This package first on the child's path, installed or not.
+    path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, "-m", "regioncl.benchmark", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     if done.returncode:
         raise RuntimeError(f"benchmark process for {side} {method} failed:\n{done.stderr[-4000:]}")
     return Timing(**json.loads(done.stdout.splitlines()[-1]))
