@@ -9,7 +9,6 @@ times each method against lightly's implementation of it the same way.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -262,7 +261,7 @@ class CompareRow:
 
 
 def compare_lightly(
-    methods: list[str], setup: Setup | None = None, sides: list[str] | None = None, processes: int = 0
+    methods: list[str], setup: Setup | None = None, *, sides: list[str] | None = None, processes: int = 0
 ) -> list[CompareRow]:
     """Our step against lightly's for each method (:data:`SIDES`).
 
@@ -276,7 +275,9 @@ def compare_lightly(
     ``sides`` defaults to "ours", "lightly" and "lightly_ours"; "ours" is always run.
     """
     setup = setup or Setup()
-    sides = ["ours"] + [s for s in sides or ("lightly", "lightly_ours") if s != "ours"]
+    sides = list(dict.fromkeys(["ours", *(sides or ("lightly", "lightly_ours"))]))
+    if processes < 0:
+        raise ValueError(f"processes must be >= 0, got {processes}")
     if not processes and "ours_glibc" in sides:
         raise ValueError("ours_glibc needs a process of its own: give processes >= 1")
     if processes:
@@ -305,7 +306,7 @@ def _side_step(setup: Setup, side: str, name: str, views: dict[torch.memory_form
 
 def run_side(setup: Setup, side: str, method: str) -> Timing:
     """One side's steps of one method, alone in a fresh process (``python -m regioncl.benchmark``)
-    as in a training run: the side's allocator setting first, before anything is allocated.
+    as in a training run: the side's allocator setting first, before the model and views are built.
     (Several models in one process change what the allocator does: with glibc's defaults
     a lone resnet50 MoCo v2 step faulted about 100,000 pages, none with three models in turns.)"""
     if SIDES[side].keep_host_memory:
@@ -314,16 +315,21 @@ def run_side(setup: Setup, side: str, method: str) -> Timing:
     return setup.timings({method: _side_step(setup, side, method, {fmt: setup.views(fmt)})})[method]
 
 
+_RESULT = "regioncl-benchmark-result: "  # marks the child's result line among whatever else it prints
+
+
 def _side_in_process(setup: Setup, side: str, method: str) -> Timing:
-    """:func:`run_side` in a child process with this process's torch threads."""
+    """:func:`run_side` in a child process with this process's torch threads. The child runs
+    in the folder holding this package, which ``-m`` puts first on its path: this copy of
+    regioncl, installed or not."""
     spec = {"setup": asdict(setup), "side": side, "method": method, "threads": torch.get_num_threads()}
-    # This package first on the child's path, installed or not.
-    path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, "-m", "regioncl.benchmark", json.dumps(spec)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
-    if done.returncode:
-        raise RuntimeError(f"benchmark process for {side} {method} failed:\n{done.stderr[-4000:]}")
-    return Timing(**json.loads(done.stdout.splitlines()[-1]))
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    results = [line[len(_RESULT):] for line in done.stdout.splitlines() if line.startswith(_RESULT)]
+    if done.returncode or not results:
+        raise RuntimeError(f"benchmark process for {side} {method} failed (exit {done.returncode}):\n"
+                           f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return Timing(**json.loads(results[-1]))
 
 
 def compare_layouts(methods: list[str], setup: Setup | None = None) -> list[tuple[str, float, float]]:
@@ -378,4 +384,4 @@ def format_table(rows: list[Row]) -> str:
 if __name__ == "__main__":  # a side of compare_lightly(processes=R): JSON spec in, JSON timings out
     _spec = json.loads(sys.argv[1])
     torch.set_num_threads(_spec["threads"])
-    print(json.dumps(asdict(run_side(Setup(**_spec["setup"]), _spec["side"], _spec["method"]))))
+    print(_RESULT + json.dumps(asdict(run_side(Setup(**_spec["setup"]), _spec["side"], _spec["method"]))), flush=True)

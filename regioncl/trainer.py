@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from . import checkpoint as ckpt
 from .backbones import compile_encoders, create_encoder
-from .hostmem import keep_freed_host_memory
+from .hostmem import keep_host_memory_for, release_freed_host_memory
 from .config import PretrainConfig, config_json
 from .distributed import concat_all_gather, make_accelerator, progress_bar
 from .data import (
@@ -138,9 +138,8 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )
         acc = self.accelerator
-        if cfg.keep_host_memory or (cfg.keep_host_memory is None and acc.device.type == "cpu"):
-            # Before the first step allocates: every step then reuses the previous one's memory.
-            logger.info("host memory kept between steps: %s", keep_freed_host_memory())
+        # Before the first step allocates: every step then reuses the previous one's memory.
+        keep_host_memory_for(cfg.keep_host_memory, acc.device.type)
         self.world = acc.num_processes
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} (global) is not divisible by {self.world} processes")
@@ -364,6 +363,7 @@ class Trainer:
 
     def _knn_record(self, tag: str) -> float | None:
         top1 = self.knn()  # every process encodes its share
+        release_freed_host_memory()  # the feature banks' memory is not the steps'
         if top1 is not None and self.accelerator.is_main_process:
             logger.info("kNN top-1 %s: %.2f%%", tag, 100 * top1)
             # Epochs completed (a float for a partial one), so curves of runs line up by epoch.

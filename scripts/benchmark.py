@@ -35,7 +35,7 @@ from regioncl.benchmark import (  # noqa: E402
     matmul_flops_per_s,
 )
 from regioncl.compare_lightly import LIGHTLY_METHODS  # noqa: E402
-from regioncl.hostmem import keep_freed_host_memory  # noqa: E402
+from regioncl.hostmem import keep_host_memory_for  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
 from regioncl.pipeline_benchmark import format_pipeline_table, pipeline_benchmark, write_jpegs  # noqa: E402
 
@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> None:
                         "lightly_ours is lightly given our settings, ours_glibc ours with glibc's allocator "
                         "defaults, with --processes only)")
     p.add_argument("--processes", type=int, default=0, metavar="R",
-                   help="with --compare lightly: run each side in processes of its own, R rounds, each with "
-                        "its allocator setting (ours keeps freed host memory, lightly has glibc's defaults)")
+                   help="with --compare lightly: run each (method, side) alone in a process of its own, R rounds, "
+                        "each with its side's allocator setting (ours keeps freed host memory, lightly has glibc's defaults)")
     p.add_argument("--no-keep-host-memory", dest="keep_host_memory", action="store_false",
-                   help="leave glibc's allocator settings as they are (the trainer keeps freed host memory on the CPU)")
+                   help="leave glibc's allocator settings as they are (by default the script, like the trainer, keeps "
+                        "freed host memory on the CPU); not with --processes, where each side has its own setting")
     pipe = p.add_argument_group("data pipeline (--pipeline)")
     pipe.add_argument("--pipeline", action="store_true", help="time the two-view pipelines instead of training steps")
     pipe.add_argument("--images", default=None, help="a folder of images (default: synthetic JPEGs)")
@@ -95,6 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     pipe.add_argument("--rounds", type=int, default=5, help="timed passes per pipeline")
     pipe.add_argument("--no-draft", dest="draft", action="store_false", help="decode every JPEG at full size")
     a = p.parse_args(argv)
+    if (a.sides or a.processes) and a.compare != "lightly":
+        p.error("--sides and --processes go with --compare lightly")
+    if a.processes < 0:
+        p.error("--processes must be >= 0")
+    if a.processes and not a.keep_host_memory:
+        p.error("--no-keep-host-memory: with --processes each side has its own allocator setting (--sides ours_glibc)")
+    if "ours_glibc" in (a.sides or []) and not a.processes:
+        p.error("--sides ours_glibc needs --processes: the allocator setting is per process")
     if a.pipeline:
         return run_pipeline(a)
     if a.methods is None:
@@ -102,9 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     methods = list(METHODS) if "all" in a.methods else a.methods
     if a.threads:
         torch.set_num_threads(a.threads)
-    kept = a.keep_host_memory and keep_freed_host_memory()  # before the first step allocates
+    # The trainer's rule (on the CPU unless turned off), before the first step allocates.
+    kept = keep_host_memory_for(None if a.keep_host_memory else False, torch.device(a.device).type)
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    where += f", freed host memory {'kept' if kept else 'returned (glibc defaults)'}"
+    if not a.processes:
+        where += f", freed host memory {'kept' if kept else 'not kept'}"
     setup = Setup(a.backbone, a.backbone_args, a.image_size or 64, a.batch_size, a.device, a.steps, a.warmup,
                   a.precision, a.queue_size, a.compile)
     if a.compare == "layouts":
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name} | {cl:.1f} | {plain:.1f} | {cl / plain:.2f} |")
         return
     if a.compare:
-        rows = compare_lightly(methods, setup, a.sides, a.processes)
+        rows = compare_lightly(methods, setup, sides=a.sides, processes=a.processes)
         import lightly
 
         how = (f"each side in its own processes, {a.processes} rounds of {a.steps} steps per method; freed host "
