@@ -275,11 +275,7 @@ def compare_lightly(
     ``sides`` defaults to "ours", "lightly" and "lightly_ours"; "ours" is always run.
     """
     setup = setup or Setup()
-    sides = list(dict.fromkeys(["ours", *(sides or ("lightly", "lightly_ours"))]))
-    if processes < 0:
-        raise ValueError(f"processes must be >= 0, got {processes}")
-    if not processes and "ours_glibc" in sides:
-        raise ValueError("ours_glibc needs a process of its own: give processes >= 1")
+    sides = compare_sides(sides, processes)
     if processes:
         rows = {name: CompareRow(name, {side: Timing() for side in sides}) for name in methods}
         for r in range(processes):
@@ -288,11 +284,23 @@ def compare_lightly(
                     rows[name].timings[side].extend(_side_in_process(setup, side, name))
         return list(rows.values())
     rows = []
-    views = {fmt: setup.views(fmt) for fmt in (torch.channels_last, torch.contiguous_format)}
+    views = {fmt: setup.views(fmt) for fmt in dict.fromkeys(map(_layout, sides))}
     for name in methods:
         runs = {side: _side_step(setup, side, name, views) for side in sides}
         rows.append(CompareRow(name, setup.timings(runs)))
     return rows
+
+
+def compare_sides(sides: list[str] | None, processes: int) -> list[str]:
+    """The sides :func:`compare_lightly` runs: "ours" first, then ``sides`` (default "lightly"
+    and "lightly_ours"), each once. Raises ValueError for settings that cannot run."""
+    if processes < 0:
+        raise ValueError(f"processes must be >= 0, got {processes}")
+    sides = list(dict.fromkeys(["ours", *(sides or ("lightly", "lightly_ours"))]))
+    if not processes and "ours_glibc" in sides:
+        raise ValueError("ours_glibc needs a process of its own (the allocator setting is per process): "
+                         "give processes >= 1")
+    return sides
 
 
 def _layout(side: str) -> torch.memory_format:

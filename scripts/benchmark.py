@@ -30,6 +30,7 @@ from regioncl.benchmark import (  # noqa: E402
     benchmark,
     compare_layouts,
     compare_lightly,
+    compare_sides,
     format_compare,
     format_table,
     matmul_flops_per_s,
@@ -98,12 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if (a.sides or a.processes) and a.compare != "lightly":
         p.error("--sides and --processes go with --compare lightly")
-    if a.processes < 0:
-        p.error("--processes must be >= 0")
     if a.processes and not a.keep_host_memory:
         p.error("--no-keep-host-memory: with --processes each side has its own allocator setting (--sides ours_glibc)")
-    if "ours_glibc" in (a.sides or []) and not a.processes:
-        p.error("--sides ours_glibc needs --processes: the allocator setting is per process")
+    try:
+        compare_sides(a.sides, a.processes)
+    except ValueError as exc:
+        p.error(str(exc))
     if a.pipeline:
         return run_pipeline(a)
     if a.methods is None:
