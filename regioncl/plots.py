@@ -90,6 +90,34 @@ def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     return fig
 
 
+def plot_pair(runs: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLike, title: str | None = None,
+              references: dict[str, float] | None = None) -> Any:
+    """kNN top-1 per epoch of two (or more) configurations, each seed a thin line and the mean
+    over seeds a thick one in the same colour; ``references`` as dashed lines. Saved as a PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for colour, (name, run_dirs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
+        curves = [dict(zip(*_series(read_metrics(run), "knn_top1", x="epoch"))) for run in run_dirs]
+        for curve in curves:
+            ax.plot(list(curve), [100 * v for v in curve.values()], color=colour, alpha=0.35, linewidth=1)
+        # The mean over the seeds at the epochs every seed evaluated.
+        epochs = sorted(set.intersection(*(set(c) for c in curves)))
+        mean = [100 * sum(c[e] for c in curves) / len(curves) for e in epochs]
+        ax.plot(epochs, mean, color=colour, marker="o", linewidth=2, label=f"{name} ({len(curves)} seeds)")
+    for name, value in (references or {}).items():
+        ax.axhline(100 * value, linestyle="--", color="grey", linewidth=1)
+        ax.annotate(name, (0, 100 * value), textcoords="offset points", xytext=(2, -10), fontsize=8, color="grey")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN top-1 (%)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return fig
+
+
 def plot_composites(swap: SwapResult, stride: int, out: str | os.PathLike, max_images: int = 8) -> Any:
     """The first composites of a batch with the pasted box outlined and π(i) in the title."""
     plt = _pyplot()

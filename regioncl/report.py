@@ -1,13 +1,15 @@
-"""A results table across pretraining runs (seeds of one recipe averaged), as Markdown.
+"""Results of pretraining runs: one summary per run, then the arithmetic of a study's tables.
 
 A run folder is summarised from its ``metrics.jsonl`` (kNN per epoch, throughput), its
 ``config.json`` and, when present, the ``linear.json`` a linear probe left there. Runs named
-``NAME_s<seed>`` are grouped by ``NAME``.
+``NAME_s<seed>`` are grouped by ``NAME`` (a configuration); configurations are compared in pairs,
+as the difference of their seed means and its standard error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import statistics
@@ -15,6 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .plots import read_metrics
+
+#: the metrics compared between the configurations of a pair, as summarize_run names them.
+PAIR_METRICS = ("knn_final", "knn_best", "linear_top1", "linear_top5")
 
 
 def run_group(run_dir: str | os.PathLike) -> str:
@@ -44,35 +49,77 @@ def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def _mean_sd(values: Sequence[float | None], scale: float = 100.0) -> str:
-    values = [scale * v for v in values if v is not None]
+def _values(rows: list[dict[str, Any]], name: str, metric: str) -> list[float]:
+    return [r[metric] for r in rows if r["group"] == name and r.get(metric) is not None]
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None, int]:
+    """Mean, sample standard deviation (None below two values) and count."""
     if not values:
+        return None, None, 0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None, len(values)
+
+
+def configuration_summary(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """Mean, s.d. and count of every compared metric (and the pretraining minutes) over a configuration's seeds."""
+    mine = [r for r in rows if r["group"] == name]
+    out: dict[str, Any] = {"name": name, "method": mine[0]["method"], "epochs": mine[0]["epochs"],
+                           "seeds": [r["seed"] for r in mine]}
+    for metric in (*PAIR_METRICS, "train_minutes"):
+        mean, sd, n = mean_sd(_values(rows, name, metric))
+        out[metric] = {"mean": mean, "sd": sd, "n": n}
+    return out
+
+
+def pair_difference(rows: list[dict[str, Any]], a: str, b: str, metric: str) -> dict[str, Any] | None:
+    """``a − b`` on ``metric``: the difference of the seed means and its standard error
+    √(s_a²/n_a + s_b²/n_b) (the two configurations' seeds taken as independent samples);
+    ``resolved_at`` is |difference| / SE. None when a side has no value; the SE is None
+    while a side has fewer than two seeds."""
+    (ma, sa, na), (mb, sb, nb) = mean_sd(_values(rows, a, metric)), mean_sd(_values(rows, b, metric))
+    if ma is None or mb is None:
+        return None
+    diff = ma - mb
+    se = math.sqrt(sa**2 / na + sb**2 / nb) if sa is not None and sb is not None else None
+    if se is None:
+        resolved = None
+    elif se > 0:
+        resolved = abs(diff) / se
+    else:
+        resolved = math.inf if diff else 0.0
+    return {"diff": diff, "se": se, "resolved_at": resolved, "n": [na, nb]}
+
+
+def pair_summary(rows: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
+    return {"pair": [a, b], **{m: pair_difference(rows, a, b, m) for m in PAIR_METRICS}}
+
+
+def _pct(stat: dict[str, Any], scale: float = 100.0) -> str:
+    if stat["mean"] is None:
         return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    if stat["sd"] is None:
+        return f"{scale * stat['mean']:.2f}"
+    return f"{scale * stat['mean']:.2f} ± {scale * stat['sd']:.2f}"
 
 
-def markdown_table(run_dirs: Sequence[str | os.PathLike]) -> str:
-    """One row per recipe (mean ± sample s.d. over its seeds), then one row per run."""
-    rows = [summarize_run(r) for r in run_dirs]
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["group"], []).append(row)
-    head = ("| runs | method | epochs | seeds | kNN top-1 (%) final | kNN best | linear top-1 | linear top-5 "
-            "| img/s | pretrain min |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    for name, rs in groups.items():
-        lines.append(
-            f"| {name} | {rs[0]['method']} | {rs[0]['epochs']} | {', '.join(str(r['seed']) for r in rs)} "
-            f"| {_mean_sd([r['knn_final'] for r in rs])} | {_mean_sd([r['knn_best'] for r in rs])} "
-            f"| {_mean_sd([r['linear_top1'] for r in rs])} | {_mean_sd([r['linear_top5'] for r in rs])} "
-            f"| {_mean_sd([r['images_per_s'] for r in rs], 1.0)} | {_mean_sd([r['train_minutes'] for r in rs], 1.0)} |"
-        )
-    per_run = "\n".join(
-        f"| {r['run']} | {r['method']} | {r['epochs']} | {r['seed']} | {_mean_sd([r['knn_final']])} "
-        f"| {_mean_sd([r['knn_best']])} | {_mean_sd([r['linear_top1']])} | {_mean_sd([r['linear_top5']])} "
-        f"| {_mean_sd([r['images_per_s']], 1.0)} | {_mean_sd([r['train_minutes']], 1.0)} |"
-        for r in rows
-    )
-    return head + "\n".join(lines) + "\n\n" + head + per_run + "\n"
+def _diff(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "–"
+    if d["se"] is None:
+        return f"{100 * d['diff']:+.2f}"
+    return f"{100 * d['diff']:+.2f} ± {100 * d['se']:.2f}"
+
+
+def study_markdown(configs: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
+    """The per-configuration table (mean ± s.d. over seeds) and the per-pair table (difference ± SE), in points."""
+    lines = ["| configuration | method | epochs | seeds | kNN top-1 final (%) | kNN best | linear top-1 | linear top-5 | pretrain min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in configs:
+        lines.append(f"| {c['name']} | {c['method']} | {c['epochs']} | {', '.join(map(str, c['seeds']))} "
+                     f"| {_pct(c['knn_final'])} | {_pct(c['knn_best'])} | {_pct(c['linear_top1'])} "
+                     f"| {_pct(c['linear_top5'])} | {_pct(c['train_minutes'], 1.0)} |")
+    if pairs:
+        lines += ["", "| pair (A − B, points ± SE) | kNN final | kNN best | linear top-1 | linear top-5 |", "|---|---|---|---|---|"]
+        for p in pairs:
+            lines.append(f"| {p['pair'][0]} − {p['pair'][1]} | " + " | ".join(_diff(p[m]) for m in PAIR_METRICS) + " |")
+    return "\n".join(lines) + "\n"

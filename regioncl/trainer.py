@@ -436,8 +436,10 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
                 if cfg.knn_every and self.state.epoch % cfg.knn_every == 0 and self.state.step < self.total_steps:
+                    evaluating = time.perf_counter()
                     self._knn_record(f"after epoch {self.state.epoch}")
                     self.model.train()
+                    window.start += time.perf_counter() - evaluating  # images/s counts training time only
         bar.close()
         self._check_bad(self.state.bad_images, self.state.images_read, final=True)
         self.save()

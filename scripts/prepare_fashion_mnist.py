@@ -5,7 +5,12 @@
     python scripts/prepare_fashion_mnist.py data/fashion-mnist
     python scripts/pretrain.py --config fmnist_regioncl_m --seed 0
 
-Reads /usr/share/datasets/fashion-mnist/*-idx?-ubyte.gz (or --source DIR).
+Reads /usr/share/datasets/fashion-mnist/*-idx?-ubyte.gz (or --source DIR). Two derived sets, both
+carved from the *training* images only (the official test split stays for final numbers):
+
+    --holdout 5000   also writes holdout5000/train (55,000) and holdout5000/val (5,000, class-stratified):
+                     choose hyperparameters there, never on test/
+    --subset 5000    also writes subset5000/train: a class-balanced random 5,000 of train/
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from regioncl.data.idx import read_idx  # noqa: E402
@@ -24,11 +30,38 @@ CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
 SPLITS = {"train": "train", "test": "t10k"}
 
 
+def stratified_pick(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` items, the same share of every class (±1), drawn with ``seed``; sorted."""
+    if not 0 < n < len(labels):
+        raise ValueError(f"cannot pick {n} of {len(labels)} images")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = [np.flatnonzero(labels == c) for c in classes]
+    # Largest remainder: class shares proportional to the class sizes, summing to n exactly.
+    quota = np.array([len(ix) for ix in per_class]) * n / len(labels)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(take - quota)[: n - take.sum()]] += 1
+    return np.sort(np.concatenate([rng.choice(ix, k, replace=False) for ix, k in zip(per_class, take)]))
+
+
+def write_folder(out: Path, images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
+    """One PNG per image, named by its index in the official split, under ``out/CLASS/``."""
+    for name in CLASSES:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        Image.fromarray(images[i], mode="L").save(out / CLASSES[int(labels[i])] / f"{i:05d}.png")
+    print(f"{len(indices)} images → {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path)
     p.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    p.add_argument("--holdout", type=int, help="carve this many training images into holdoutN/val (the rest: holdoutN/train)")
+    p.add_argument("--subset", type=int, help="write a class-balanced subset of this many training images to subsetN/train")
+    p.add_argument("--seed", type=int, default=0, help="seed of the holdout and subset draws")
     a = p.parse_args(argv)
+    data = {}
     for split, prefix in SPLITS.items():
         files = [a.source / f"{prefix}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
         missing = [str(f) for f in files if not f.is_file()]
@@ -37,11 +70,19 @@ def main(argv: list[str] | None = None) -> None:
         images, labels = (read_idx(f) for f in files)
         if len(images) != len(labels):
             p.error(f"{split}: {len(images)} images but {len(labels)} labels")
-        for name in CLASSES:
-            (a.out / split / name).mkdir(parents=True, exist_ok=True)
-        for i, (img, label) in enumerate(zip(images, labels)):
-            Image.fromarray(img, mode="L").save(a.out / split / CLASSES[int(label)] / f"{i:05d}.png")
-        print(f"{split}: {len(images)} images → {a.out / split}")
+        data[split] = images, labels
+        if not (a.out / split).is_dir():
+            write_folder(a.out / split, images, labels, np.arange(len(images)))
+    images, labels = data["train"]
+    for n in (a.holdout, a.subset):
+        if n is not None and not 0 < n < len(labels):
+            p.error(f"--holdout and --subset must be between 1 and {len(labels) - 1}, got {n}")
+    if a.holdout and not (a.out / f"holdout{a.holdout}").is_dir():
+        val = stratified_pick(labels, a.holdout, a.seed)
+        write_folder(a.out / f"holdout{a.holdout}" / "val", images, labels, val)
+        write_folder(a.out / f"holdout{a.holdout}" / "train", images, labels, np.setdiff1d(np.arange(len(labels)), val))
+    if a.subset and not (a.out / f"subset{a.subset}").is_dir():
+        write_folder(a.out / f"subset{a.subset}" / "train", images, labels, stratified_pick(labels, a.subset, a.seed))
 
 
 if __name__ == "__main__":

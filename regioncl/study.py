@@ -1,0 +1,424 @@
+"""Studies: a set of pretraining runs, their evaluations and their comparison, described as data.
+
+A study is a YAML file (``studies/fmnist.yaml``)::
+
+    name: fmnist
+    out: runs/studies/fmnist            # one folder per run: OUT/NAME_s<seed>
+    results: docs/fmnist                # results.json, summary.md and the plots are copied here too
+    prepare:                            # commands run, in order, when what they create is missing
+      - {creates: data/fashion-mnist/test, run: [python, scripts/prepare_fashion_mnist.py, data/fashion-mnist]}
+    seeds: [0, 1]
+    options: {data: data/fashion-mnist/train}      # pretraining fields for every run
+    knn: {every: 1, train_data: ..., val_data: ...} # the kNN monitor: knn_* fields of every run
+    probe: {train_data: ..., val_data: ..., standardize: true, lr: 0.1}   # scripts/linear_probe.py options
+    runs:
+      - {name: mocov2, recipe: fmnist_mocov2}
+      - {name: regioncl_m, recipe: fmnist_regioncl_m}
+      - {name: random_init, recipe: fmnist_mocov2, options: {max_steps: 0}, seeds: [0], reference: true}
+    pairs: [[regioncl_m, mocov2]]       # RegionCL-X − X: the difference and its standard error, one plot each
+    extra_seeds: {max: 3, within: 2.0}  # a pair whose difference is within 2 SE gets one more seed each, up to 3
+
+A run's pretraining options are its recipe's, then the study's ``options`` and ``knn``, then its
+own ``options``, then the command line's ``--set`` (say ``--set image_size=64`` on a GPU, with
+another ``--out``). They are written to ``RUN/recipe.yaml`` and the run trains from that file, so a
+folder always shows what made it; a finished run whose options no longer match the study is
+refused rather than silently mixed into the table. The probe runs at the run's image size.
+
+The runner is idempotent: a finished run (``encoder.safetensors`` and ``result.json``) is skipped,
+a run with a checkpoint is resumed from it, a finished run without ``linear.json`` gets only its
+probe. Every command it starts is printed first (``==`` lines), and each run records the commit of
+the code that trained and probed it (``RUN/study_run.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .config import PretrainConfig, check_keys, load_recipe
+from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
+
+#: the repository's root: the scripts the runner starts live in ROOT/scripts.
+ROOT = Path(__file__).resolve().parent.parent
+_STUDY_KEYS = {"name", "out", "results", "prepare", "seeds", "options", "knn", "probe", "runs", "pairs",
+               "extra_seeds", "launcher"}
+_RUN_KEYS = {"name", "recipe", "options", "seeds", "reference", "probe"}
+
+
+@dataclass
+class RunSpec:
+    """One configuration of a study, trained once per seed.
+
+    Attributes:
+        name: the configuration's name; run folders are ``NAME_s<seed>``.
+        options: the full pretraining recipe (every source merged), as written to ``recipe.yaml``.
+        seeds: the seeds it runs with before any extra seed.
+        reference: a reference line (the random-init encoder, say), in the table but in no pair.
+        probe: whether the linear probe runs on it.
+    """
+
+    name: str
+    options: dict[str, Any]
+    seeds: list[int]
+    reference: bool = False
+    probe: bool = True
+
+
+@dataclass
+class Study:
+    """A parsed study file; see the module docstring for its fields."""
+
+    name: str
+    out: Path
+    runs: list[RunSpec]
+    probe: dict[str, Any] = field(default_factory=dict)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    prepare: list[dict[str, Any]] = field(default_factory=list)
+    extra_seeds: dict[str, Any] | None = None
+    results: Path | None = None
+    launcher: list[str] = field(default_factory=lambda: [sys.executable])
+
+    def spec(self, name: str) -> RunSpec:
+        return next(r for r in self.runs if r.name == name)
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.out / f"{name}_s{seed}"
+
+
+def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
+    """``["image_size=64", "region_cells=[1, 2]"]`` → ``{"image_size": 64, "region_cells": [1, 2]}`` (values read as YAML)."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} expects KEY=VALUE, got {item!r}")
+        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return values
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+               probe_overrides: dict[str, Any] | None = None, out: str | os.PathLike | None = None) -> Study:
+    """Read and check a study file; every error names the study, the run and the key.
+
+    Args:
+        path: the YAML file.
+        overrides: pretraining fields set on every run, last (``--set``).
+        probe_overrides: probe options set on every probe, last (``--probe-set``).
+        out: another output folder than the file's ``out`` (a study at another scale).
+    """
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"study {path} must be a mapping")
+    unknown = sorted(set(raw) - _STUDY_KEYS)
+    if unknown:
+        raise ValueError(f"study {path}: unknown key(s) {unknown}; known: {sorted(_STUDY_KEYS)}")
+    where = f"study {path}"
+    common = _mapping(raw.get("options"), f"{where}: options")
+    common.update({f"knn_{k}": v for k, v in _mapping(raw.get("knn"), f"{where}: knn").items()})
+    overrides = dict(overrides or {})
+    check_keys(common, f"{where}: options/knn")
+    check_keys(overrides, "--set")
+    default_seeds = [int(s) for s in raw.get("seeds", [0])]
+    runs: list[RunSpec] = []
+    for i, entry in enumerate(raw.get("runs") or []):
+        entry = _mapping(entry, f"{where}: runs[{i}]")
+        name = entry.get("name")
+        if not name or not isinstance(name, str):
+            raise ValueError(f"{where}: runs[{i}] has no name")
+        bad = sorted(set(entry) - _RUN_KEYS)
+        if bad:
+            raise ValueError(f"{where}: run {name!r}: unknown key(s) {bad}; known: {sorted(_RUN_KEYS)}")
+        if any(r.name == name for r in runs):
+            raise ValueError(f"{where}: two runs are named {name!r}")
+        own = _mapping(entry.get("options"), f"{where}: run {name!r}: options")
+        check_keys(own, f"{where}: run {name!r}: options")
+        options = load_recipe(entry["recipe"]) if entry.get("recipe") else {}
+        options.update(common)
+        options.update(own)
+        options.update(overrides)
+        for run_only in ("output_dir", "seed", "resume"):  # the runner sets these per run
+            options.pop(run_only, None)
+        if "method" not in options:
+            raise ValueError(f"{where}: run {name!r} has neither a recipe nor a method")
+        PretrainConfig(**options).validate()  # a bad value stops the study before any run starts
+        seeds = [int(s) for s in entry.get("seeds", default_seeds)]
+        runs.append(RunSpec(name, options, seeds, bool(entry.get("reference", False)), bool(entry.get("probe", True))))
+    if not runs:
+        raise ValueError(f"{where} lists no runs")
+    names = {r.name for r in runs}
+    pairs = []
+    for pair in raw.get("pairs") or []:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise ValueError(f"{where}: a pair is [REGIONCL_RUN, BASE_RUN], got {pair!r}")
+        missing = [n for n in pair if n not in names]
+        if missing:
+            raise ValueError(f"{where}: pair {pair} names no run {missing}; runs: {sorted(names)}")
+        pairs.append((pair[0], pair[1]))
+    extra = raw.get("extra_seeds")
+    if extra is not None:
+        extra = {"max": 3, "within": 2.0, "metrics": ["knn_final", "linear_top1"], **_mapping(extra, f"{where}: extra_seeds")}
+        bad = sorted(set(extra["metrics"]) - set(PAIR_METRICS))
+        if bad:
+            raise ValueError(f"{where}: extra_seeds metrics {bad} unknown; known: {list(PAIR_METRICS)}")
+    probe = {**_mapping(raw.get("probe"), f"{where}: probe"), **(probe_overrides or {})}
+    prepare = [_mapping(p, f"{where}: prepare[{i}]") for i, p in enumerate(raw.get("prepare") or [])]
+    for i, step in enumerate(prepare):
+        if not step.get("creates") or not step.get("run"):
+            raise ValueError(f"{where}: prepare[{i}] needs `creates` (a path) and `run` (a command)")
+    launcher = raw.get("launcher")
+    return Study(
+        name=str(raw.get("name", path.stem)),
+        out=Path(out if out is not None else raw.get("out", f"runs/studies/{path.stem}")),
+        runs=runs, probe=probe, pairs=pairs, prepare=prepare, extra_seeds=extra,
+        results=Path(raw["results"]) if raw.get("results") and out is None else None,
+        launcher=shlex.split(launcher) if isinstance(launcher, str) else list(launcher or [sys.executable]),
+    )
+
+
+def option_flags(options: dict[str, Any]) -> list[str]:
+    """``{"no_augment": True, "lr": 0.1, "milestones": [6, 8]}`` → command-line flags of a script."""
+    flags: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            flags += [flag, json.dumps(value)]
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def code_commit() -> str | None:
+    """The commit of the code the runner starts (``+dirty`` when it has uncommitted changes), or None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "regioncl", "scripts"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def run_finished(run: Path) -> bool:
+    """A run is finished when its encoder and its result are written (both come after the last step)."""
+    return (run / "encoder.safetensors").is_file() and (run / "result.json").is_file()
+
+
+def has_checkpoint(run: Path) -> bool:
+    return any((run / "checkpoints").glob("step_*")) if (run / "checkpoints").is_dir() else False
+
+
+class StudyError(ValueError):
+    """A study that cannot run as asked (its file, or run folders made otherwise): a message, not a trace."""
+
+
+class StudyRunner:
+    """Runs a :class:`Study`: prepare, pretrain, probe, extra seeds, then table, JSON and plots.
+
+    Args:
+        study: what to run.
+        dry_run: print what would run, start nothing.
+        echo: where the ``==`` lines go (stdout by default).
+    """
+
+    def __init__(self, study: Study, dry_run: bool = False, echo: Any = None) -> None:
+        self.study = study
+        self.dry_run = dry_run
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.commit = code_commit()
+        self._extra: dict[str, set[int]] = {}  # seeds the pairs earned (extra_seeds), by configuration
+
+    # ---------------------------------------------------------------- one run
+    def _record(self, run: Path, stage: str, seed: int, spec: RunSpec) -> None:
+        """Append the commit that is about to work on ``run`` to its ``study_run.json``."""
+        path = run / "study_run.json"
+        info = json.loads(path.read_text()) if path.is_file() else {"study": self.study.name, "name": spec.name, "seed": seed}
+        info.setdefault("commits", []).append({"stage": stage, "commit": self.commit})
+        path.write_text(json.dumps(info, indent=1))
+
+    def _check_options(self, run: Path, spec: RunSpec) -> None:
+        """Refuse a run folder made with other options than the study now gives."""
+        path = run / "recipe.yaml"
+        if path.is_file():
+            before = yaml.safe_load(path.read_text())
+            if before != spec.options:
+                changed = sorted(k for k in set(before) | set(spec.options) if before.get(k) != spec.options.get(k))
+                detail = ", ".join(f"{k}: {before.get(k, '(unset)')!r} → {spec.options.get(k, '(unset)')!r}"
+                                   for k in changed)
+                raise StudyError(
+                    f"{run} was made with other options than the study now gives ({detail}); give the study "
+                    "another --out, or remove the folder to run it again"
+                )
+
+    def _call(self, command: list[str], stdout_to: Path | None = None) -> None:
+        self.echo("== " + shlex.join(command) + (f" > {stdout_to}" if stdout_to else ""))
+        if self.dry_run:
+            return
+        tmp = stdout_to.with_name(stdout_to.name + ".tmp") if stdout_to else None
+        with open(tmp, "w") if tmp else open(os.devnull, "w") as out:
+            proc = subprocess.run(command, stdout=out if tmp else None)
+        if proc.returncode:
+            raise StudyError(f"exit status {proc.returncode} from: {shlex.join(command)}")
+        if tmp:
+            os.replace(tmp, stdout_to)
+
+    def pretrain(self, spec: RunSpec, seed: int) -> bool:
+        """Train (or resume, or skip) one run; True when it started a process."""
+        run = self.study.run_dir(spec.name, seed)
+        self._check_options(run, spec)
+        if run_finished(run):
+            return False
+        command = [*self.study.launcher, str(ROOT / "scripts" / "pretrain.py"), "--config", str(run / "recipe.yaml"),
+                   "--seed", str(seed), "--output-dir", str(run)]
+        if has_checkpoint(run):
+            command += ["--resume", "latest"]
+        if not self.dry_run:
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "recipe.yaml").write_text(yaml.safe_dump(spec.options, sort_keys=True))
+            self._record(run, "pretrain", seed, spec)
+        self.echo(f"== pretrain {spec.name} seed {seed} → {run}" + (" (resumed)" if has_checkpoint(run) else ""))
+        self._call(command, stdout_to=run / "result.json")
+        return True
+
+    def probe(self, spec: RunSpec, seed: int) -> bool:
+        """The linear probe of a finished run, unless it has one; True when it started a process."""
+        run = self.study.run_dir(spec.name, seed)
+        if not spec.probe or (run / "linear.json").is_file() or not (self.dry_run or run_finished(run)):
+            return False
+        options = {"image_size": spec.options.get("image_size", PretrainConfig.image_size), "seed": seed, **self.study.probe}
+        command = [*self.study.launcher, str(ROOT / "scripts" / "linear_probe.py"), str(run), *option_flags(options)]
+        if not self.dry_run:
+            self._record(run, "probe", seed, spec)
+        self.echo(f"== linear probe {spec.name} seed {seed}")
+        self._call(command, stdout_to=run / "linear.json")
+        return True
+
+    # ---------------------------------------------------------------- the study
+    def prepare(self) -> None:
+        for step in self.study.prepare:
+            if not Path(step["creates"]).exists():
+                command = shlex.split(step["run"]) if isinstance(step["run"], str) else [str(c) for c in step["run"]]
+                if command and command[0] in ("python", "python3"):
+                    command[0] = sys.executable  # the interpreter the runner runs under (the venv's)
+                self._call(command)
+
+    def seeds(self, spec: RunSpec) -> list[int]:
+        """The seeds of a configuration: its own, plus those its pairs earned (see :meth:`extra_seeds`)."""
+        return sorted(set(spec.seeds) | self._extra.get(spec.name, set()))
+
+    def finished_runs(self) -> list[Path]:
+        """Every finished run folder of the study's configurations, extra seeds included, in study order."""
+        found = []
+        for spec in self.study.runs:
+            seeds = {int(p.name[len(spec.name) + 2:]) for p in self.study.out.glob(f"{spec.name}_s*")
+                     if p.name[len(spec.name) + 2:].isdigit()}
+            found += [self.study.run_dir(spec.name, s) for s in sorted(seeds) if run_finished(self.study.run_dir(spec.name, s))]
+        return found
+
+    def extra_seeds(self) -> dict[str, set[int]]:
+        """Seeds to add: both sides of a pair whose difference is within ``within`` standard errors
+        on any of the chosen metrics get their next seed, until ``max`` seeds."""
+        rule = self.study.extra_seeds
+        if not rule:
+            return {}
+        summaries = [summarize_run(r) for r in self.finished_runs()]
+        wanted: dict[str, set[int]] = {}
+        for a, b in self.study.pairs:
+            seeds_a, seeds_b = self.seeds(self.study.spec(a)), self.seeds(self.study.spec(b))
+            if min(len(seeds_a), len(seeds_b)) >= rule["max"]:
+                continue
+            if not all(run_finished(self.study.run_dir(n, s)) for n, ss in ((a, seeds_a), (b, seeds_b)) for s in ss):
+                continue  # decide on complete evidence only
+            diffs = [pair_difference(summaries, a, b, m) for m in rule["metrics"]]
+            if any(d is not None and d["resolved_at"] is not None and d["resolved_at"] < rule["within"] for d in diffs):
+                nxt = max(seeds_a + seeds_b) + 1
+                wanted.setdefault(a, set()).add(nxt)
+                wanted.setdefault(b, set()).add(nxt)
+        return wanted
+
+    def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
+        """Everything the study still needs, then the summary; returns it."""
+        self.prepare()
+        specs = [s for s in self.study.runs if only is None or s.name in only]
+        while True:
+            # Seed by seed, so that a study stopped half way has every configuration at its first seeds.
+            for seed in sorted({seed for spec in specs for seed in self.seeds(spec)}):
+                for spec in specs:
+                    if seed in self.seeds(spec):
+                        self.pretrain(spec, seed)
+                        self.probe(spec, seed)
+            more = {} if self.dry_run else self.extra_seeds()
+            grown = {n: s - self._extra.get(n, set()) for n, s in more.items()}
+            if not any(grown.values()):
+                break
+            for name, seeds in grown.items():
+                self.echo(f"== {name}: the pair is not resolved yet; seeds {sorted(seeds)} added")
+                self._extra.setdefault(name, set()).update(seeds)
+        return self.summarize()
+
+    def summarize(self) -> dict[str, Any]:
+        """results.json, summary.md and one kNN-per-epoch plot per pair, in OUT (and in ``results``)."""
+        if self.dry_run:
+            return {}
+        runs = self.finished_runs()
+        rows = [summarize_run(r) for r in runs]
+        for row, run in zip(rows, runs):
+            info_path = run / "study_run.json"
+            row["commits"] = sorted({c["commit"] for c in json.loads(info_path.read_text()).get("commits", [])
+                                     if c["commit"]}) if info_path.is_file() else []
+        configs = [configuration_summary(rows, s.name) for s in self.study.runs if any(r["group"] == s.name for r in rows)]
+        pairs = [pair_summary(rows, a, b) for a, b in self.study.pairs]
+        result = {"study": self.study.name, "runs": rows, "configurations": configs, "pairs": pairs}
+        self.study.out.mkdir(parents=True, exist_ok=True)
+        (self.study.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+        (self.study.out / "summary.md").write_text(study_markdown(configs, pairs))
+        plots = self._plots(rows)
+        if self.study.results is not None:
+            self.study.results.mkdir(parents=True, exist_ok=True)
+            for path in [self.study.out / "results.json", self.study.out / "summary.md", *plots]:
+                shutil.copyfile(path, self.study.results / path.name)
+        self.echo((self.study.out / "summary.md").read_text())
+        return result
+
+    def _plots(self, rows: list[dict[str, Any]]) -> list[Path]:
+        try:
+            from .plots import plot_pair
+        except ImportError:  # matplotlib is optional
+            return []
+        written = []
+        refs = {r["run"]: r["knn_final"] for r in rows
+                if self.study.spec(r["group"]).reference and r["knn_final"] is not None}
+        for a, b in self.study.pairs:
+            runs = {name: [self.study.run_dir(name, r["seed"]) for r in rows if r["group"] == name] for name in (a, b)}
+            if not all(runs.values()):
+                continue
+            path = self.study.out / f"knn_{a}_vs_{b}.png"
+            try:
+                plot_pair(runs, path, title=f"{self.study.name}: {a} vs {b}", references=refs)
+            except ImportError:
+                return written
+            written.append(path)
+        return written
