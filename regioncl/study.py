@@ -359,13 +359,16 @@ class StudyRunner:
                 wanted.setdefault(b, set()).add(nxt)
         return wanted
 
-    def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
-        """Everything the study still needs, then the summary; returns it."""
+    def run(self, only: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+        """Everything the study still needs (of the configurations ``only`` and the ``seeds``
+        given, if given), then the summary; returns it."""
         self.prepare()
         specs = [s for s in self.study.runs if only is None or s.name in only]
         while True:
             # Seed by seed, so that a study stopped half way has every configuration at its first seeds.
             for seed in sorted({seed for spec in specs for seed in self.seeds(spec)}):
+                if seeds is not None and seed not in seeds:
+                    continue
                 for spec in specs:
                     if seed in self.seeds(spec):
                         self.pretrain(spec, seed)

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", help="another output folder (required with --set, so runs of two scales never mix)")
     p.add_argument("--launcher", help='how to start the scripts, e.g. "accelerate launch --num_processes 8"')
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these configurations (the summary covers all)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds (the summary covers all)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--summarize", action="store_true", help="only write the table, the JSON and the plots")
     a = p.parse_args(argv)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
         if unknown:
             p.error(f"--only: no run named {unknown}; runs: {[r.name for r in study.runs]}")
     try:
-        return runner.summarize() if a.summarize else runner.run(a.only)
+        return runner.summarize() if a.summarize else runner.run(a.only, a.seeds)
     except StudyError as e:
         sys.exit(f"study.py: error: {e}")
 
