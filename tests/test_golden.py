@@ -1,0 +1,95 @@
+"""Golden runs: every method, a fixed seed, a few steps on the sample set, compared with recorded numbers.
+
+A refactor must change nothing: the per-step losses and the final encoder weights of each method
+are recorded in ``tests/golden.json`` and every run of the suite compares against them, within a
+tight tolerance (another CPU's kernels round differently). On the machine that recorded them the
+weights are equal bit for bit; check that by hand before and after a refactor:
+
+    python tests/test_golden.py --check      # exact comparison, method by method
+    python tests/test_golden.py --record     # re-record (only for an intended numerical change; say why)
+
+Every setting that shapes the run is stated here, so a change of the library's defaults does not
+change these runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+GOLDEN = Path(__file__).with_name("golden.json")
+METHOD_NAMES = ["mocov2", "regioncl_m", "regioncl_m_noswap", "densecl", "regioncl_d", "simsiam", "regioncl_s"]
+STEPS = 3
+SETTINGS = dict(
+    backbone="resnet10t", backbone_args={"output_stride": 8}, data="sample", image_size=32, batch_size=8,
+    epochs=1, max_steps=STEPS, lr=0.05, warmup_epochs=0, sgd_momentum=0.9, weight_decay=1e-4,
+    queue_size=32, temperature=0.2, key_momentum=0.99, proj_hidden_dim=32, proj_dim=16, pred_dim=8,
+    dense_weight=0.5, fix_pred_lr=True, bn_groups=2, region_cells=None, pairing="derangement", region_weight=None,
+    channels_last=True, num_workers=0, seed=0, knn=False, log_every=1, checkpoint_every=100,
+)
+
+
+def golden_run(method: str, out: Path) -> dict:
+    """Train ``method`` for STEPS steps; its per-step losses and a digest of the final encoder."""
+    from safetensors.torch import load_file
+
+    from regioncl.config import make_config
+    from regioncl.trainer import Trainer
+
+    torch.set_num_threads(2)
+    Trainer(make_config(overrides={**SETTINGS, "method": method, "output_dir": str(out)})).train()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = {str(r["step"]): {k: v for k, v in sorted(r.items()) if k.startswith("loss") or k == "z_std"}
+              for r in records if "loss" in r}
+    weights = load_file(str(out / "encoder.safetensors"))
+    sha, norm, projection = hashlib.sha256(), 0.0, 0.0
+    for name in sorted(weights):
+        t = weights[name].double().flatten()
+        sha.update(name.encode())
+        sha.update(weights[name].contiguous().numpy().tobytes())
+        norm += float((t * t).sum())
+        # A fixed random projection per tensor: catches weights that moved between tensors or within one.
+        r = torch.randn(t.numel(), generator=torch.Generator().manual_seed(len(name) * 7919 + t.numel()), dtype=torch.float64)
+        projection += float((t * r).sum())
+    return {"losses": losses, "weight_norm": norm ** 0.5, "weight_projection": projection, "sha256": sha.hexdigest()}
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_golden_run_is_unchanged(tmp_path, method):
+    expected = json.loads(GOLDEN.read_text())[method]
+    got = golden_run(method, tmp_path / method)
+    assert list(got["losses"]) == list(expected["losses"])
+    for step, values in expected["losses"].items():
+        assert got["losses"][step].keys() == values.keys()
+        for key, value in values.items():
+            assert got["losses"][step][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (step, key)
+    assert got["weight_norm"] == pytest.approx(expected["weight_norm"], rel=1e-5)
+    assert got["weight_projection"] == pytest.approx(expected["weight_projection"], rel=1e-4, abs=1e-3)
+
+
+def main(argv: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        got = {m: golden_run(m, Path(tmp) / m) for m in METHOD_NAMES}
+    if "--record" in argv:
+        GOLDEN.write_text(json.dumps(got, indent=1) + "\n")
+        print(f"recorded {GOLDEN}")
+        return
+    expected = json.loads(GOLDEN.read_text())
+    for m in METHOD_NAMES:
+        same_losses = got[m]["losses"] == expected[m]["losses"]
+        same_weights = got[m]["sha256"] == expected[m]["sha256"]
+        print(f"{m:20s} losses {'identical' if same_losses else 'DIFFER'}, weights {'identical' if same_weights else 'DIFFER'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
