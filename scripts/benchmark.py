@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from regioncl.benchmark import (  # noqa: E402
+from benchmarks.steps import (
     SIDE_LABELS,
     SIDES,
     Setup,
@@ -35,10 +35,10 @@ from regioncl.benchmark import (  # noqa: E402
     format_table,
     matmul_flops_per_s,
 )
-from regioncl.compare_lightly import LIGHTLY_METHODS  # noqa: E402
-from regioncl.hostmem import keep_host_memory_for  # noqa: E402
+from benchmarks.against_lightly import LIGHTLY_METHODS  # noqa: E402
+from regioncl.train.hostmem import keep_host_memory_for  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
-from regioncl.pipeline_benchmark import format_pipeline_table, pipeline_benchmark, write_jpegs  # noqa: E402
+from benchmarks.pipeline import format_pipeline_table, pipeline_benchmark, write_jpegs  # noqa: E402
 
 
 def run_pipeline(a: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@
 
 ENCODER_PATH: encoder.safetensors / model.safetensors, a folder holding one, or a .pth/.pt/.bin
 state dict (read with weights_only=True). Then fine-tune with
-regioncl/transfer/configs/detectron2/mask_rcnn_R_50_FPN_2x_regioncl.yaml (MODEL.WEIGHTS).
+regioncl/export/configs/detectron2/mask_rcnn_R_50_FPN_2x_regioncl.yaml (MODEL.WEIGHTS).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.checkpoint import atomic_write  # noqa: E402
-from regioncl.cli import load_and_convert  # noqa: E402
-from regioncl.transfer import detectron2_checkpoint, timm_to_detectron2  # noqa: E402
+from regioncl.train.checkpoint import atomic_write  # noqa: E402
+from regioncl.eval.cli import load_and_convert  # noqa: E402
+from regioncl.export.transfer import detectron2_checkpoint, timm_to_detectron2  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@
 ENCODER_PATH: encoder.safetensors / model.safetensors, a folder holding one, or a .pth/.pt/.bin
 state dict (read with weights_only=True). The keys are written as ``backbone.<timm key>``; load
 them with ``init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=OUT)`` as the configs
-in regioncl/transfer/configs/mmdet and .../mmpose do.
+in regioncl/export/configs/mmdet and .../mmpose do.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from regioncl.checkpoint import atomic_write  # noqa: E402
-from regioncl.cli import load_and_convert  # noqa: E402
-from regioncl.transfer import timm_to_mmdet  # noqa: E402
+from regioncl.train.checkpoint import atomic_write  # noqa: E402
+from regioncl.eval.cli import load_and_convert  # noqa: E402
+from regioncl.export.transfer import timm_to_mmdet  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.hub import export  # noqa: E402
+from regioncl.export.hub import export  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.cli import run_labelled_evaluation  # noqa: E402
-from regioncl.finetune import FinetuneConfig, finetune, load_finetune_model  # noqa: E402
+from regioncl.eval.cli import run_labelled_evaluation  # noqa: E402
+from regioncl.eval.finetune import FinetuneConfig, finetune, load_finetune_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.cli import run_labelled_evaluation  # noqa: E402
-from regioncl.knn import load_eval_encoder  # noqa: E402
-from regioncl.linear import ProbeConfig, linear_probe  # noqa: E402
+from regioncl.eval.cli import run_labelled_evaluation  # noqa: E402
+from regioncl.eval.knn import load_eval_encoder  # noqa: E402
+from regioncl.eval.linear import ProbeConfig, linear_probe  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from regioncl.backbones import create_encoder  # noqa: E402
 from regioncl.data import build_source, eval_transform  # noqa: E402
-from regioncl.plots import plot_compare, plot_composites, plot_run  # noqa: E402
+from regioncl.study.plots import plot_compare, plot_composites, plot_run  # noqa: E402
 from regioncl.swapping import region_swap  # noqa: E402
 
 

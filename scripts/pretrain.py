@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
-from regioncl.config import add_config_arguments, make_config  # noqa: E402
-from regioncl.trainer import pretrain  # noqa: E402
+from regioncl.train.config import add_config_arguments, make_config  # noqa: E402
+from regioncl.train.trainer import pretrain  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.hub import load_zoo, prepare_release, push  # noqa: E402
+from regioncl.export.hub import load_zoo, prepare_release, push  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         entry = {"method": a.method}
     entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", a.metrics)) if v})
     if "backbone" not in entry:
-        from regioncl.hub import find_checkpoint_file
+        from regioncl.export.hub import find_checkpoint_file
 
         entry["backbone"] = find_checkpoint_file(a.checkpoint)[1].get("backbone")
     out = Path(a.out or tempfile.mkdtemp(prefix="regioncl-release-"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
-from regioncl.study import StudyError, StudyRunner, load_study, parse_assignments  # noqa: E402
+from regioncl.study.runner import StudyError, StudyRunner, load_study, parse_assignments  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

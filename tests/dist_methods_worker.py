@@ -6,9 +6,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.config import make_config  # noqa: E402
+from regioncl.train.config import make_config  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
-from regioncl.trainer import Trainer  # noqa: E402
+from regioncl.train.trainer import Trainer  # noqa: E402
 
 out = Path(sys.argv[1])
 results = {}

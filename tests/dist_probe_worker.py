@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from regioncl.backbones import create_encoder  # noqa: E402
 from regioncl.data import build_source  # noqa: E402
 from regioncl.distributed import make_accelerator  # noqa: E402
-from regioncl.linear import ProbeConfig, linear_probe  # noqa: E402
+from regioncl.eval.linear import ProbeConfig, linear_probe  # noqa: E402
 
 acc = make_accelerator()
 torch.manual_seed(0)

@@ -11,8 +11,8 @@ import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.config import make_config  # noqa: E402
-from regioncl.trainer import Trainer  # noqa: E402
+from regioncl.train.config import make_config  # noqa: E402
+from regioncl.train.trainer import Trainer  # noqa: E402
 
 datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0  # tiny local parquet files: no wait after reading
 

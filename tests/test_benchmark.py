@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from regioncl import build_method, create_encoder
-from regioncl.benchmark import Setup, compare_lightly, format_compare
-from regioncl.compare_lightly import LIGHTLY_METHODS, lightly_step
+from benchmarks.steps import Setup, compare_lightly, format_compare
+from benchmarks.against_lightly import LIGHTLY_METHODS, lightly_step
 
 
 def _needs_lightly():
@@ -135,7 +135,7 @@ def test_compare_lightly_in_processes_runs_every_side():
 
 
 def test_compare_layouts_times_both():
-    from regioncl.benchmark import compare_layouts
+    from benchmarks.steps import compare_layouts
 
     setup = Setup("resnet18", {"output_stride": 8}, image_size=32, batch_size=4, steps=1, warmup=0, queue_size=16)
     rows = compare_layouts(["mocov2"], setup)
@@ -148,7 +148,7 @@ def test_counted_flops_match_the_backbone_pass_units():
     input gradient move them, and the table reports them."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from regioncl.benchmark import FLOP_UNITS, benchmark, format_table
+    from benchmarks.steps import FLOP_UNITS, benchmark, format_table
 
     encoder = create_encoder("resnet18")
     with FlopCounterMode(display=False) as counter:

@@ -78,7 +78,7 @@ def test_two_process_knn_equals_one_process(tmp_path):
 
     from regioncl.backbones import create_encoder
     from regioncl.data import build_source, eval_transform
-    from regioncl.knn import knn_evaluate
+    from regioncl.eval.knn import knn_evaluate
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 21), ("val", 9)):

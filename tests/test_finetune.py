@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from regioncl.finetune import FinetuneConfig, finetune, load_finetune_model
+from regioncl.eval.finetune import FinetuneConfig, finetune, load_finetune_model
 
 from regioncl.data import build_source
 
@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    from regioncl.config import make_config
-    from regioncl.trainer import Trainer
+    from regioncl.train.config import make_config
+    from regioncl.train.trainer import Trainer
 
     Trainer(make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16,
                                        batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16, num_workers=0,
@@ -40,7 +40,7 @@ def test_finetune_trains_end_to_end(separable_folder, checkpoint, mix):
 
 
 def test_finetune_script_accepts_a_local_dir(tmp_path, checkpoint, separable_folder):
-    from regioncl.hub import export
+    from regioncl.export.hub import export
 
     export(checkpoint, tmp_path / "export")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune.py"), f"local-dir:{tmp_path / 'export'}",

@@ -43,8 +43,8 @@ def golden_run(method: str, out: Path) -> dict:
     """Train ``method`` for STEPS steps; its per-step losses and a digest of the final encoder."""
     from safetensors.torch import load_file
 
-    from regioncl.config import make_config
-    from regioncl.trainer import Trainer
+    from regioncl.train.config import make_config
+    from regioncl.train.trainer import Trainer
 
     torch.set_num_threads(2)
     Trainer(make_config(overrides={**SETTINGS, "method": method, "output_dir": str(out)})).train()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from regioncl import hostmem
-from regioncl.config import make_config
-from regioncl.trainer import Trainer
+from regioncl.train import hostmem
+from regioncl.train.config import make_config
+from regioncl.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
@@ -22,7 +22,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is
 # up to 32 MiB only (an older glibc).
 CYCLES = """
 import statistics, sys, torch
-from regioncl.hostmem import keep_freed_host_memory, minor_page_faults, release_freed_host_memory
+from regioncl.train.hostmem import keep_freed_host_memory, minor_page_faults, release_freed_host_memory
 limit = keep_freed_host_memory() if sys.argv[1] != "default" else 1 << 31
 big = 64 << 20 if limit >= 72 << 20 else 16 << 20
 def cycle():

@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from regioncl import build_method, create_encoder
-from regioncl.hub import encoder_state, export, load_zoo, push, render_card, strip_wrappers
+from regioncl.export.hub import encoder_state, export, load_zoo, push, render_card, strip_wrappers
 
 ROOT = Path(__file__).resolve().parent.parent
 

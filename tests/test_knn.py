@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from regioncl.knn import knn_predict, knn_top1
+from regioncl.eval.knn import knn_predict, knn_top1
 
 
 def clusters(n_per, classes, dim=16, noise=0.05, seed=0):
@@ -49,9 +49,9 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     import sys
     from pathlib import Path
 
-    from regioncl.config import make_config
-    from regioncl.hub import export
-    from regioncl.trainer import Trainer
+    from regioncl.train.config import make_config
+    from regioncl.export.hub import export
+    from regioncl.train.trainer import Trainer
 
     root = Path(__file__).resolve().parent.parent
     cfg = make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16, batch_size=8,
@@ -85,7 +85,7 @@ def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
 
     from regioncl.backbones import create_encoder
     from regioncl.data import build_source, eval_transform
-    from regioncl.knn import encode_source, knn_evaluate, topk_accuracy
+    from regioncl.eval.knn import encode_source, knn_evaluate, topk_accuracy
 
     dirty = separable_folder.parent / "dirty"
     shutil.copytree(separable_folder, dirty)
@@ -120,7 +120,7 @@ def test_an_all_bad_source_is_an_error(tmp_path):
 
     from regioncl.backbones import create_encoder
     from regioncl.data import build_source, eval_transform
-    from regioncl.knn import encode_source
+    from regioncl.eval.knn import encode_source
 
     (tmp_path / "c0").mkdir()
     for i in range(3):

@@ -8,7 +8,7 @@ import torch
 
 from regioncl.backbones import create_encoder
 from regioncl.data import build_source
-from regioncl.linear import LARS, ProbeConfig, linear_probe
+from regioncl.eval.linear import LARS, ProbeConfig, linear_probe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,9 +45,9 @@ def test_lars_scales_the_update_by_the_trust_ratio():
 
 
 def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path, separable_folder):
-    from regioncl.config import make_config
-    from regioncl.hub import export
-    from regioncl.trainer import Trainer
+    from regioncl.train.config import make_config
+    from regioncl.export.hub import export
+    from regioncl.train.trainer import Trainer
 
     Trainer(make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16,
                                        batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16, num_workers=0,

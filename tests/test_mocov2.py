@@ -10,19 +10,11 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import v2
 
-from regioncl.data.augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size
-from regioncl.data.mocov2 import (
-    BatchedMoCoV2,
-    MoCoV2Views,
-    _blur,
-    _hue,
-    crop_boxes,
-    normalize,
-    sample_params,
-)
+from regioncl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size
+from regioncl.data.views import BatchedMoCoV2, MoCoV2Views, _blur, _hue, crop_boxes, normalize, sample_params
 from regioncl.data.sources import load_rgb
 from regioncl.data.twoview import _two_views
-from regioncl.pipeline_benchmark import official_mocov2_views, pipeline_benchmark, synthetic_photo, write_jpegs
+from benchmarks.pipeline import official_mocov2_views, pipeline_benchmark, synthetic_photo, write_jpegs
 
 ADJUST = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
 

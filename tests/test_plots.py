@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from regioncl.plots import plot_compare, plot_composites, plot_run
+from regioncl.study.plots import plot_compare, plot_composites, plot_run
 from regioncl.swapping import region_swap
 
 

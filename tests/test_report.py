@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from regioncl.report import run_group, summarize_run
+from regioncl.study.report import run_group, summarize_run
 
 
 def fake_run(path: Path, method: str, seed: int, knn: list[float], ips: float, linear: float | None = None) -> Path:

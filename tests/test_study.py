@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from regioncl.report import configuration_summary, pair_difference, study_markdown
-from regioncl.study import StudyRunner, load_study, option_flags, parse_assignments
+from regioncl.study.report import configuration_summary, pair_difference, study_markdown
+from regioncl.study.runner import StudyRunner, load_study, option_flags, parse_assignments
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from regioncl.checkpoint import list_checkpoints, resolve_resume
-from regioncl.config import make_config
+from regioncl.train.checkpoint import list_checkpoints, resolve_resume
+from regioncl.train.config import make_config
 from regioncl.methods import METHODS
-from regioncl.trainer import ShardedBatchSampler, Trainer, lr_at
+from regioncl.train.trainer import ShardedBatchSampler, Trainer, lr_at
 from regioncl.data import EpochSampler
 
 TINY = dict(
@@ -307,7 +307,7 @@ def test_a_stream_needs_a_shard_per_process_and_caps_workers(caplog):
     processes is an error at start, too few for the workers means fewer workers."""
     from types import SimpleNamespace
 
-    from regioncl.trainer import Trainer
+    from regioncl.train.trainer import Trainer
 
     two = SimpleNamespace(world=2, cfg=SimpleNamespace(data="hf:x"))
     with pytest.raises(ValueError, match="1 shard\\(s\\), fewer than the 2 processes"):

@@ -16,10 +16,10 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from regioncl.transfer import detectron2_checkpoint, load_encoder_state, timm_to_detectron2, timm_to_mmdet
+from regioncl.export.transfer import detectron2_checkpoint, load_encoder_state, timm_to_detectron2, timm_to_mmdet
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "regioncl" / "transfer" / "configs"
+CONFIGS = ROOT / "regioncl" / "export" / "configs"
 
 # The timm names detectron2 has no counterpart for, and that a converted dict must not keep.
 TIMM_MARKERS = ("layer", "bn", "downsample", "num_batches_tracked", "fc.")

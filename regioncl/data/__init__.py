@@ -11,8 +11,8 @@ Typical use::
 
 from __future__ import annotations
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform
-from .mocov2 import BatchedMoCoV2, MoCoV2Views, normalize
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform
+from .views import BatchedMoCoV2, MoCoV2Views, normalize
 from .sample import SHAPE_CLASSES, SampleShapes, shape_mask
 from .sources import (
     IMAGE_EXTENSIONS,

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .data.sources import BadImageError, load_decodable
-from .distributed import concat_all_gather, rank, world_size
+from ..data.sources import BadImageError, load_decodable
+from ..distributed import concat_all_gather, rank, world_size
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def load_eval_encoder(spec: str) -> nn.Module:
         import timm
 
         return timm.create_model(spec, pretrained=True, num_classes=0)
-    from .hub import load_encoder
+    from ..export.hub import load_encoder
 
     return load_encoder(spec)[0]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .backbones import compile_encoders, create_encoder
-from .hostmem import keep_freed_host_memory, minor_page_faults
-from .methods import BASE_OF, build_method
+from regioncl.backbones import compile_encoders, create_encoder
+from regioncl.train.hostmem import keep_freed_host_memory, minor_page_faults
+from regioncl.methods import BASE_OF, build_method
 
 # Backbone work per step in units of one forward pass (a backward counts 2), heads left out.
 # MoCo v2 / DenseCL: query fwd+bwd (3) + key fwd (1) = 4; SimSiam: two views fwd+bwd = 6.
@@ -154,7 +154,7 @@ class Setup:
 
     def lightly(self, name: str, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
         """A training step of lightly's implementation of ``name`` (:mod:`regioncl.compare_lightly`)."""
-        from .compare_lightly import lightly_step
+        from benchmarks.against_lightly import lightly_step
 
         torch.manual_seed(0)
         model, loss_fn = lightly_step(name, self.backbone, self.backbone_args, self.queue_size)
@@ -313,7 +313,7 @@ def _side_step(setup: Setup, side: str, name: str, views: dict[torch.memory_form
 
 
 def run_side(setup: Setup, side: str, method: str) -> Timing:
-    """One side's steps of one method, alone in a fresh process (``python -m regioncl.benchmark``)
+    """One side's steps of one method, alone in a fresh process (``python -m benchmarks.steps``)
     as in a training run: the side's allocator setting first, before the model and views are built.
     (Several models in one process change what the allocator does: with glibc's defaults
     a lone resnet50 MoCo v2 step faulted about 100,000 pages, none with three models in turns.)"""
@@ -328,10 +328,10 @@ _RESULT = "regioncl-benchmark-result: "  # marks the child's result line among w
 
 def _side_in_process(setup: Setup, side: str, method: str) -> Timing:
     """:func:`run_side` in a child process with this process's torch threads. The child runs
-    in the folder holding this package, which ``-m`` puts first on its path: this copy of
-    regioncl, installed or not."""
+    in the repository's root, which ``-m`` puts first on its path: these benchmarks and this
+    copy of regioncl, installed or not."""
     spec = {"setup": asdict(setup), "side": side, "method": method, "threads": torch.get_num_threads()}
-    done = subprocess.run([sys.executable, "-m", "regioncl.benchmark", json.dumps(spec)],
+    done = subprocess.run([sys.executable, "-m", "benchmarks.steps", json.dumps(spec)],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     results = [line[len(_RESULT):] for line in done.stdout.splitlines() if line.startswith(_RESULT)]
     if done.returncode or not results:

@@ -22,9 +22,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from .backbones import resolve_backbone
-from .checkpoint import atomic_write
-from .data.augment import IMAGENET_MEAN, IMAGENET_STD
+from ..backbones import resolve_backbone
+from ..train.checkpoint import atomic_write
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 #: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
 INIT_ONLY_ARGS = frozenset({"zero_init_last", "pretrained", "drop_rate", "drop_path_rate", "drop_block_rate"})
@@ -73,7 +73,7 @@ def find_checkpoint_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]
     ``trainer_state.json``), an export folder, or a run's output folder (its newest
     checkpoint, else its ``encoder.safetensors``).
     """
-    from .checkpoint import STATE_FILE, list_checkpoints
+    from ..train.checkpoint import STATE_FILE, list_checkpoints
 
     p = Path(path)
     if p.is_file():
@@ -231,7 +231,7 @@ def export(
 
 # ---------------------------------------------------------------------------- cards and the zoo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ZOO_FILE = ROOT / "hub" / "zoo.yaml"
 CARD_TEMPLATE = ROOT / "MODEL_CARD.md"
 METHOD_NAMES = {

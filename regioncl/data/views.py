@@ -41,7 +41,7 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size
 
 __all__ = ["BatchedMoCoV2", "MoCoV2Views", "apply_ops", "crop_boxes", "normalize", "sample_params"]
 

@@ -8,7 +8,7 @@ import os
 import pickle
 from typing import Any, Callable
 
-from .data import build_source
+from ..data import build_source
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -54,7 +54,7 @@ def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., 
     accelerator)`` on Accelerate; the main process prints the result as one JSON line."""
     import json
 
-    from .distributed import make_accelerator
+    from ..distributed import make_accelerator
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_labelled_data_arguments(p)
@@ -74,7 +74,7 @@ def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., 
 def load_and_convert(parser: argparse.ArgumentParser, path: str | os.PathLike, convert: Callable[[dict], dict]) -> tuple[dict, dict]:
     """The encoder state dict at ``path`` and ``convert`` of it; a wrong path or a state dict
     the conversion refuses ends in a parser error (a message, not a trace)."""
-    from .transfer import load_encoder_state
+    from ..export.transfer import load_encoder_state
 
     try:
         state = load_encoder_state(path)

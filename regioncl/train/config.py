@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 
 @dataclass

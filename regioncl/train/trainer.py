@@ -22,11 +22,11 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Sampler
 
 from . import checkpoint as ckpt
-from .backbones import compile_encoders, create_encoder
+from ..backbones import compile_encoders, create_encoder
 from .hostmem import keep_host_memory_for, release_freed_host_memory
 from .config import PretrainConfig, config_json
-from .distributed import concat_all_gather, make_accelerator, progress_bar
-from .data import (
+from ..distributed import concat_all_gather, make_accelerator, progress_bar
+from ..data import (
     BatchedMoCoV2,
     EpochSampler,
     MoCoV2Views,
@@ -36,9 +36,9 @@ from .data import (
     eval_transform,
     normalize,
 )
-from .knn import knn_evaluate
-from .rng import derive_seed
-from .methods import SSLMethod, build_method
+from ..eval.knn import knn_evaluate
+from ..rng import derive_seed
+from ..methods import SSLMethod, build_method
 
 logger = logging.getLogger("regioncl")
 

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .data.augment import IMAGENET_MEAN, IMAGENET_STD
-from .swapping import SwapResult
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..swapping import SwapResult
 
 
 def _pyplot() -> Any:

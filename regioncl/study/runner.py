@@ -44,11 +44,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from .config import PretrainConfig, check_keys, load_recipe
+from ..train.config import PretrainConfig, check_keys, load_recipe
 from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
 
 #: the repository's root: the scripts the runner starts live in ROOT/scripts.
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _STUDY_KEYS = {"name", "out", "results", "prepare", "seeds", "options", "knn", "probe", "runs", "pairs",
                "extra_seeds", "launcher"}
 _RUN_KEYS = {"name", "recipe", "options", "seeds", "reference", "probe"}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .backbones import create_encoder
+from regioncl.backbones import create_encoder
 
 __all__ = ["LIGHTLY_METHODS", "lightly_step"]
 

@@ -235,6 +235,6 @@ def load_encoder_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         ValueError: another suffix, or content that is not a str → tensor mapping.
         pickle.UnpicklingError: a torch file holding arbitrary objects.
     """
-    from ..hub import encoder_state, find_checkpoint_file, read_state_file
+    from .hub import encoder_state, find_checkpoint_file, read_state_file
 
     return encoder_state(read_state_file(find_checkpoint_file(path)[0]))

@@ -1,0 +1,1 @@
+"""Evaluating frozen or fine-tuned encoders: kNN, linear probe, fine-tune, and the pieces they share."""

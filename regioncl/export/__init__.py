@@ -1,0 +1,1 @@
+"""Getting encoders out: reading checkpoints, timm exports for the Hub, detection and pose converters."""

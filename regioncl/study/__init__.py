@@ -1,0 +1,1 @@
+"""Studies: sets of runs described as data, their tables and their plots."""

@@ -1,0 +1,1 @@
+"""Pretraining: the loop on Accelerate, its configuration, checkpoints and host memory."""
