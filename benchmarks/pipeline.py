@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from regioncl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from regioncl.data.views import MoCoV2Views, normalize
-from regioncl.data.sources import ImageFolderSource
+from regioncl.data.folder import ImageFolderSource
 from regioncl.data.twoview import TwoViewDataset
 
 __all__ = ["PipelineRow", "format_pipeline_table", "official_mocov2_views", "pipeline_benchmark", "synthetic_photo", "write_jpegs"]

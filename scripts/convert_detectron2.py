@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.train.checkpoint import atomic_write  # noqa: E402
-from regioncl.eval.cli import load_and_convert  # noqa: E402
-from regioncl.export.transfer import detectron2_checkpoint, timm_to_detectron2  # noqa: E402
+from regioncl.files import atomic_write  # noqa: E402
+from regioncl.export.transfer import load_and_convert, detectron2_checkpoint, timm_to_detectron2  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

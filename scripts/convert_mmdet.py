@@ -19,9 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from regioncl.train.checkpoint import atomic_write  # noqa: E402
-from regioncl.eval.cli import load_and_convert  # noqa: E402
-from regioncl.export.transfer import timm_to_mmdet  # noqa: E402
+from regioncl.files import atomic_write  # noqa: E402
+from regioncl.export.transfer import load_and_convert, timm_to_mmdet  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

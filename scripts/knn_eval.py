@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from regioncl.data import build_source, eval_transform  # noqa: E402
-from regioncl.eval.knn import knn_evaluate, load_eval_encoder  # noqa: E402
+from regioncl.eval.knn import knn_evaluate  # noqa: E402
+from regioncl.eval.features import load_eval_encoder  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> float | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from regioncl.eval.cli import run_labelled_evaluation  # noqa: E402
-from regioncl.eval.knn import load_eval_encoder  # noqa: E402
+from regioncl.eval.features import load_eval_encoder  # noqa: E402
 from regioncl.eval.linear import ProbeConfig, linear_probe  # noqa: E402
 
 

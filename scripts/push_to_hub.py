@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         entry = {"method": a.method}
     entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", a.metrics)) if v})
     if "backbone" not in entry:
-        from regioncl.export.hub import find_checkpoint_file
+        from regioncl.export.checkpoints import find_checkpoint_file
 
         entry["backbone"] = find_checkpoint_file(a.checkpoint)[1].get("backbone")
     out = Path(a.out or tempfile.mkdtemp(prefix="regioncl-release-"))

@@ -12,7 +12,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from regioncl import build_method, create_encoder
-from regioncl.export.hub import encoder_state, export, load_zoo, push, render_card, strip_wrappers
+from regioncl.export.checkpoints import encoder_state, strip_wrappers
+from regioncl.export.hub import export, load_zoo, push, render_card
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -85,7 +85,8 @@ def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
 
     from regioncl.backbones import create_encoder
     from regioncl.data import build_source, eval_transform
-    from regioncl.eval.knn import encode_source, knn_evaluate, topk_accuracy
+    from regioncl.eval.features import encode_source, topk_accuracy
+    from regioncl.eval.knn import knn_evaluate
 
     dirty = separable_folder.parent / "dirty"
     shutil.copytree(separable_folder, dirty)
@@ -120,7 +121,7 @@ def test_an_all_bad_source_is_an_error(tmp_path):
 
     from regioncl.backbones import create_encoder
     from regioncl.data import build_source, eval_transform
-    from regioncl.eval.knn import encode_source
+    from regioncl.eval.features import encode_source
 
     (tmp_path / "c0").mkdir()
     for i in range(3):

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from regioncl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size
 from regioncl.data.views import BatchedMoCoV2, MoCoV2Views, _blur, _hue, crop_boxes, normalize, sample_params
-from regioncl.data.sources import load_rgb
+from regioncl.data.images import load_rgb
 from regioncl.data.twoview import _two_views
 from benchmarks.pipeline import official_mocov2_views, pipeline_benchmark, synthetic_photo, write_jpegs
 

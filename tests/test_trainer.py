@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from regioncl.train.checkpoint import list_checkpoints, resolve_resume
+from regioncl.files import list_checkpoints
+from regioncl.train.checkpoint import resolve_resume
 from regioncl.train.config import make_config
 from regioncl.methods import METHODS
 from regioncl.train.trainer import ShardedBatchSampler, Trainer, lr_at

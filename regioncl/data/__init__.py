@@ -1,5 +1,9 @@
 """Data pipeline: image sources, MoCo v2 augmentation and two-view datasets.
 
+Modules: ``images`` (decoding, bad images), ``folder``, ``hf`` and ``sample`` (the sources),
+``sources`` (a source from a spec string), ``views`` (the MoCo v2 two-view augmentation),
+``transforms`` (evaluation transforms), ``twoview`` (the datasets and the epoch sampler), ``idx``.
+
 Typical use::
 
     source = build_source("sample", "train", image_size=64)
@@ -11,19 +15,14 @@ Typical use::
 
 from __future__ import annotations
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform
-from .views import BatchedMoCoV2, MoCoV2Views, normalize
+from .folder import ImageFolderSource
+from .hf import HFSource
+from .images import IMAGE_EXTENSIONS, BadImageError, load_rgb, to_rgb
 from .sample import SHAPE_CLASSES, SampleShapes, shape_mask
-from .sources import (
-    IMAGE_EXTENSIONS,
-    BadImageError,
-    HFSource,
-    ImageFolderSource,
-    build_source,
-    load_rgb,
-    to_rgb,
-)
+from .sources import build_source
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, eval_transform
 from .twoview import EpochSampler, StreamingTwoViewDataset, TwoViewDataset
+from .views import BatchedMoCoV2, MoCoV2Views, normalize
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -21,7 +21,8 @@ import torch
 import torch.utils.data
 
 from ..rng import derive_seed
-from .sources import BadImageError, HFSource, load_decodable
+from .hf import HFSource
+from .images import BadImageError, load_decodable
 
 __all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset"]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import pickle
 from typing import Any, Callable
 
 from ..data import build_source
@@ -69,15 +67,3 @@ def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., 
         print(json.dumps(out))
     acc.end_training()  # every process tears the group down together
     return out
-
-
-def load_and_convert(parser: argparse.ArgumentParser, path: str | os.PathLike, convert: Callable[[dict], dict]) -> tuple[dict, dict]:
-    """The encoder state dict at ``path`` and ``convert`` of it; a wrong path or a state dict
-    the conversion refuses ends in a parser error (a message, not a trace)."""
-    from ..export.transfer import load_encoder_state
-
-    try:
-        state = load_encoder_state(path)
-        return state, convert(state)
-    except (OSError, ValueError, TypeError, pickle.UnpicklingError) as e:
-        parser.error(str(e))

@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..distributed import concat_all_gather, make_accelerator, progress_bar
-from .knn import LabelledImages, encode_source, feature_map, topk_accuracy
+from .features import LabelledImages, encode_source, feature_map, topk_accuracy
 from ..rng import derive_seed
 
 

@@ -28,7 +28,9 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import os
+import pickle
 import re
 from typing import Any, Callable
 
@@ -40,6 +42,7 @@ __all__ = [
     "detectron2_checkpoint",
     "timm_to_mmdet",
     "load_encoder_state",
+    "load_and_convert",
 ]
 
 # At most this many offending keys are quoted in an error; the count of the rest follows.
@@ -235,6 +238,16 @@ def load_encoder_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         ValueError: another suffix, or content that is not a str → tensor mapping.
         pickle.UnpicklingError: a torch file holding arbitrary objects.
     """
-    from .hub import encoder_state, find_checkpoint_file, read_state_file
+    from .checkpoints import encoder_state, find_checkpoint_file, read_state_file
 
     return encoder_state(read_state_file(find_checkpoint_file(path)[0]))
+
+
+def load_and_convert(parser: argparse.ArgumentParser, path: str | os.PathLike, convert: Callable[[dict], dict]) -> tuple[dict, dict]:
+    """The encoder state dict at ``path`` and ``convert`` of it; a wrong path or a state dict
+    the conversion refuses ends in a parser error (a message, not a trace)."""
+    try:
+        state = load_encoder_state(path)
+        return state, convert(state)
+    except (OSError, ValueError, TypeError, pickle.UnpicklingError) as e:
+        parser.error(str(e))

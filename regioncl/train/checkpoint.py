@@ -1,10 +1,4 @@
-"""Atomic, resumable checkpoints on top of ``accelerator.save_state``.
-
-Layout::
-
-    OUTPUT_DIR/checkpoints/step_00000200/   model.safetensors, optimizer.bin, random_states_*.pkl,
-                                            trainer_state.json (written last)
-    OUTPUT_DIR/checkpoints/.tmp-step_00000400/   a save in progress (ignored)
+"""Atomic, resumable checkpoints on top of ``accelerator.save_state`` (layout: :mod:`regioncl.files`).
 
 A checkpoint is written into a hidden temporary folder and renamed into place
 only once every process has finished writing and ``trainer_state.json`` is on
@@ -18,37 +12,11 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from accelerate import Accelerator
 
-STATE_FILE = "trainer_state.json"
-PREFIX = "step_"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a file beside ``path``, then rename it onto ``path``: a kill
-    mid-write leaves the old file (or none), never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
-    return Path(output_dir) / "checkpoints"
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints under ``output_dir``, oldest first."""
-    root = checkpoint_dir(output_dir)
-    if not root.is_dir():
-        return []
-    done = [p for p in root.glob(f"{PREFIX}*") if (p / STATE_FILE).is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
-
+from ..files import PREFIX, STATE_FILE, checkpoint_dir, list_checkpoints
 
 def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
     """The checkpoint to resume from.
@@ -70,10 +38,6 @@ def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
             f"under {checkpoint_dir(where)} or in {where}"
         )
     return found[-1]
-
-
-def read_state(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(path) / STATE_FILE).read_text())
 
 
 def _fsync_tree(path: Path) -> None:

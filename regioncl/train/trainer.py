@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Sampler
 
 from . import checkpoint as ckpt
+from ..files import atomic_write, read_state
 from ..backbones import compile_encoders, create_encoder
 from .hostmem import keep_host_memory_for, release_freed_host_memory
 from .config import PretrainConfig, config_json
@@ -299,7 +300,7 @@ class Trainer:
     def resume(self, where: str) -> None:
         """Load model, key encoder, queue, optimizer and RNG states, and the run position."""
         path = ckpt.resolve_resume(where, self.out)
-        saved = ckpt.read_state(path)
+        saved = read_state(path)
         # Everything that shapes the computation must match, or the resumed run is another run.
         mine, theirs = self.cfg.to_dict(), saved.get("config", {})
         differ = sorted(k for k in mine if k not in RUN_MANAGEMENT and theirs.get(k, mine[k]) != mine[k])
@@ -328,7 +329,7 @@ class Trainer:
         if not self.accelerator.is_main_process or not path.is_file():
             return
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+        atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
     def _check_bad(self, bad: int, read: int, final: bool = False) -> None:
         """Stop with a clear error once unreadable images exceed ``max_bad_fraction``."""

@@ -1,0 +1,192 @@
+"""What every evaluation shares: labelled images, pooled features of a source, top-k accuracy,
+and the encoder to evaluate (a run, a checkpoint, a weights file or a timm name)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data.images import BadImageError, load_decodable
+from ..distributed import concat_all_gather, rank, world_size
+
+logger = logging.getLogger(__name__)
+
+
+class LabelledImages(Dataset):
+    """``(transform(image), label)`` pairs of a source, for feature extraction and probing.
+
+    An image the source cannot decode (:class:`~regioncl.data.images.BadImageError`) is
+    logged with its id. For evaluation (the default) it comes back as ``None``, which
+    :func:`collate_skipping` leaves out of the batch and counts; for training
+    (``substitute_bad``) the next decodable image takes its place, so batches keep their
+    size (every process then runs the same steps, and mixup keeps its even batches).
+    """
+
+    def __init__(self, source: Any, transform: Any, substitute_bad: bool = False) -> None:
+        self.source, self.transform, self.substitute_bad = source, transform, substitute_bad
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        if self.substitute_bad:
+            image, label, _, _ = load_decodable(self.source, index)
+            return self.transform(image), label
+        try:
+            image, label = self.source[index]
+        except BadImageError as err:
+            logger.warning("left out bad image %s (index %d): %s", err.image_id, index, err.reason)
+            return None
+        return self.transform(image), label
+
+
+def collate_skipping(items: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor | None, torch.Tensor, int]:
+    """``(images, labels, bad)``: the batch of the decodable items and the number left out
+    (``images`` is ``None`` when none was decodable)."""
+    good = [item for item in items if item is not None]
+    labels = torch.tensor([label for _, label in good], dtype=torch.long)
+    return (torch.stack([x for x, _ in good]) if good else None), labels, len(items) - len(good)
+
+
+def feature_map(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``(B, C, G, G)`` from a regioncl :class:`~regioncl.backbones.Encoder` or any timm model."""
+    forward_features = getattr(encoder, "forward_features", None)
+    return forward_features(images) if forward_features is not None else encoder(images)
+
+
+def load_eval_encoder(spec: str) -> nn.Module:
+    """A frozen encoder to evaluate: a timm ``local-dir:``/``hf-hub:`` name, or anything
+    :func:`regioncl.hub.export` accepts (a run folder, a checkpoint folder, a weights file)."""
+    if spec.startswith(("local-dir:", "hf-hub:")):
+        import timm
+
+        return timm.create_model(spec, pretrained=True, num_classes=0)
+    from ..export.checkpoints import load_encoder
+
+    return load_encoder(spec)[0]
+
+
+def _share_loader(source: Any, transform: Any, batch_size: int, num_workers: int) -> DataLoader:
+    """Batches (:func:`collate_skipping`) of this process's share: every world-th image of ``source``."""
+    images = LabelledImages(source, transform)
+    world = world_size()
+    mine = Subset(images, range(rank(), len(images), world)) if world > 1 else images
+    return DataLoader(mine, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping)
+
+
+def _report_bad(bad: int, total: int, device: torch.device) -> None:
+    """Log the images left out (summed over processes); none decodable at all is an error."""
+    if world_size() > 1:
+        bad = int(concat_all_gather(torch.tensor([bad], device=device)).sum())
+    if bad and rank() == 0:
+        logger.warning("%d of %d images could not be decoded and were left out", bad, total)
+    if total and bad == total:
+        raise ValueError(f"none of the {total} images could be decoded")
+
+
+def encode_source(
+    encoder: nn.Module,
+    source: Any,
+    transform: Any,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    channels_last: bool = False,
+    normalize: bool = True,
+    gather: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features ``(N, C)`` and labels ``(N,)`` (on CPU) of every decodable image of ``source``.
+
+    Each process encodes every world-th image. With ``gather`` every process then gets all
+    the rows (in rank order); without, it keeps its own share. Undecodable images are
+    left out; their number, summed over the processes, is logged.
+    """
+    loader = _share_loader(source, transform, batch_size, num_workers)
+    x, y, bad = extract_features(encoder, loader, device, channels_last, normalize=normalize)
+    _report_bad(bad, len(source), device)
+    return (gather_rows(x, device), gather_rows(y, device)) if gather else (x, y)
+
+
+@torch.no_grad()
+def topk_accuracy(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    source: Any,
+    transform: Any,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy of ``predict(images) -> logits`` on the decodable images of ``source``.
+
+    Each process scores every world-th image and the counts are summed, so every image
+    counts exactly once however many processes there are (no padding duplicates).
+    ``predict`` must not communicate across processes (pass an unwrapped model, not DDP):
+    the processes' shares may differ by one batch.
+    """
+    counts, bad = torch.zeros(3, dtype=torch.float64), 0
+    for images, labels, skipped in _share_loader(source, transform, batch_size, num_workers):
+        bad += skipped
+        if images is None:
+            continue
+        logits = predict(images.to(device, non_blocking=True)).float().cpu()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        counts += torch.tensor([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(1).sum(), len(labels)],
+                               dtype=torch.float64)
+    _report_bad(bad, len(source), device)
+    if world_size() > 1:
+        counts = concat_all_gather(counts.to(device)[None]).sum(0).cpu()
+    return float(counts[0] / counts[2]), float(counts[1] / counts[2])
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    batches: Iterable[tuple[torch.Tensor | None, torch.Tensor, int]],
+    device: torch.device,
+    channels_last: bool = False,
+    normalize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Globally pooled backbone features ``(N, C)`` (L2-normalised unless ``normalize`` is
+    False) and labels ``(N,)``, on CPU, and the number of images left out, from batches of
+    :func:`collate_skipping`.
+
+    The encoder is put in eval mode for the pass and restored afterwards.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    feats, labels, bad = [], [], 0
+    try:
+        for images, target, skipped in batches:
+            bad += skipped
+            if images is None:
+                continue
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            pooled = feature_map(encoder, images).float().mean((2, 3))
+            feats.append((F.normalize(pooled, dim=1) if normalize else pooled).cpu())
+            labels.append(target.cpu())
+    finally:
+        encoder.train(was_training)
+    if not feats:  # this process had no decodable image (or none at all): an empty (0, C) block
+        return torch.zeros(0, int(getattr(encoder, "num_features", 0))), torch.zeros(0, dtype=torch.long), bad
+    return torch.cat(feats), torch.cat(labels), bad
+
+
+def gather_rows(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Concatenate ``t`` ``(N_r, ...)`` from every process (N_r may differ), on the CPU."""
+    if world_size() == 1:
+        return t
+    local = t.to(device)
+    sizes = concat_all_gather(torch.tensor([t.shape[0]], device=device)).tolist()
+    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=device)
+    padded[: t.shape[0]] = local
+    parts = concat_all_gather(padded).view(len(sizes), max(sizes), *t.shape[1:])
+    return torch.cat([parts[i, :n] for i, n in enumerate(sizes)]).cpu()

@@ -1,0 +1,143 @@
+"""Reading an encoder out of whatever holds one: a run folder, a checkpoint, an export, a weights file.
+
+Keys are cleaned of wrapper prefixes (DDP's ``module.``, torch.compile's ``_orig_mod.``) and of
+the method's own parts (projector, key encoder, queue...), leaving the timm encoder's state dict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import timm
+import torch
+from safetensors.torch import load_file
+
+from ..backbones import resolve_backbone
+from ..files import STATE_FILE, list_checkpoints
+
+#: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
+INIT_ONLY_ARGS = frozenset({"zero_init_last", "pretrained", "drop_rate", "drop_path_rate", "drop_block_rate"})
+#: wrapper segments added by DDP (``module.``) and torch.compile (``_orig_mod.``).
+WRAPPER_SEGMENTS = ("module", "_orig_mod")
+ENCODER_PREFIXES = ("encoder.model.", "encoder.")
+NOT_ENCODER = ("key_encoder.", "projector.", "key_projector.", "predictor.", "queue.", "dense_queue.",
+               "dense_projector.", "key_dense_projector.")
+
+
+def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file, or a ``.bin``/``.pth``/``.pt`` file read with
+    ``torch.load(weights_only=True)`` (unwrapped from a top-level ``state_dict``/``model``).
+
+    Raises:
+        ValueError: another suffix, or content that is not a str → tensor mapping.
+        pickle.UnpicklingError: a torch file holding objects other than tensors and plain
+            containers (``weights_only=True`` refuses to run their code).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return load_file(str(path), device="cpu")
+    if suffix not in (".bin", ".pth", ".pt"):
+        raise ValueError(f"{path}: unsupported checkpoint file (use .safetensors, .bin, .pth or .pt)")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: entries {_few(bad)} are not str → tensor; not a state dict")
+    return dict(obj)
+
+
+def find_checkpoint_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The weights file behind ``path`` and the training config found beside it (or ``{}``).
+
+    ``path`` may be a weights file, an Accelerate state folder (``model.safetensors`` +
+    ``trainer_state.json``), an export folder, or a run's output folder (its newest
+    checkpoint, else its ``encoder.safetensors``).
+    """
+    p = Path(path)
+    if p.is_file():
+        return p, {}
+    if not p.is_dir():
+        raise FileNotFoundError(f"no checkpoint at {p}")
+    config: dict[str, Any] = {}
+    if (p / STATE_FILE).is_file():
+        config = json.loads((p / STATE_FILE).read_text()).get("config", {})
+    elif (p / "config.json").is_file():
+        config = json.loads((p / "config.json").read_text())
+    for name in ("model.safetensors", "pytorch_model.bin", "encoder.safetensors"):
+        if (p / name).is_file():
+            return p / name, config
+    found = list_checkpoints(p)
+    if found:
+        return find_checkpoint_file(found[-1])
+    raise FileNotFoundError(f"{p} holds no model.safetensors, encoder.safetensors or complete checkpoint")
+
+
+def strip_wrappers(key: str) -> str:
+    """``module._orig_mod.encoder.model.x`` → ``encoder.model.x`` (DDP and torch.compile wrappers)."""
+    parts = key.split(".")
+    while parts and parts[0] == "module":
+        parts.pop(0)
+    return ".".join(p for p in parts if p != "_orig_mod")
+
+
+def encoder_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The online encoder's timm state dict out of a method's (possibly wrapped) state dict.
+
+    A state dict that is already a plain timm state dict is returned with wrappers stripped.
+    """
+    clean = {strip_wrappers(k): v for k, v in state.items()}
+    for prefix in ENCODER_PREFIXES:
+        picked = {k[len(prefix):]: v for k, v in clean.items() if k.startswith(prefix)}
+        if picked:
+            return picked
+    if any(k.startswith(NOT_ENCODER) for k in clean):
+        raise ValueError("the checkpoint has method weights (projector, queue...) but no 'encoder.' weights")
+    return clean
+
+
+def load_encoder(
+    checkpoint: str | os.PathLike, backbone: str | None = None, backbone_args: Mapping[str, Any] | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the plain timm encoder (``num_classes=0``) and load the checkpoint's online encoder into it.
+
+    Args:
+        checkpoint: see :func:`find_checkpoint_file`.
+        backbone, backbone_args: default to those of the training config found beside the weights.
+
+    Returns:
+        ``(model, training_config)``.
+
+    Raises:
+        ValueError: naming missing and unexpected keys when the weights do not fit the backbone.
+    """
+    path, config = find_checkpoint_file(checkpoint)
+    backbone = backbone or config.get("backbone")
+    if backbone is None:
+        raise ValueError(f"{path}: no training config beside the weights; pass the backbone name")
+    args = dict(config.get("backbone_args", {}) if backbone_args is None else backbone_args)
+    spec = resolve_backbone(backbone, **args)
+    model_args = {k: v for k, v in spec.model_args.items() if k not in INIT_ONLY_ARGS}
+    model = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **model_args)
+    state = encoder_state(read_state_file(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit {backbone} ({spec.architecture}, {model_args}): "
+            f"missing keys {_few(missing)}; unexpected keys {_few(unexpected)}"
+        )
+    model.eval()
+    model.regioncl_spec = (spec.name, spec.architecture, model_args)
+    return model, config
+
+
+def _few(keys: list[str], n: int = 8) -> str:
+    return "none" if not keys else ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
