@@ -46,3 +46,20 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def legacy_name(dotted: str) -> str:
+    """The flat name that configurations written before the sections gave a field: ``optim.lr`` →
+    ``lr``, ``data.source`` → ``data``, ``knn.every`` → ``knn_every``."""
+    section, name = dotted.split(".", 1)
+    renamed = {"data.source": "data", "optim.momentum": "sgd_momentum", "knn.enabled": "knn"}
+    return renamed.get(dotted) or (f"knn_{name}" if section == "knn" else name)
+
+
+def config_value(config: dict[str, Any], dotted: str, default: Any = None) -> Any:
+    """A field of a saved configuration (a run's ``config.json``, a checkpoint's state), by its
+    dotted name (``"model.backbone"``), in sections or in the flat layout of earlier versions."""
+    section, name = dotted.split(".", 1)
+    if isinstance(config.get(section), dict):
+        return config[section].get(name, default)
+    return config.get(legacy_name(dotted), default)

@@ -39,7 +39,7 @@ class KeyQueue(nn.Module):
         if global_batch <= 0 or self.size % global_batch:
             raise ValueError(
                 f"queue size {self.size} is not a multiple of the global batch {global_batch} "
-                "(per-process batch × processes); change --batch-size or queue_size."
+                "(per-process batch × processes); change optim.batch_size or method.queue_size."
             )
 
     @torch.no_grad()

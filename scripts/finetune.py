@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Fine-tune a pretrained encoder end to end with a new classifier (timm optimizer/scheduler/mixup, Accelerate).
 
-    python scripts/finetune.py runs/default --epochs 5 --lr 0.05 --image-size 32 --warmup-epochs 1
-    accelerate launch scripts/finetune.py hf-hub:ORG/regioncl_m_r50 --train-data /data/train --val-data /data/val \\
-        --opt adamw --lr 1e-3 --weight-decay 0.05 --mixup 0.8 --cutmix 1.0
+    python scripts/finetune.py runs/default --epochs 5 --lr 0.05 --image_size 32 --warmup_epochs 1
+    accelerate launch scripts/finetune.py hf-hub:ORG/regioncl_m_r50 --train_data /data/train --val_data /data/val \\
+        --opt adamw --lr 1e-3 --weight_decay 0.05 --mixup 0.8 --cutmix 1.0
 
 ENCODER is a run folder, a checkpoint folder, a weights file, or a timm `local-dir:`/`hf-hub:` name.
 """

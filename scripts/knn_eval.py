@@ -2,9 +2,9 @@
 """kNN top-1 (k = 200, cosine votes at temperature 0.07; SPEC §10) of a frozen encoder.
 
     python scripts/knn_eval.py runs/default                                    # the sample set's train → val
-    python scripts/knn_eval.py local-dir:exported --bank-data /data/train --val-data /data/val --image-size 224
-    python scripts/knn_eval.py hf-hub:ORG/regioncl_m_r50 --bank-data hf:ILSVRC/imagenet-1k:train \\
-        --val-data hf:ILSVRC/imagenet-1k:validation --image-size 224
+    python scripts/knn_eval.py local-dir:exported --bank_data /data/train --val_data /data/val --image_size 224
+    python scripts/knn_eval.py hf-hub:ORG/regioncl_m_r50 --bank_data hf:ILSVRC/imagenet-1k:train \\
+        --val_data hf:ILSVRC/imagenet-1k:validation --image_size 224
 
 ENCODER is a run folder, a checkpoint folder, a weights file, or a timm `local-dir:`/`hf-hub:` name.
 """
@@ -28,16 +28,16 @@ from regioncl.eval.features import load_eval_encoder  # noqa: E402
 def main(argv: list[str] | None = None) -> float | None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("encoder")
-    p.add_argument("--bank-data", default="sample", help='labelled bank: "sample", a folder, or hf:ID[:SPLIT]')
-    p.add_argument("--val-data", default="sample", help="labelled queries (default: the sample set's val split)")
-    p.add_argument("--bank-split", default="train")
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--crop-pct", type=float, default=None, help="eval crop (default: 1.0 for the sample set, else 0.875)")
+    p.add_argument("--bank_data", default="sample", help='labelled bank: "sample", a folder, or hf:ID[:SPLIT]')
+    p.add_argument("--val_data", default="sample", help="labelled queries (default: the sample set's val split)")
+    p.add_argument("--bank_split", default="train")
+    p.add_argument("--val_split", default="val")
+    p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--crop_pct", type=float, default=None, help="eval crop (default: 1.0 for the sample set, else 0.875)")
     p.add_argument("--k", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.07)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
     device = torch.device(a.device)

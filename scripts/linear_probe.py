@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Linear probe of a frozen encoder (MoCo's protocol by default; --optimizer lars for SimSiam's).
 
-    python scripts/linear_probe.py runs/default --epochs 10 --lr 1 --image-size 32          # on the sample set
-    python scripts/linear_probe.py hf-hub:ORG/regioncl_m_r50 --train-data /data/train --val-data /data/val
-    accelerate launch scripts/linear_probe.py runs/x --train-data /data/train --val-data /data/val   # data-parallel
+    python scripts/linear_probe.py runs/default --epochs 10 --lr 1 --image_size 32          # on the sample set
+    python scripts/linear_probe.py hf-hub:ORG/regioncl_m_r50 --train_data /data/train --val_data /data/val
+    accelerate launch scripts/linear_probe.py runs/x --train_data /data/train --val_data /data/val   # data-parallel
 
 ENCODER is a run folder, a checkpoint folder, a weights file, or a timm `local-dir:`/`hf-hub:` name.
 """

@@ -19,6 +19,7 @@ import torch  # noqa: E402
 
 from regioncl.backbones import create_encoder  # noqa: E402
 from regioncl.data import build_source, eval_transform  # noqa: E402
+from regioncl.files import config_value  # noqa: E402
 from regioncl.study.plots import plot_compare, plot_composites, plot_run  # noqa: E402
 from regioncl.swapping import region_swap  # noqa: E402
 
@@ -42,12 +43,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if a.composites:
         cfg = json.loads((Path(a.runs[0]) / "config.json").read_text())
         with torch.device("meta"):  # only the stride is needed
-            stride = create_encoder(cfg["backbone"], **cfg.get("backbone_args", {})).stride
-        size = cfg["image_size"]
+            stride = create_encoder(config_value(cfg, "model.backbone"), **config_value(cfg, "model.backbone_args", {})).stride
+        size = config_value(cfg, "data.image_size")
         source = build_source("sample", "val", image_size=size)
         tf = eval_transform(size, crop_pct=1.0)
         batch = torch.stack([tf(source[i][0]) for i in range(8)])
-        swap = region_swap(batch, stride, cfg.get("region_cells"), cfg.get("pairing", "derangement"),
+        swap = region_swap(batch, stride, config_value(cfg, "method.region_cells"),
+                           config_value(cfg, "method.pairing", "derangement"),
                            torch.Generator().manual_seed(a.seed))
         written.append(out / "composites.png")
         plot_composites(swap, stride, written[-1])

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", a.metrics)) if v})
     if "backbone" not in entry:
         from regioncl.export.checkpoints import find_checkpoint_file
+        from regioncl.files import config_value
 
-        entry["backbone"] = find_checkpoint_file(a.checkpoint)[1].get("backbone")
+        entry["backbone"] = config_value(find_checkpoint_file(a.checkpoint)[1], "model.backbone")
     out = Path(a.out or tempfile.mkdtemp(prefix="regioncl-release-"))
     folder = prepare_release(a.checkpoint, out, entry)
     files = sorted(folder.iterdir())

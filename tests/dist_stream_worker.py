@@ -20,9 +20,9 @@ datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0  # tiny local parquet files: 
 class RecordingTrainer(Trainer):
     """Records (epoch, step, labels, indices) of every optimizer step."""
 
-    def _train_step(self, batch, lr, window):
+    def train_step(self, batch, lr):
         self.seen.append([self.state.epoch, self.state.step, batch["label"].tolist(), batch["index"].tolist()])
-        super()._train_step(batch, lr, window)
+        super().train_step(batch, lr)
 
 
 def run(overrides: dict, tag: str) -> list:

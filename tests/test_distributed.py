@@ -61,9 +61,9 @@ def test_every_method_trains_in_two_processes(tmp_path):
 
 def test_pretrain_script_runs_in_two_processes(tmp_path):
     out = tmp_path / "run"
-    launch([str(ROOT / "scripts" / "pretrain.py"), "--backbone", "resnet10t", "--image-size", "16", "--batch-size", "8",
-            "--queue-size", "32", "--max-steps", "4", "--log-every", "2", "--num-workers", "0", "--no-knn",
-            "--output-dir", str(out)], tmp_path)
+    launch([str(ROOT / "scripts" / "pretrain.py"), "--model.backbone", "resnet10t", "--data.image_size", "16",
+            "--optim.batch_size", "8", "--method.queue_size", "32", "--optim.max_steps", "4", "--run.log_every", "2",
+            "--data.num_workers", "0", "--knn.enabled", "false", "--run.output_dir", str(out)], tmp_path)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)

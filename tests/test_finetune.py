@@ -44,9 +44,9 @@ def test_finetune_script_accepts_a_local_dir(tmp_path, checkpoint, separable_fol
 
     export(checkpoint, tmp_path / "export")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune.py"), f"local-dir:{tmp_path / 'export'}",
-                           "--train-data", str(separable_folder / "train"), "--val-data", str(separable_folder / "val"),
-                           "--image-size", "16", "--crop-pct", "1.0", "--epochs", "3", "--batch-size", "8",
-                           "--lr", "0.05", "--warmup-epochs", "1"], capture_output=True, text=True, timeout=300)
+                           "--train_data", str(separable_folder / "train"), "--val_data", str(separable_folder / "val"),
+                           "--image_size", "16", "--crop_pct", "1.0", "--epochs", "3", "--batch_size", "8",
+                           "--lr", "0.05", "--warmup_epochs", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0.0 <= out["top1"] <= 1.0 and out["epochs"] == 3

@@ -69,8 +69,8 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
     results = []
     for spec in (str(tmp_path / "run"), f"local-dir:{tmp_path / 'export'}", "hf-hub:org/enc"):
-        proc = subprocess.run([sys.executable, str(root / "scripts" / "knn_eval.py"), spec, "--bank-data",
-                               str(separable_folder / "train"), "--val-data", str(separable_folder / "val"), "--image-size", "16",
+        proc = subprocess.run([sys.executable, str(root / "scripts" / "knn_eval.py"), spec, "--bank_data",
+                               str(separable_folder / "train"), "--val_data", str(separable_folder / "val"), "--image_size", "16",
                                "--k", "5"], capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results.append(json.loads(proc.stdout.strip().splitlines()[-1])["knn_top1"])

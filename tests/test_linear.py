@@ -56,9 +56,9 @@ def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path, separable_folder)
     results = []
     for spec in (str(tmp_path / "run"), f"local-dir:{tmp_path / 'export'}"):
         proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "linear_probe.py"), spec,
-                               "--train-data", str(separable_folder / "train"), "--val-data", str(separable_folder / "val"),
-                               "--image-size", "16", "--crop-pct", "1.0", "--epochs", "5", "--lr", "1.0",
-                               "--batch-size", "8", "--no-augment"], capture_output=True, text=True, timeout=300)
+                               "--train_data", str(separable_folder / "train"), "--val_data", str(separable_folder / "val"),
+                               "--image_size", "16", "--crop_pct", "1.0", "--epochs", "5", "--lr", "1.0",
+                               "--batch_size", "8", "--augment", "false"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert results[0]["top1"] == results[1]["top1"] >= 0.9

@@ -57,9 +57,10 @@ def test_configuration_and_pair_arithmetic_on_synthetic_runs():
 def test_option_flags_and_assignments():
     assert option_flags({"augment": False, "standardize": True, "lr": 0.1, "milestones": [6, 8], "x": None,
                          "backbone_args": {"output_stride": 8}}) == [
-        "--no-augment", "--standardize", "--lr", "0.1", "--milestones", "6", "8", "--backbone-args", '{"output_stride": 8}']
-    assert parse_assignments(["image_size=64", "region-cells=[1, 2]", "data=x:y"], "--set") == {
-        "image_size": 64, "region_cells": [1, 2], "data": "x:y"}
+        "--augment", "false", "--standardize", "true", "--lr", "0.1", "--milestones", "[6, 8]",
+        "--backbone_args", '{"output_stride": 8}']
+    assert parse_assignments(["data.image_size=64", "method.region_cells=[1, 2]", "data=x:y"], "--set") == {
+        "data.image_size": 64, "method.region_cells": [1, 2], "data": "x:y"}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_assignments(["image_size"], "--set")
 
@@ -84,15 +85,16 @@ def write_study(tmp_path: Path, **extra) -> Path:
 
 def test_study_file_errors_name_the_place(tmp_path):
     path = write_study(tmp_path)
-    study = load_study(path, {"image_size": 64}, {"epochs": 3})
-    assert study.spec("mocov2").options["image_size"] == 64 and study.probe["epochs"] == 3
-    assert study.spec("regioncl_m").options["method"] == "regioncl_m" and study.spec("mocov2").seeds == [0]
-    with pytest.raises(ValueError, match="--set: unknown field"):
+    study = load_study(path, {"data.image_size": 64}, {"epochs": 3})
+    assert study.spec("mocov2").options["data"]["image_size"] == 64 and study.spec("mocov2").image_size == 64
+    assert study.probe["epochs"] == 3
+    assert study.spec("regioncl_m").options["model"]["method"] == "regioncl_m" and study.spec("mocov2").seeds == [0]
+    with pytest.raises(ValueError, match="'image_sise' is not a section"):
         load_study(path, {"image_sise": 64})
     bad = yaml.safe_load(path.read_text())
     bad["runs"][0]["options"]["lr"] = -1
     path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(ValueError, match="lr and temperature must be positive"):
+    with pytest.raises(ValueError, match="optim.lr must be positive"):
         load_study(path)
     bad["runs"][0]["options"]["lr"] = 0.1
     bad["pairs"] = [["regioncl_m", "moco"]]
@@ -188,7 +190,7 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
     proc.wait()
     assert any(ckpts.glob("step_*")) and not (tmp_path / "runs_long" / "mocov2_s0" / "encoder.safetensors").exists()
     out = _drive(study, "--only", "mocov2")
-    assert "== pretrain mocov2 seed 0" in out and "(resumed)" in out and "--resume latest" in out
+    assert "== pretrain mocov2 seed 0" in out and "(resumed)" in out and "--run.resume latest" in out
     assert json.loads((tmp_path / "runs_long" / "mocov2_s0" / "result.json").read_text())["step"] == 100
     metrics = [json.loads(line) for line in (tmp_path / "runs_long" / "mocov2_s0" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in metrics if "loss" in r]
@@ -199,4 +201,4 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
     study.write_text(yaml.safe_dump(longer))
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "study.py"), str(study), "--only", "mocov2"],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "made with other options" in proc.stderr and "lr: '(unset)' → 0.5" in proc.stderr
+    assert proc.returncode != 0 and "made with other options" in proc.stderr and "optim.lr: 0.03 → 0.5" in proc.stderr

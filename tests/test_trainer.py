@@ -12,7 +12,8 @@ from regioncl.files import list_checkpoints
 from regioncl.train.checkpoint import resolve_resume
 from regioncl.train.config import make_config
 from regioncl.methods import METHODS
-from regioncl.train.trainer import ShardedBatchSampler, Trainer, lr_at
+from regioncl.train.loaders import ShardedBatchSampler, TrainData
+from regioncl.train.trainer import Trainer, lr_at
 from regioncl.data import EpochSampler
 
 TINY = dict(
@@ -142,23 +143,95 @@ def test_streaming_without_max_steps_is_refused():
 
 
 def test_unknown_config_field_is_refused():
-    with pytest.raises(ValueError, match="unknown field"):
+    with pytest.raises(ValueError, match="'batchsize' is not a section"):
         make_config(overrides={"batchsize": 4})
+    with pytest.raises(ValueError, match="batchsize"):
+        make_config(overrides={"optim.batchsize": 4})
+    with pytest.raises(ValueError, match="optim.lr"):
+        make_config(overrides={"optim.lr": "fast"})
 
 
-def test_shipped_recipes_load():
+def test_shipped_recipes_load_with_the_papers_settings():
     cfg = make_config("regioncl_m_r50")
-    assert (cfg.method, cfg.backbone, cfg.batch_size, cfg.lr, cfg.epochs, cfg.queue_size) == (
-        "regioncl_m", "resnet50", 1024, 0.15, 200, 65536)
-    assert make_config("regioncl_m_r50", {"lr": 0.3}).lr == 0.3
-    assert make_config("mocov2_r50").method == "mocov2"
-    assert make_config("regioncl_m_r50w4").backbone == "resnet50w4"
-    d = make_config("regioncl_d_r50")
-    assert (d.method, d.batch_size, d.lr, d.epochs, d.dense_weight, d.region_weight) == ("regioncl_d", 1024, 0.15, 200, 0.5, 0.5)
+    assert (cfg.model.method, cfg.model.backbone, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.epochs,
+            cfg.method.queue_size, cfg.method.key_momentum, cfg.optim.warmup_epochs) == (
+        "regioncl_m", "resnet50", 1024, 0.15, 200, 65536, 0.999, 0.0)
+    assert make_config("regioncl_m_r50", {"optim.lr": 0.3}).optim.lr == 0.3
+    assert make_config("regioncl_m_r50w4").model.backbone == "resnet50w4"
+    # A recipe states only what differs from its base.
+    moco, regioncl = make_config("mocov2_r50").leaves(), cfg.leaves()
+    assert {k for k in moco if moco[k] != regioncl[k]} == {"model.method", "run.output_dir"}
     s = make_config("regioncl_s_r50")
-    assert (s.method, s.batch_size, s.lr, s.epochs, s.fix_pred_lr, s.proj_dim, s.pred_dim) == (
-        "regioncl_s", 512, 0.1, 100, True, 2048, 512)
-    assert make_config("regioncl_m_noswap_r50").method == "regioncl_m_noswap"
+    assert (s.model.method, s.optim.batch_size, s.optim.lr, s.optim.epochs, s.optim.fix_pred_lr) == (
+        "regioncl_s", 512, 0.1, 100, True)
+    assert s.model.backbone_args == {"zero_init_last": True}
+    assert make_config("regioncl_m_noswap_r50").model.method == "regioncl_m_noswap"
+    # The values the methods then take (their own defaults where the recipe leaves a field null).
+    from regioncl.train.trainer import build_model
+
+    with torch.device("meta"):
+        d = build_model(make_config("regioncl_d_r50"), 1)
+        simsiam = build_model(s, 1)
+    assert (d.dense_weight, d.region_weight, d.temperature, d.momentum) == (0.5, 0.5, 0.2, 0.999)
+    assert simsiam.projector[-2].out_features == 2048 and simsiam.predictor[0].out_features == 512
+
+
+def test_the_configuration_defaults_are_the_methods_defaults():
+    """One source of defaults: what the configuration leaves at its default, the methods agree on."""
+    import inspect
+
+    from regioncl.methods import DenseCL, MoCoV2
+    from regioncl.train.config import MethodConfig
+
+    moco = inspect.signature(MoCoV2.__init__).parameters
+    assert (MethodConfig.queue_size, MethodConfig.temperature, MethodConfig.key_momentum) == (
+        moco["queue_size"].default, moco["temperature"].default, moco["momentum"].default)
+    assert MethodConfig.dense_weight == inspect.signature(DenseCL.__init__).parameters["dense_weight"].default
+
+
+def test_recipes_inherit_and_the_sample_recipe_is_the_default(tmp_path):
+    from regioncl.train.config import load_recipe
+
+    assert make_config().leaves() == make_config("sample").leaves()
+    assert make_config().model.backbone == "resnet10t" and make_config().data.source == "sample"
+    child = tmp_path / "child.yaml"
+    child.write_text("base: mocov2_r50\noptim: {lr: 0.5}\nmodel: {backbone_args: {}}\n")
+    c = make_config(child)
+    assert (c.model.method, c.optim.lr, c.optim.batch_size, c.model.backbone_args) == ("mocov2", 0.5, 1024, {})
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\n")
+    with pytest.raises(ValueError, match="inherits from itself"):
+        load_recipe(loop)
+    flat = tmp_path / "flat.yaml"  # a recipe in the flat layout of earlier versions
+    flat.write_text("method: mocov2\nlr: 0.2\ndata: sample\nknn_every: 2\n")
+    f = make_config(flat)
+    assert (f.model.method, f.optim.lr, f.data.source, f.knn.every) == ("mocov2", 0.2, "sample", 2)
+
+
+def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
+    from regioncl.train.config import parse_config
+
+    cfg = parse_config(["--config", "mocov2_r50", "--optim.lr", "0.5", "--run.compile", "true",
+                        "--method.region_cells", "[1, 2]", "--model.backbone_args", "{}"])
+    assert (cfg.model.method, cfg.optim.lr, cfg.run.compile, cfg.method.region_cells, cfg.model.backbone_args) == (
+        "mocov2", 0.5, True, [1, 2], {})
+    with pytest.raises(SystemExit):
+        parse_config(["--optim.lr", "0.5", "--print_recipe"])
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert make_config(printed).leaves() == make_config(overrides={"optim.lr": 0.5}).leaves()
+    for bad in (["--optim.lrr", "1"], ["--optim.lr", "-1"], ["--config", "no_such_recipe"]):
+        with pytest.raises(SystemExit):
+            parse_config(bad)
+        assert "error" in capsys.readouterr().err
+
+
+def test_fields_that_may_change_on_resume_are_declared_on_them():
+    from regioncl.train.config import may_change_on_resume
+
+    free = may_change_on_resume()
+    assert {"run.log_every", "run.checkpoint_every", "run.resume", "data.num_workers", "knn.every"} <= free
+    assert not free & {"optim.lr", "model.method", "method.queue_size", "run.seed", "data.image_size"}
 
 
 def write_folder(root: Path, good: int, bad: int):
@@ -282,7 +355,7 @@ def test_simsiam_predictor_lr_stays_fixed_when_asked(tmp_path, fixed):
     trainer = Trainer(cfg)
     trainer.train()
     backbone_group, predictor_group = trainer.optimizer.param_groups
-    scheduled = lr_at(cfg, 2, 6, trainer.steps_per_epoch)  # the lr of the last step taken
+    scheduled = lr_at(cfg, 2, 6, trainer.data.steps_per_epoch)  # the lr of the last step taken
     assert backbone_group["lr"] == pytest.approx(scheduled) and scheduled < 0.05
     assert predictor_group["lr"] == pytest.approx(0.05 if fixed else scheduled)
 
@@ -308,15 +381,13 @@ def test_a_stream_needs_a_shard_per_process_and_caps_workers(caplog):
     processes is an error at start, too few for the workers means fewer workers."""
     from types import SimpleNamespace
 
-    from regioncl.train.trainer import Trainer
-
-    two = SimpleNamespace(world=2, cfg=SimpleNamespace(data="hf:x"))
+    two = SimpleNamespace(world=2, cfg=SimpleNamespace(data=SimpleNamespace(source="hf:x")))
     with pytest.raises(ValueError, match="1 shard\\(s\\), fewer than the 2 processes"):
-        Trainer._stream_workers(two, 1, 0)
+        TrainData._stream_workers(two, 1, 0)
     with caplog.at_level("WARNING"):
-        assert Trainer._stream_workers(two, 7, 4) == 3
+        assert TrainData._stream_workers(two, 7, 4) == 3
     assert "3 DataLoader worker(s) per process instead of 4" in caplog.text
-    assert Trainer._stream_workers(two, 8, 4) == 4 and Trainer._stream_workers(two, 2, 0) == 0
+    assert TrainData._stream_workers(two, 8, 4) == 4 and TrainData._stream_workers(two, 2, 0) == 0
 
 
 @pytest.mark.parametrize("kind", ["folder", "stream"])

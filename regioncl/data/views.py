@@ -20,7 +20,7 @@ Two places run the same operations:
   to each view and returns two **uint8** views; the trainer normalises on the device
   (:func:`normalize`), so a batch crosses process and host-device boundaries at a quarter of
   the float size.
-* :class:`BatchedMoCoV2` (``--gpu-augment``), on the device for a whole batch, when the CPU
+* :class:`BatchedMoCoV2` (``data.gpu_augment``), on the device for a whole batch, when the CPU
   cannot feed the accelerator: the workers only decode and crop (``MoCoV2Views(..., ops=False)``).
 
 The parameters come from a ``torch.Generator``; the datasets seed it per (seed, epoch, image)

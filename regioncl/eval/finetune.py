@@ -27,15 +27,20 @@ from .linear import train_transform
 @dataclass
 class FinetuneConfig:
     epochs: int = 50
-    batch_size: int = 256  # global
-    opt: str = "sgd"  # any timm optimizer name (sgd, adamw, lamb...)
+    batch_size: int = 256
+    """global: split over the processes"""
+    opt: str = "sgd"
+    """any timm optimizer name (sgd, adamw, lamb...)"""
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    sched: str = "cosine"  # any timm scheduler name
+    sched: str = "cosine"
+    """any timm scheduler name"""
     warmup_epochs: int = 5
-    mixup: float = 0.0  # mixup alpha (0: off)
-    cutmix: float = 0.0  # cutmix alpha (0: off)
+    mixup: float = 0.0
+    """mixup alpha (0: off)"""
+    cutmix: float = 0.0
+    """cutmix alpha (0: off)"""
     label_smoothing: float = 0.1
     image_size: int = 224
     crop_pct: float = 0.875

@@ -30,18 +30,25 @@ class ProbeConfig:
 
     epochs: int = 100
     lr: float = 30.0
+    """for the global batch"""
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 256
-    milestones: list[int] = field(default_factory=lambda: [60, 80])  # epochs; ignored with cosine
-    schedule: str = "step"  # "step" (MoCo) or "cosine" (SimSiam)
-    optimizer: str = "sgd"  # "sgd" or "lars" (SimSiam: lr 0.02 × batch / 256, batch 4096, cosine, 90 epochs)
-    augment: bool = True  # RandomResizedCrop + flip; False caches the features once
-    # Standardise the features first (BatchNorm without affine, as MAE's probe): makes one lr fit
-    # encoders whose features differ in scale. Off in MoCo's protocol.
+    """global: split over the processes"""
+    milestones: list[int] = field(default_factory=lambda: [60, 80])
+    """epochs where the lr drops ×0.1 (step schedule)"""
+    schedule: str = "step"
+    """step (MoCo) or cosine (SimSiam)"""
+    optimizer: str = "sgd"
+    """sgd, or lars (SimSiam: lr 0.02 × batch / 256, batch 4096, cosine, 90 epochs)"""
+    augment: bool = True
+    """RandomResizedCrop + flip; false caches the features once"""
     standardize: bool = False
+    """standardise the features first (BatchNorm without affine, as MAE's probe): one lr then fits
+    encoders whose features differ in scale; off in MoCo's protocol"""
     image_size: int = 224
     crop_pct: float = 0.875
+    """evaluation crop: the shorter side is resized to image_size / crop_pct, then centre-cropped"""
     num_workers: int = 0
     seed: int = 0
 

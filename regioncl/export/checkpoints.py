@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..backbones import resolve_backbone
-from ..files import STATE_FILE, list_checkpoints
+from ..files import STATE_FILE, config_value, list_checkpoints
 
 #: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
 INIT_ONLY_ARGS = frozenset({"zero_init_last", "pretrained", "drop_rate", "drop_path_rate", "drop_block_rate"})
@@ -120,10 +120,10 @@ def load_encoder(
         ValueError: naming missing and unexpected keys when the weights do not fit the backbone.
     """
     path, config = find_checkpoint_file(checkpoint)
-    backbone = backbone or config.get("backbone")
+    backbone = backbone or config_value(config, "model.backbone")
     if backbone is None:
         raise ValueError(f"{path}: no training config beside the weights; pass the backbone name")
-    args = dict(config.get("backbone_args", {}) if backbone_args is None else backbone_args)
+    args = dict(config_value(config, "model.backbone_args", {}) if backbone_args is None else backbone_args)
     spec = resolve_backbone(backbone, **args)
     model_args = {k: v for k, v in spec.model_args.items() if k not in INIT_ONLY_ARGS}
     model = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **model_args)

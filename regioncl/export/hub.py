@@ -21,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from ..files import atomic_write
+from ..files import atomic_write, config_value
 from .checkpoints import load_encoder
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -81,11 +81,13 @@ def export(
         metadata: extra top-level metadata (method, recipe, epochs, dataset, metrics...).
     """
     model, config = load_encoder(checkpoint, backbone, backbone_args)
-    meta = {k: config[k] for k in ("method", "epochs", "data", "image_size", "batch_size", "lr") if k in config}
+    fields = {"method": "model.method", "epochs": "optim.epochs", "data": "data.source", "image_size": "data.image_size",
+              "batch_size": "optim.batch_size", "lr": "optim.lr"}
+    meta = {k: config_value(config, dotted) for k, dotted in fields.items() if config_value(config, dotted) is not None}
     meta.update(metadata or {})
     method = meta.get("method", "ssl")
     tag = meta.get("tag") or f"{method}_{meta.get('recipe', 'custom')}"
-    size = int(image_size or config.get("image_size") or 224)
+    size = int(image_size or meta.get("image_size") or 224)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

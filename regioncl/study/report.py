@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..files import config_value
 from .plots import read_metrics
 
 #: the metrics compared between the configurations of a pair, as summarize_run names them.
@@ -38,14 +39,15 @@ def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     steps = max((r["step"] for r in records), default=0)
     linear = json.loads((run / "linear.json").read_text()) if (run / "linear.json").is_file() else {}
     median_ips = statistics.median(ips) if ips else None
+    method, epochs, seed, batch = (config_value(cfg, k) for k in ("model.method", "optim.epochs", "run.seed", "optim.batch_size"))
     return {
-        "run": run.name, "group": run_group(run), "method": cfg["method"], "epochs": cfg["epochs"], "seed": cfg["seed"],
+        "run": run.name, "group": run_group(run), "method": method, "epochs": epochs, "seed": seed,
         "knn_before": knn[0][1] if knn and knn[0][0] == 0 else None,
         "knn_final": knn[-1][1] if knn else None,
         "knn_best": max((v for e, v in knn if e > 0), default=None),  # of the trained encoder, not the random init
         "knn_by_epoch": knn, "linear_top1": linear.get("top1"), "linear_top5": linear.get("top5"),
         "images_per_s": median_ips, "steps": steps,
-        "train_minutes": steps * cfg["batch_size"] / median_ips / 60 if median_ips else None,
+        "train_minutes": steps * batch / median_ips / 60 if median_ips else None,
     }
 
 

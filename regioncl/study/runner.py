@@ -8,20 +8,21 @@ A study is a YAML file (``studies/fmnist.yaml``)::
     prepare:                            # commands run, in order, when what they create is missing
       - {creates: data/fashion-mnist/test, run: [python, scripts/prepare_fashion_mnist.py, data/fashion-mnist]}
     seeds: [0, 1]
-    options: {data: data/fashion-mnist/train}      # pretraining fields for every run
-    knn: {every: 1, train_data: ..., val_data: ...} # the kNN monitor: knn_* fields of every run
+    options: {data: {source: data/fashion-mnist/train}}   # configuration sections for every run
+    knn: {every: 1, train_data: ..., val_data: ...}      # the kNN monitor (the knn section) of every run
     probe: {train_data: ..., val_data: ..., standardize: true, lr: 0.1}   # scripts/linear_probe.py options
     runs:
       - {name: mocov2, recipe: fmnist_mocov2}
       - {name: regioncl_m, recipe: fmnist_regioncl_m}
-      - {name: random_init, recipe: fmnist_mocov2, options: {max_steps: 0}, seeds: [0], reference: true}
+      - {name: random_init, recipe: fmnist_mocov2, options: {optim: {max_steps: 0}}, seeds: [0], reference: true}
     pairs: [[regioncl_m, mocov2]]       # RegionCL-X − X: the difference and its standard error, one plot each
     extra_seeds: {max: 3, within: 2.0}  # a pair whose difference is within 2 SE gets one more seed each, up to 3
 
-A run's pretraining options are its recipe's, then the study's ``options`` and ``knn``, then its
-own ``options``, then the command line's ``--set`` (say ``--set image_size=64`` on a GPU, with
-another ``--out``). They are written to ``RUN/recipe.yaml`` and the run trains from that file, so a
-folder always shows what made it; a finished run whose options no longer match the study is
+A run's pretraining configuration is its recipe's (``sample`` when it names none), then the
+study's ``options`` and ``knn``, then its own ``options``, then the command line's ``--set`` (say
+``--set data.image_size=64`` on a GPU, with another ``--out``); options are sections, or
+``SECTION.FIELD`` keys. The result is written to ``RUN/recipe.yaml`` and the run trains from that
+file, so a folder always shows what made it; a finished run whose options no longer match the study is
 refused rather than silently mixed into the table. The probe runs at the run's image size.
 
 The runner is idempotent: a finished run (``encoder.safetensors`` and ``result.json``) is skipped,
@@ -44,7 +45,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..train.config import PretrainConfig, check_keys, load_recipe
+from ..train.config import DEFAULT_RECIPE, deep_merge, load_recipe, make_config, nest
 from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
 
 #: the repository's root: the scripts the runner starts live in ROOT/scripts.
@@ -64,6 +65,7 @@ class RunSpec:
         seeds: the seeds it runs with before any extra seed.
         reference: a reference line (the random-init encoder, say), in the table but in no pair.
         probe: whether the linear probe runs on it.
+        image_size: the pretraining image size, at which the probe runs too.
     """
 
     name: str
@@ -71,6 +73,7 @@ class RunSpec:
     seeds: list[int]
     reference: bool = False
     probe: bool = True
+    image_size: int = 224
 
 
 @dataclass
@@ -95,13 +98,13 @@ class Study:
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
-    """``["image_size=64", "region_cells=[1, 2]"]`` → ``{"image_size": 64, "region_cells": [1, 2]}`` (values read as YAML)."""
+    """``["data.image_size=64", "method.region_cells=[1, 2]"]`` → ``{"data.image_size": 64, ...}`` (values read as YAML)."""
     values: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"{what} expects KEY=VALUE, got {item!r}")
-        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        values[key.strip()] = yaml.safe_load(value)
     return values
 
 
@@ -131,11 +134,12 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
     if unknown:
         raise ValueError(f"study {path}: unknown key(s) {unknown}; known: {sorted(_STUDY_KEYS)}")
     where = f"study {path}"
-    common = _mapping(raw.get("options"), f"{where}: options")
-    common.update({f"knn_{k}": v for k, v in _mapping(raw.get("knn"), f"{where}: knn").items()})
-    overrides = dict(overrides or {})
-    check_keys(common, f"{where}: options/knn")
-    check_keys(overrides, "--set")
+    try:
+        common = deep_merge(nest(_mapping(raw.get("options"), f"{where}: options")),
+                            {"knn": _mapping(raw.get("knn"), f"{where}: knn")})
+        overrides = nest(dict(overrides or {}))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     default_seeds = [int(s) for s in raw.get("seeds", [0])]
     runs: list[RunSpec] = []
     for i, entry in enumerate(raw.get("runs") or []):
@@ -148,19 +152,22 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
             raise ValueError(f"{where}: run {name!r}: unknown key(s) {bad}; known: {sorted(_RUN_KEYS)}")
         if any(r.name == name for r in runs):
             raise ValueError(f"{where}: two runs are named {name!r}")
-        own = _mapping(entry.get("options"), f"{where}: run {name!r}: options")
-        check_keys(own, f"{where}: run {name!r}: options")
-        options = load_recipe(entry["recipe"]) if entry.get("recipe") else {}
-        options.update(common)
-        options.update(own)
-        options.update(overrides)
-        for run_only in ("output_dir", "seed", "resume"):  # the runner sets these per run
-            options.pop(run_only, None)
-        if "method" not in options:
-            raise ValueError(f"{where}: run {name!r} has neither a recipe nor a method")
-        PretrainConfig(**options).validate()  # a bad value stops the study before any run starts
+        try:
+            own = nest(_mapping(entry.get("options"), f"{where}: run {name!r}: options"))
+            # The recipe's whole chain, resolved: recipe.yaml then stands alone (a run without one
+            # starts from the sample recipe, as the pretraining script does).
+            options = load_recipe(entry.get("recipe") or DEFAULT_RECIPE)
+            for layer in (common, own, overrides):
+                options = deep_merge(options, layer)
+            options.get("run", {}).pop("output_dir", None)  # the runner sets these per run
+            options.get("run", {}).pop("seed", None)
+            options.get("run", {}).pop("resume", None)
+            config = make_config(options)  # a bad value stops the study before any run starts
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{where}: run {name!r}: {e}") from None
         seeds = [int(s) for s in entry.get("seeds", default_seeds)]
-        runs.append(RunSpec(name, options, seeds, bool(entry.get("reference", False)), bool(entry.get("probe", True))))
+        runs.append(RunSpec(name, options, seeds, bool(entry.get("reference", False)), bool(entry.get("probe", True)),
+                            config.data.image_size))
     if not runs:
         raise ValueError(f"{where} lists no runs")
     names = {r.name for r in runs}
@@ -194,20 +201,12 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
 
 
 def option_flags(options: dict[str, Any]) -> list[str]:
-    """``{"no_augment": True, "lr": 0.1, "milestones": [6, 8]}`` → command-line flags of a script."""
+    """``{"augment": False, "lr": 0.1, "milestones": [6, 8]}`` → ``--augment false --lr 0.1 --milestones [6, 8]``:
+    the options of a script whose flags are configuration fields (jsonargparse)."""
     flags: list[str] = []
     for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value is False:
-            flags.append("--no-" + key.replace("_", "-"))
-        elif isinstance(value, (list, tuple)):
-            flags += [flag, *map(str, value)]
-        elif isinstance(value, dict):
-            flags += [flag, json.dumps(value)]
-        elif value is not None:
-            flags += [flag, str(value)]
+        if value is not None:
+            flags += [f"--{key}", json.dumps(value) if isinstance(value, (bool, list, tuple, dict)) else str(value)]
     return flags
 
 
@@ -229,6 +228,10 @@ def run_finished(run: Path) -> bool:
 
 def has_checkpoint(run: Path) -> bool:
     return any((run / "checkpoints").glob("step_*")) if (run / "checkpoints").is_dir() else False
+
+
+def _leaves(options: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, fields in nest(options).items() for k, v in fields.items()}
 
 
 class StudyError(ValueError):
@@ -263,11 +266,11 @@ class StudyRunner:
         """Refuse a run folder made with other options than the study now gives."""
         path = run / "recipe.yaml"
         if path.is_file():
-            before = yaml.safe_load(path.read_text())
-            if before != spec.options:
-                changed = sorted(k for k in set(before) | set(spec.options) if before.get(k) != spec.options.get(k))
-                detail = ", ".join(f"{k}: {before.get(k, '(unset)')!r} → {spec.options.get(k, '(unset)')!r}"
-                                   for k in changed)
+            before = _leaves(yaml.safe_load(path.read_text()))
+            now = _leaves(spec.options)
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            if changed:
+                detail = ", ".join(f"{k}: {before.get(k, '(unset)')!r} → {now.get(k, '(unset)')!r}" for k in changed)
                 raise StudyError(
                     f"{run} was made with other options than the study now gives ({detail}); give the study "
                     "another --out, or remove the folder to run it again"
@@ -292,9 +295,9 @@ class StudyRunner:
         if run_finished(run):
             return False
         command = [*self.study.launcher, str(ROOT / "scripts" / "pretrain.py"), "--config", str(run / "recipe.yaml"),
-                   "--seed", str(seed), "--output-dir", str(run)]
+                   "--run.seed", str(seed), "--run.output_dir", str(run)]
         if has_checkpoint(run):
-            command += ["--resume", "latest"]
+            command += ["--run.resume", "latest"]
         if not self.dry_run:
             run.mkdir(parents=True, exist_ok=True)
             (run / "recipe.yaml").write_text(yaml.safe_dump(spec.options, sort_keys=True))
@@ -308,7 +311,7 @@ class StudyRunner:
         run = self.study.run_dir(spec.name, seed)
         if not spec.probe or (run / "linear.json").is_file() or not (self.dry_run or run_finished(run)):
             return False
-        options = {"image_size": spec.options.get("image_size", PretrainConfig.image_size), "seed": seed, **self.study.probe}
+        options = {"image_size": spec.image_size, "seed": seed, **self.study.probe}
         command = [*self.study.launcher, str(ROOT / "scripts" / "linear_probe.py"), str(run), *option_flags(options)]
         if not self.dry_run:
             self._record(run, "probe", seed, spec)

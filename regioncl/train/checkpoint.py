@@ -11,12 +11,48 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 
 from ..files import PREFIX, STATE_FILE, checkpoint_dir, list_checkpoints
+from .config import PretrainConfig, may_change_on_resume
+
+
+@dataclass
+class RunState:
+    """Progress saved in ``trainer_state.json``."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    step_in_epoch: int = 0  # steps done within `epoch`
+    bad_images: int = 0  # unreadable images skipped so far (all processes)
+    images_read: int = 0  # images decoded or attempted (all processes)
+    # Streaming: positions each reader (process × worker, in rank order) has delivered in this epoch.
+    stream_positions: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> "RunState":
+        return cls(**{k: saved[k] for k in vars(cls()) if k in saved})
+
+
+def check_resumable(cfg: PretrainConfig, saved: dict[str, Any], path: Path) -> None:
+    """Refuse to resume with settings that shape the computation otherwise than the checkpoint's
+    (fields whose metadata says they may change are free)."""
+    mine = cfg.leaves()
+    flat = {f"{s}.{k}": v for s, values in saved.items() if isinstance(values, dict) for k, v in values.items()}
+    if not flat:
+        raise ValueError(
+            f"checkpoint {path} was written by an earlier version of regioncl (a flat configuration); "
+            "resume it with that version, or start the run again"
+        )
+    free = may_change_on_resume()
+    differ = sorted(k for k in mine if k not in free and flat.get(k, mine[k]) != mine[k])
+    if differ:
+        detail = ", ".join(f"{k}={flat[k]!r} (now {mine[k]!r})" for k in differ)
+        raise ValueError(f"checkpoint {path} was trained with {detail}; resume with the same settings")
 
 def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
     """The checkpoint to resume from.

@@ -1,107 +1,125 @@
-"""Pretraining configuration: defaults, recipe files and command-line overrides.
+"""Pretraining configuration: six sections, the paper's defaults, recipes that inherit and override.
 
-A recipe is a YAML file whose keys are fields of :class:`PretrainConfig`. The
-shipped recipes live in ``regioncl/recipes/`` and are found by name
-(``--config regioncl_m_r50``) as well as by path. Defaults are the built-in
-sample run: RegionCL-M, a small ResNet, 32 px, a few minutes on a CPU.
+The defaults of every field are the paper's (RegionCL-M, ResNet-50, SPEC §3 and §8). A recipe
+is a YAML file of sections that states only what differs from its ``base`` (another recipe, or
+the defaults)::
+
+    # regioncl/recipes/mocov2_r50.yaml
+    base: regioncl_m_r50
+    model: {method: mocov2}
+    run: {output_dir: runs/mocov2_r50}
+
+The shipped recipes live in ``regioncl/recipes/`` and are found by name as well as by path;
+``sample`` is the CPU run on the built-in data that ``scripts/pretrain.py`` uses when no recipe
+is given. On the command line every field is an option named by its section
+(``--optim.lr 0.1``, ``--model.backbone resnet18``, ``--run.compile true``), parsed and
+type-checked by jsonargparse; ``--print_recipe`` prints the resolved configuration (a recipe
+in itself), ``--help`` every field with its help text and the recipe's value.
+
+Fields that may change when a run is resumed (logging, checkpoint cadence, workers, the kNN
+monitor...) say so in their metadata (:data:`MAY_CHANGE`); every other field must match the
+checkpoint's.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
+from ..files import legacy_name
+
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+#: the recipe a run uses when none is given: the CPU sample run.
+DEFAULT_RECIPE = "sample"
+#: field metadata: this field may differ between a run and its resumption.
+MAY_CHANGE = {"may_change_on_resume": True}
+
+
+def _resumable(default: Any = None, **kwargs: Any) -> Any:
+    """A field that may change when the run is resumed (run management, not the computation)."""
+    if "default_factory" in kwargs:
+        return field(metadata=MAY_CHANGE, **kwargs)
+    return field(default=default, metadata=MAY_CHANGE, **kwargs)
 
 
 @dataclass
-class PretrainConfig:
-    """Everything a pretraining run needs. Field comments give units and meaning."""
+class ModelConfig:
+    """What to train."""
 
-    # What to train.
-    method: str = "regioncl_m"  # mocov2 regioncl_m regioncl_m_noswap densecl regioncl_d simsiam regioncl_s
-    backbone: str = "resnet10t"  # any timm CNN, or resnet50w2 / resnet50w4
-    backbone_args: dict[str, Any] = field(default_factory=lambda: {"output_stride": 8})  # extra timm.create_model kwargs
-    # Data.
-    data: str = "sample"  # "sample", a folder path, or "hf:ID_OR_PATH[:SPLIT]"
-    streaming: bool = False  # stream an hf: source instead of downloading/loading it whole
-    image_column: str | None = None
-    label_column: str | None = None
-    image_size: int = 32  # pixels; a multiple of the backbone's output stride
-    num_workers: int | None = None  # DataLoader workers per process; None: cores - 1, at most 8
-    prefetch_factor: int = 2  # batches each worker prepares ahead
-    pin_memory: bool | None = None  # page-locked host batches; None: on CUDA only
-    persistent_workers: bool = True  # keep workers between epochs (folders; a stream restarts them each epoch)
-    shuffle_buffer: int = 10_000  # examples, for streaming sources
-    gpu_augment: bool = False  # workers only decode and crop; colour, grayscale, blur and flip run batched on the device
-    max_bad_fraction: float = 0.01  # stop when more than this fraction of images read is unreadable
-    # Optimisation (SPEC §8): SGD, cosine, per-step.
-    batch_size: int = 128  # global: per-process batch × processes
-    epochs: int = 6
-    max_steps: int | None = None  # cap on the total steps (shortens the cosine schedule too)
-    stop_at_step: int | None = None  # stop early *without* changing the schedule (split a run into jobs)
-    lr: float = 0.03  # for the global batch
-    warmup_epochs: float = 1.0  # the paper uses none; a short run needs it while the queue fills
-    sgd_momentum: float = 0.9
-    weight_decay: float = 1e-4
-    # Method (SPEC §3, §6).
-    queue_size: int = 1024  # 65,536 in the paper's recipes; small data wants a queue that refreshes fast
+    method: str = "regioncl_m"
+    """mocov2, regioncl_m, regioncl_m_noswap, densecl, regioncl_d, simsiam or regioncl_s"""
+    backbone: str = "resnet50"
+    """any timm CNN, or resnet50w2 / resnet50w4 (the paper's widths)"""
+    backbone_args: dict[str, Any] = field(default_factory=lambda: {"zero_init_last": False})
+    """extra timm.create_model arguments, e.g. {"output_stride": 8}; MoCo trains torchvision-style
+    ResNets (no zero-initialised residual branch), SimSiam zero-initialises them"""
+
+
+@dataclass
+class MethodConfig:
+    """The method's settings (SPEC §3–7)."""
+
+    queue_size: int = 65536
+    """keys in the queue (MoCo v2, DenseCL); a small data set wants a queue that refreshes fast"""
     temperature: float = 0.2
-    key_momentum: float = 0.99  # 0.999 in the paper's recipes
-    proj_hidden_dim: int | None = None  # None: the method's (2048)
-    proj_dim: int | None = None  # None: the method's (128 for MoCo v2 / DenseCL, 2048 for SimSiam)
-    pred_dim: int | None = None  # SimSiam's predictor bottleneck; None: 512
-    dense_weight: float = 0.5  # DenseCL's λ
-    fix_pred_lr: bool = True  # SimSiam: the predictor's lr stays at `lr`, off the schedule
-    sync_bn: bool = True  # SimSiam: synchronise BN across processes where the backend can
-    bn_groups: int | None = None  # None: 2 in one process, 1 across processes (shuffle-BN)
-    region_cells: list[int] | None = None  # [lo, hi] box sides in feature cells; None scales 3–5 of 7
-    pairing: str = "derangement"  # or "reverse" (the authors')
-    region_weight: float | None = None  # None: the method's (1; 1 − λ for RegionCL-D, our choice)
-    # Evaluation: kNN top-1 on a held-out split before and after training (SPEC §10).
-    knn: bool = True
-    knn_every: int = 0  # epochs between kNN evaluations during training; 0: before and after only
-    knn_k: int = 200
-    knn_temperature: float = 0.07
-    knn_train_data: str | None = None  # defaults to `data` (train split) for "sample"
-    knn_val_data: str | None = None  # defaults to the sample set's val split
-    # Run management.
-    output_dir: str = "runs/default"
-    seed: int = 0
-    log_every: int = 10  # steps
-    checkpoint_every: int = 200  # steps
-    keep_checkpoints: int = 2
-    resume: str | None = None  # "latest" or a checkpoint / output folder
-    channels_last: bool = True
-    keep_host_memory: bool | None = None  # glibc keeps freed memory for the next step (no page faults); None: when training on the CPU
-    compile: bool = False  # torch.compile the encoders in place (Module.compile): ~4 % faster per step on a 2-core CPU after a 1-2 min compile
-    log_with: list[str] | None = None  # Accelerate trackers, e.g. ["tensorboard"]
+    """InfoNCE temperature"""
+    key_momentum: float = 0.999
+    """momentum of the key encoder"""
+    proj_hidden_dim: int | None = None
+    """projector hidden width; null: the method's (2048)"""
+    proj_dim: int | None = None
+    """projector output width; null: the method's (128 for MoCo v2 / DenseCL, 2048 for SimSiam)"""
+    pred_dim: int | None = None
+    """SimSiam's predictor bottleneck; null: 512"""
+    dense_weight: float = 0.5
+    """DenseCL's λ: L = (1 − λ) L_ins + λ L_dense"""
+    bn_groups: int | None = None
+    """sub-batches of the shuffled keys with their own BN statistics; null: 2 in one process, 1 across processes"""
+    sync_bn: bool = True
+    """SimSiam: synchronise batch norm across processes where the backend can"""
+    region_cells: list[int] | None = None
+    """[lo, hi] box sides in feature cells; null: the authors' 3–5 of a 7×7 grid, scaled"""
+    pairing: str = "derangement"
+    """which image's region composite i receives: derangement, or reverse (the authors')"""
+    region_weight: float | None = None
+    """weight of L_reg; null: the method's (1; 1 − λ for RegionCL-D, our choice)"""
 
-    def validate(self) -> None:
-        """Refuse values that can only fail later, with a message naming the field."""
-        positive = ["image_size", "batch_size", "epochs", "queue_size", "log_every", "checkpoint_every",
-                    "proj_dim", "proj_hidden_dim", "pred_dim"]
-        for name in positive:
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("lr and temperature must be positive")
-        if not 0.0 <= self.key_momentum < 1.0:
-            raise ValueError(f"key_momentum must be in [0, 1), got {self.key_momentum}")
-        if not 0.0 <= self.max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
-        if self.region_cells is not None and len(self.region_cells) != 2:
-            raise ValueError(f"region_cells must be [lo, hi], got {self.region_cells}")
-        if self.streaming and self.max_steps is None:
-            raise ValueError("a streamed dataset has no length: give max_steps (--max-steps) to fix the schedule")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ValueError("num_workers must be >= 0")
+
+@dataclass
+class DataConfig:
+    """The training images and the loaders that read them."""
+
+    source: str = "sample"
+    """"sample" (the built-in set), a folder, or "hf:ID_OR_PATH[:SPLIT]" (Hugging Face datasets)"""
+    image_size: int = 224
+    """pixels; a multiple of the backbone's output stride"""
+    streaming: bool = False
+    """stream an hf: source instead of loading it whole (needs optim.max_steps)"""
+    image_column: str | None = None
+    """hf: image column; null: detected"""
+    label_column: str | None = None
+    """hf: label column; null: detected"""
+    shuffle_buffer: int = 10_000
+    """examples, for streamed sources"""
+    gpu_augment: bool = False
+    """workers only decode and crop; colour, grayscale, blur and flip run batched on the device"""
+    num_workers: int | None = _resumable(None)
+    """DataLoader workers per process; null: cores − 1, at most 8"""
+    prefetch_factor: int = _resumable(2)
+    """batches each worker prepares ahead"""
+    pin_memory: bool | None = _resumable(None)
+    """page-locked host batches; null: on CUDA only"""
+    persistent_workers: bool = _resumable(True)
+    """keep workers between epochs (folders; a stream restarts them each epoch)"""
+    max_bad_fraction: float = _resumable(0.01)
+    """stop when more than this fraction of the images read is unreadable"""
 
     @property
     def workers(self) -> int:
@@ -110,88 +128,270 @@ class PretrainConfig:
             return self.num_workers
         return max(0, min(8, (os.cpu_count() or 1) - 1))
 
+
+@dataclass
+class OptimConfig:
+    """SGD with a per-step schedule: linear warm-up, then half a cosine (SPEC §8)."""
+
+    batch_size: int = 1024
+    """global: per-process batch × processes"""
+    lr: float = 0.15
+    """for the global batch"""
+    epochs: int = 200
+    max_steps: int | None = None
+    """cap on the total steps (shortens the cosine schedule too); a stream needs it"""
+    warmup_epochs: float = 0.0
+    """the paper uses none; a short run needs some while the queue fills"""
+    momentum: float = 0.9
+    """SGD momentum"""
+    weight_decay: float = 1e-4
+    fix_pred_lr: bool = True
+    """SimSiam: the predictor's lr stays at optim.lr, off the schedule"""
+
+
+@dataclass
+class KnnConfig:
+    """The kNN monitor: top-1 on a held-out split before and after training, and every few epochs (SPEC §10)."""
+
+    enabled: bool = _resumable(True)
+    """run it (it is skipped when no labelled evaluation data is known)"""
+    every: int = _resumable(0)
+    """epochs between evaluations during training; 0: before and after only"""
+    k: int = _resumable(200)
+    temperature: float = _resumable(0.07)
+    train_data: str | None = _resumable(None)
+    """the bank; null: the training data's train split for "sample", else none"""
+    val_data: str | None = _resumable(None)
+    """the queries; null: the sample set's val split for "sample", else none"""
+
+
+@dataclass
+class RunConfig:
+    """Where the run goes and how it is managed."""
+
+    output_dir: str = _resumable("runs/default")
+    seed: int = 0
+    log_every: int = _resumable(10)
+    """steps between metric records"""
+    checkpoint_every: int = _resumable(200)
+    """steps between checkpoints"""
+    keep_checkpoints: int = _resumable(2)
+    """checkpoints kept (oldest deleted first)"""
+    resume: str | None = _resumable(None)
+    """"latest" (the newest checkpoint of run.output_dir), or a checkpoint or output folder"""
+    stop_at_step: int | None = _resumable(None)
+    """stop early without changing the schedule (a run split into jobs)"""
+    channels_last: bool = True
+    """channels_last tensors (fastest for ResNets on GPUs and on most CPUs)"""
+    compile: bool = _resumable(False)
+    """torch.compile the encoders in place (Module.compile)"""
+    keep_host_memory: bool | None = _resumable(None)
+    """glibc keeps freed memory for the next step (no page faults); null: when training on the CPU"""
+    log_with: list[str] | None = _resumable(None)
+    """Accelerate trackers, e.g. [tensorboard]"""
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
+                             "optim": OptimConfig, "knn": KnnConfig, "run": RunConfig}
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs, in sections; see the module docstring."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        """Refuse values that can only fail later, with a message naming the field."""
+        positive = {"data.image_size": self.data.image_size, "optim.batch_size": self.optim.batch_size,
+                    "optim.epochs": self.optim.epochs, "method.queue_size": self.method.queue_size,
+                    "run.log_every": self.run.log_every, "run.checkpoint_every": self.run.checkpoint_every,
+                    "method.proj_dim": self.method.proj_dim, "method.proj_hidden_dim": self.method.proj_hidden_dim,
+                    "method.pred_dim": self.method.pred_dim, "optim.lr": self.optim.lr,
+                    "method.temperature": self.method.temperature}
+        for name, value in positive.items():
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not 0.0 <= self.method.key_momentum < 1.0:
+            raise ValueError(f"method.key_momentum must be in [0, 1), got {self.method.key_momentum}")
+        if not 0.0 <= self.data.max_bad_fraction <= 1.0:
+            raise ValueError(f"data.max_bad_fraction must be in [0, 1], got {self.data.max_bad_fraction}")
+        if self.method.region_cells is not None and len(self.method.region_cells) != 2:
+            raise ValueError(f"method.region_cells must be [lo, hi], got {self.method.region_cells}")
+        if self.data.streaming and self.optim.max_steps is None:
+            raise ValueError("a streamed dataset has no length: give optim.max_steps to fix the schedule")
+        if self.data.num_workers is not None and self.data.num_workers < 0:
+            raise ValueError("data.num_workers must be >= 0")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def leaves(self) -> dict[str, Any]:
+        """``{"optim.lr": 0.15, ...}``: every field by its dotted name."""
+        return {f"{s}.{k}": v for s, values in self.to_dict().items() for k, v in values.items()}
 
-def find_recipe(name_or_path: str) -> Path:
+
+def may_change_on_resume() -> frozenset[str]:
+    """Dotted names of the fields whose metadata says they may change when a run is resumed."""
+    return frozenset(f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+                     if f.metadata.get("may_change_on_resume"))
+
+
+# ---------------------------------------------------------------------------- recipes
+def find_recipe(name_or_path: str | os.PathLike) -> Path:
     """A recipe path from a file path or a shipped recipe name (``regioncl_m_r50``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = RECIPES_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    shipped = RECIPES_DIR / f"{str(name_or_path).removesuffix('.yaml')}.yaml"
     if shipped.is_file():
         return shipped
     names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"no recipe file {name_or_path!r} and no shipped recipe of that name; shipped: {names}")
+    raise FileNotFoundError(f"no recipe file {str(name_or_path)!r} and no shipped recipe of that name; shipped: {names}")
 
 
-def load_recipe(name_or_path: str) -> dict[str, Any]:
-    """Read a recipe and check that every key is a config field."""
-    path = find_recipe(name_or_path)
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``, section by section (a new dict; a dict *value* such as
+    ``model.backbone_args`` is replaced whole, not merged, so a recipe can clear it)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key in SECTIONS and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_recipe(name_or_path: str | os.PathLike, _seen: Sequence[Path] = ()) -> dict[str, Any]:
+    """A recipe's sections with its ``base`` chain merged in (the base first), without ``base``."""
+    path = find_recipe(name_or_path).resolve()
+    if path in _seen:
+        raise ValueError(f"recipe {path} inherits from itself (through {[str(p) for p in _seen]})")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"recipe {path} must be a mapping of config fields")
-    check_keys(values, f"recipe {path}")
-    return values
+        raise ValueError(f"recipe {path} must be a mapping of sections")
+    base = values.pop("base", None)
+    try:
+        values = nest(values)
+    except ValueError as e:
+        raise ValueError(f"recipe {path}: {e}") from None
+    if base is None:
+        return values
+    bases = base if isinstance(base, list) else [base]
+    merged: dict[str, Any] = {}
+    for b in bases:
+        # A base by path is found beside the recipe that names it.
+        b_path = path.parent / b if (path.parent / str(b)).is_file() else b
+        merged = deep_merge(merged, load_recipe(b_path, (*_seen, path)))
+    return deep_merge(merged, values)
 
 
-def check_keys(values: dict[str, Any], where: str) -> None:
-    known = {f.name for f in dataclasses.fields(PretrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+#: the flat field names of configurations written before the sections (recipes, run folders,
+#: checkpoints, scripts): ``lr`` → ``optim.lr``, ``data`` → ``data.source``, ``knn_every`` → ``knn.every``.
+LEGACY_NAMES = {legacy_name(f"{s}.{f.name}"): f"{s}.{f.name}" for s, cls in SECTIONS.items()
+                for f in dataclasses.fields(cls)}
 
 
-def make_config(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> PretrainConfig:
-    """Defaults ← recipe ← overrides (``None`` values in overrides are ignored)."""
-    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
-    extra = {k: v for k, v in (overrides or {}).items() if v is not None}
-    check_keys(extra, "overrides")
-    values.update(extra)
-    cfg = PretrainConfig(**values)
+def nest(values: dict[str, Any]) -> dict[str, Any]:
+    """Sections from ``{"optim.lr": 0.1, "model": {...}}``; dotted keys, sections and the flat
+    names of :data:`LEGACY_NAMES` may be mixed (a section's name with a non-mapping value, such
+    as ``method: mocov2`` or ``data: /images``, is the flat field of that name)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            out[key] = {**out.get(key, {}), **value}
+            continue
+        dotted = key if "." in key else LEGACY_NAMES.get(key)
+        if dotted is None:
+            raise ValueError(f"{key!r} is not a section, a SECTION.FIELD name or a field; sections: {sorted(SECTIONS)}")
+        section, name = dotted.split(".", 1)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- parsing
+def config_parser(prog: str | None = None, description: str | None = None) -> Any:
+    """The jsonargparse parser of :class:`PretrainConfig`: ``--SECTION.FIELD`` for every field,
+    help from the fields' docstrings, plus ``--config RECIPE``."""
+    from jsonargparse import ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, env_prefix="REGIONCL",
+                            default_env=False)
+    parser.add_argument("--config", default=None,
+                        help=f"recipe: a YAML file or a shipped name ({', '.join(shipped_recipes())}); default: "
+                             f"{DEFAULT_RECIPE}")
+    for name, cls in SECTIONS.items():
+        parser.add_class_arguments(cls, name, fail_untyped=False)
+    return parser
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def _dotted(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, fields in values.items() for k, v in fields.items()}
+
+
+def _from_namespace(ns: Any) -> PretrainConfig:
+    sections = {name: cls(**{f.name: ns[f"{name}.{f.name}"] for f in dataclasses.fields(cls)})
+                for name, cls in SECTIONS.items()}
+    cfg = PretrainConfig(**sections)
     cfg.validate()
+    return cfg
+
+
+def make_config(recipe: str | os.PathLike | dict[str, Any] | None = None,
+                overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """Defaults ← recipe (a name, a file, or its sections as a dict; ``sample`` when none) ←
+    overrides (sections, ``SECTION.FIELD`` keys or flat names), every value type-checked as on
+    the command line."""
+    base = nest(recipe) if isinstance(recipe, dict) else load_recipe(recipe or DEFAULT_RECIPE)
+    values = deep_merge(base, nest(overrides or {}))
+    try:
+        ns = config_parser().parse_object(values, defaults=True)
+    except Exception as e:  # jsonargparse reports bad keys and types as its ArgumentError
+        where = "the given sections" if isinstance(recipe, dict) else repr(str(recipe or DEFAULT_RECIPE))
+        raise ValueError(f"configuration {where} with {overrides or {}}: {e}") from e
+    return _from_namespace(ns)
+
+
+def parse_config(argv: Sequence[str] | None = None, prog: str | None = None, description: str | None = None) -> PretrainConfig:
+    """The configuration of a command line: ``--config RECIPE`` (default ``sample``), then the
+    ``--SECTION.FIELD`` options over it. ``--help`` shows the recipe's values as the defaults;
+    ``--print_recipe`` prints the resolved configuration as a recipe and exits."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    recipe = DEFAULT_RECIPE
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            recipe = argv[i + 1]
+        elif arg.startswith("--config="):
+            recipe = arg.split("=", 1)[1]
+    parser = config_parser(prog, description)
+    parser.add_argument("--print_recipe", action="store_true", help="print the resolved configuration (YAML) and exit")
+    parser.exit_on_error = True
+    try:
+        parser.set_defaults(_dotted(load_recipe(recipe)))
+    except (OSError, ValueError, KeyError) as e:
+        parser.error(str(e))
+    ns = parser.parse_args(argv)
+    try:
+        cfg = _from_namespace(ns)
+    except ValueError as e:
+        parser.error(str(e))
+    if ns["print_recipe"]:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        sys.exit(0)
     return cfg
 
 
 def config_json(cfg: PretrainConfig) -> str:
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
-
-
-def _field_help() -> dict[str, str]:
-    """The trailing comment of each field in this file's PretrainConfig, as --help text."""
-    import inspect
-    import re
-
-    pattern = re.compile(r"^\s+(\w+):[^#]*#\s*(.+)$")
-    return {m.group(1): m.group(2) for m in map(pattern.match, inspect.getsource(PretrainConfig).splitlines()) if m}
-
-
-def add_config_arguments(parser: "argparse.ArgumentParser") -> None:
-    """One ``--flag`` per config field (``--batch-size`` for ``batch_size``), default ``None``
-    so that only what is given overrides the recipe. Booleans get ``--x/--no-x``."""
-    import argparse
-    import types
-    import typing
-
-    helps = _field_help()
-    hints = typing.get_type_hints(PretrainConfig)
-    for f in dataclasses.fields(PretrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None → X
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        base = hint
-        kw: dict[str, Any] = {"default": None, "help": helps.get(f.name)}
-        if f.name == "resume":
-            kw.update(nargs="?", const="latest", help="resume from PATH, or from the newest checkpoint of --output-dir")
-        elif base is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(base) is dict:
-            kw.update(type=json.loads, metavar="JSON")
-        elif typing.get_origin(base) is list:
-            item = typing.get_args(base)[0]
-            kw.update(type=item, nargs=2 if item is int else "+")
-        else:
-            kw["type"] = base
-        parser.add_argument(flag, **kw)
