@@ -55,8 +55,6 @@ class RegionCL:
         region_cells: inclusive box side range ``[lo, hi]`` in feature cells; ``None``
             scales the authors' 3–5 cells of a 7×7 grid.
         pairing: ``"derangement"`` (default) or the authors' ``"reverse"``.
-        weight: the weight of L_reg in the total loss; ``None`` lets the base method choose
-            (1 for RegionCL-M and -S, 1 − λ for RegionCL-D).
         swap: ``False`` for the no-swapping ablation (SPEC §7): the paste region on a zero
             image and the canvas with the region zeroed are encoded separately.
     """
@@ -65,14 +63,12 @@ class RegionCL:
         self,
         region_cells: tuple[int, int] | list[int] | None = None,
         pairing: Pairing = "derangement",
-        weight: float | None = None,
         swap: bool = True,
     ) -> None:
         if pairing not in PAIRINGS:
             raise ValueError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
         self.region_cells = None if region_cells is None else tuple(int(v) for v in region_cells)
         self.pairing = pairing
-        self.weight = None if weight is None else float(weight)
         self.swap = swap
 
     def check(self, grid: int, batch_per_process: int) -> None:

@@ -65,8 +65,9 @@ def build_method(
     Args:
         name: one of :data:`METHODS`.
         encoder: the online backbone.
-        region_cells, pairing, region_weight: the RegionCL mechanism's settings (ignored
-            by the plain base methods; ``region_weight=None`` takes the method's default).
+        region_cells, pairing: the RegionCL mechanism's settings (ignored by the plain base methods).
+        region_weight: the weight of L_reg; ``None`` takes the method's default (1; 1 − λ for
+            RegionCL-D).
         **method_args: arguments of the base methods (queue_size, temperature, pred_dim...);
             each method takes those it has, and ``None`` means "the method's default", so
             one configuration serves every method.
@@ -74,5 +75,5 @@ def build_method(
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     cls, swap = METHODS[name]
-    region = None if swap is None else RegionCL(region_cells, pairing, region_weight, swap=swap)
-    return cls(encoder, region, **_accepted(cls, method_args))
+    region = None if swap is None else RegionCL(region_cells, pairing, swap=swap)
+    return cls(encoder, region, **_accepted(cls, {**method_args, "region_weight": region_weight}))

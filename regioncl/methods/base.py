@@ -23,6 +23,8 @@ class SSLMethod(nn.Module):
     Args:
         encoder: the online backbone; ``encoder.model`` is what gets published.
         region: the RegionCL mechanism, or ``None`` for the plain base method.
+        region_weight: the weight of L_reg in the total loss (1 unless the method passes its own
+            default, as DenseCL does).
         seed: the run seed; the box, π and the key shuffle of step t are drawn from
             generators seeded with (seed, t), so a resumed run repeats them exactly.
     """
@@ -30,22 +32,12 @@ class SSLMethod(nn.Module):
     #: Whether the method wants its BN synchronised across processes (SimSiam).
     sync_batch_norm: bool = False
 
-    def __init__(self, encoder: Encoder, region: RegionCL | None = None, seed: int = 0) -> None:
+    def __init__(self, encoder: Encoder, region: RegionCL | None = None, seed: int = 0, region_weight: float = 1.0) -> None:
         super().__init__()
         self.encoder = encoder
         self.region = region
         self.seed = seed
-
-    @property
-    def default_region_weight(self) -> float:
-        """L_reg's weight when the recipe does not set one."""
-        return 1.0
-
-    @property
-    def region_weight(self) -> float:
-        """The weight of L_reg in the total loss."""
-        weight = None if self.region is None else self.region.weight
-        return self.default_region_weight if weight is None else weight
+        self.region_weight = float(region_weight)
 
     def step_generator(self, step: int, stream: str, per_process: bool = True) -> torch.Generator:
         """A CPU generator for one random stream of one step (``per_process=False``: same on every rank)."""

@@ -1,9 +1,14 @@
-"""MoCo v2 (and, with the RegionCL mechanism, RegionCL-M): SPEC §3 and §6."""
+"""MoCo v2 (and, with the RegionCL mechanism, RegionCL-M): SPEC §3 and §6.
+
+Read :meth:`MoCoV2.forward` beside the reference ``moco/builder.py``: the query, the momentum
+update, the shuffled keys, InfoNCE against the queue, the enqueue; RegionCL adds the paste and
+canvas rows to the query's projector call and one more loss, L_reg.
+"""
 
 from __future__ import annotations
 
 import copy
-from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +21,9 @@ from ..losses import info_nce
 from ..queue import KeyQueue
 from ..region import RegionCL
 from .base import SSLMethod
+
+#: what a key branch computes from the key encoder's map ``(B, C, G, G)``: named key tensors.
+KeyHeads = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 class MoCoV2(SSLMethod):
@@ -30,6 +38,7 @@ class MoCoV2(SSLMethod):
         momentum: m of the key encoder (0.999).
         bn_groups: sub-batches with their own BN statistics for the shuffled keys in
             each process (SPEC §6); 1 leaves only the cross-process shuffle.
+        region_weight: the weight of L_reg (1).
         seed: run seed (see :class:`SSLMethod`).
     """
 
@@ -44,9 +53,10 @@ class MoCoV2(SSLMethod):
         temperature: float = 0.2,
         momentum: float = 0.999,
         bn_groups: int = 1,
+        region_weight: float = 1.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(encoder, region, seed)
+        super().__init__(encoder, region, seed, region_weight)
         if bn_groups < 1:
             raise ValueError(f"bn_groups must be >= 1, got {bn_groups}")
         self.temperature = temperature
@@ -56,11 +66,10 @@ class MoCoV2(SSLMethod):
         self.key_encoder = copy.deepcopy(encoder)
         self.key_projector = copy.deepcopy(self.projector)
         self.queue = KeyQueue(queue_size, dim)
-        # (online, key) module pairs kept in step by the momentum update; subclasses add theirs.
+        # (online, key) module pairs kept in step by the momentum update; DenseCL adds its dense head.
         self.momentum_pairs: list[tuple[nn.Module, nn.Module]] = [
             (self.encoder, self.key_encoder), (self.projector, self.key_projector)
         ]
-        self.loss_weights = {"loss_ins": 1.0}
         self.freeze_keys()
 
     def add_momentum_pair(self, online: nn.Module) -> nn.Module:
@@ -90,22 +99,30 @@ class MoCoV2(SSLMethod):
         torch._foreach_lerp_(keys, online, 1.0 - self.momentum)
 
     def key_heads(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What the key branch computes from the key encoder's map ``(B, C, G, G)``: ``k`` ``(B, dim)``."""
+        """MoCo's key: ``k`` ``(B, dim)``, the L2-normalised projection of the pooled key map."""
         return {"k": F.normalize(self.key_projector(fmap.mean((2, 3))), dim=1)}
 
     @torch.no_grad()
-    def keys(self, view_k: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """The key branch with shuffle-BN across processes and ``bn_groups`` in each, unshuffled."""
+    def keys(self, view_k: torch.Tensor, step: int, heads: KeyHeads | None = None) -> dict[str, torch.Tensor]:
+        """The key branch with shuffle-BN: the key view is shuffled across processes, encoded in
+        ``bn_groups`` sub-batches with statistics of their own, passed through ``heads``
+        (default :meth:`key_heads`) and unshuffled."""
+        heads = heads or self.key_heads
         shuffled, unshuffle = batch_shuffle(view_k, self.step_generator(step, "shuffle", per_process=False))
-        chunks = [self.key_heads(self.key_encoder(chunk)) for chunk in shuffled.chunk(self.bn_groups)]
+        chunks = [heads(self.key_encoder(chunk)) for chunk in shuffled.chunk(self.bn_groups)]
         return {name: batch_unshuffle(torch.cat([c[name] for c in chunks]), unshuffle) for name in chunks[0]}
 
-    def extra_losses(self, fmap: torch.Tensor, keys: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Losses beyond the instance and region terms (DenseCL's dense loss)."""
-        return {}
-
-    def enqueue(self, keys: dict[str, torch.Tensor]) -> None:
-        self.queue.enqueue(concat_all_gather(keys["k"]))
+    def instance_and_region_losses(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
+                                   canvas: torch.Tensor | None, paste: torch.Tensor | None,
+                                   perm: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """L_ins = InfoNCE(q, k, queue) and, with RegionCL, L_reg over the canvas and paste rows
+        (each with its partner region as an extra, stop-gradient negative; SPEC §3)."""
+        out = {"loss_ins": info_nce(q, k, queue, self.temperature)}
+        if self.region is not None:
+            out["loss_reg"] = self.region.loss(
+                lambda rows, positives, partners: info_nce(rows, positives, queue, self.temperature, partners),
+                canvas, paste, k, perm)
+        return out
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
         """One training step's losses.
@@ -117,19 +134,15 @@ class MoCoV2(SSLMethod):
         Returns:
             ``loss`` (to backpropagate), ``loss_ins`` and, with RegionCL, ``loss_reg``.
         """
-        fmap, pooled, region = self.online_features(view_q, step)
+        # Queries: q, and with RegionCL the canvas and paste rows, through one projector call.
+        _, pooled, region = self.online_features(view_q, step)
         q, canvas, paste = self.split_rows(F.normalize(self.projector(pooled), dim=1), view_q.shape[0])
+        # Keys: no gradient, momentum encoder, shuffle-BN.
         self.momentum_update()
-        keys = self.keys(view_k, step)
+        k = self.keys(view_k, step)["k"]
         # A snapshot: the enqueue below writes the buffer in place, which autograd must not see.
-        loss_fn = partial(info_nce, queue=self.queue.keys.clone(), temperature=self.temperature)
-        out = {"loss_ins": loss_fn(q, keys["k"]), **self.extra_losses(fmap, keys)}
-        loss = sum(self.loss_weights[name] * value for name, value in out.items())
-        if region is not None:
-            out["loss_reg"] = self.region.loss(
-                lambda rows, pos, extra: loss_fn(rows, pos, extra_negatives=extra), canvas, paste, keys["k"], region.perm
-            )
-            loss = loss + self.region_weight * out["loss_reg"]
-        out["loss"] = loss
-        self.enqueue(keys)
+        queue = self.queue.keys.clone()
+        out = self.instance_and_region_losses(q, k, queue, canvas, paste, None if region is None else region.perm)
+        out["loss"] = out["loss_ins"] + self.region_weight * out["loss_reg"] if region is not None else out["loss_ins"]
+        self.queue.enqueue(concat_all_gather(k))
         return out

@@ -28,6 +28,7 @@ class SimSiam(SSLMethod):
         region: ``RegionCL(...)`` for RegionCL-S, ``None`` for SimSiam.
         hidden_dim, dim: projector widths (2048, 2048).
         pred_dim: predictor bottleneck (512).
+        region_weight: the weight of L_reg (1).
         seed: run seed (see :class:`SSLMethod`).
     """
 
@@ -41,9 +42,10 @@ class SimSiam(SSLMethod):
         hidden_dim: int = 2048,
         dim: int = 2048,
         pred_dim: int = 512,
+        region_weight: float = 1.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(encoder, region, seed)
+        super().__init__(encoder, region, seed, region_weight)
         self.projector = simsiam_projector(encoder.num_features, hidden_dim, dim)
         self.predictor = simsiam_predictor(dim, pred_dim)
 
