@@ -105,9 +105,9 @@ class Timing:
 def _training_step(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor]) -> StepFn:
     """One full step: ``loss_fn(step)`` (forward, momentum and queue updates), backward, SGD.
 
-    torch's default SGD, as the trainer's. (Its ``fused=True`` kernel was 5 ms faster per
-    resnet50 step on this CPU but, in torch 2.14.1, updates a channels_last parameter wrongly
-    when its gradient is contiguous, silently; gradients can come with other strides.)
+    torch's default SGD, as the trainer's. (Its faster ``fused=True`` CPU kernel, in torch
+    2.14.1, updates a channels_last parameter wrongly when its gradient is contiguous, silently;
+    gradients can come with other strides.)
     """
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
                           weight_decay=1e-4)
@@ -169,9 +169,9 @@ class Setup:
         """``steps`` timed steps of each run, the runs taking turns (A/B/A/B).
 
         Each turn is one untimed step, then ``per_turn`` timed ones: a step right after another
-        model's pays for memory the other released (measured: up to 15 % at resnet50 on this
-        CPU with glibc's default allocator settings, depending on which model ran before), a
-        cost a training run never has. The order of the runs rotates every turn. ``warmup``
+        model's pays for memory the other released (with glibc's default allocator settings, as
+        much as a tenth of a resnet50 step, depending on which model ran before), a cost a
+        training run never has. The order of the runs rotates every turn. ``warmup``
         untimed steps per run come first.
         """
         dev = torch.device(self.device)

@@ -7,9 +7,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the dist_*_worker scripts, which some tests also import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Scripts that the multi-process tests launch, not test modules: never imported by the collection.
+collect_ignore_glob = ["dist_*_worker.py"]
 
 
 @pytest.fixture

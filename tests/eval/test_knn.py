@@ -53,7 +53,7 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     from regioncl.export.hub import export
     from regioncl.train.trainer import Trainer
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     cfg = make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16, batch_size=8,
                                      queue_size=32, proj_hidden_dim=32, proj_dim=16, num_workers=0, knn=False,
                                      max_steps=1, output_dir=str(tmp_path / "run")))

@@ -10,7 +10,7 @@ from regioncl.backbones import create_encoder
 from regioncl.data import build_source
 from regioncl.eval.linear import LARS, ProbeConfig, linear_probe
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sources(root: Path):

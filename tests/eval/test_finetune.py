@@ -10,7 +10,7 @@ from regioncl.eval.finetune import FinetuneConfig, finetune, load_finetune_model
 
 from regioncl.data import build_source
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

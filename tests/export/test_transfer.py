@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from regioncl.export.transfer import detectron2_checkpoint, load_encoder_state, timm_to_detectron2, timm_to_mmdet
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "regioncl" / "export" / "configs"
 
 # The timm names detectron2 has no counterpart for, and that a converted dict must not keep.

@@ -12,7 +12,7 @@ from regioncl.train import hostmem
 from regioncl.train.config import make_config
 from regioncl.train.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
 # Allocate, touch and free blocks the sizes of large activations, as every training step does;

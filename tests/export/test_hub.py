@@ -15,7 +15,7 @@ from regioncl import build_method, create_encoder
 from regioncl.export.checkpoints import encoder_state, strip_wrappers
 from regioncl.export.hub import export, load_zoo, push, render_card
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 LOADER = r"""
 import json, sys, torch, timm

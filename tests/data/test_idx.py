@@ -9,7 +9,7 @@ import pytest
 from regioncl.data import build_source
 from regioncl.data.idx import read_idx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

@@ -13,7 +13,7 @@ import yaml
 from regioncl.study.report import configuration_summary, pair_difference, study_markdown
 from regioncl.study.runner import StudyRunner, load_study, option_flags, parse_assignments
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def row(group: str, seed: int, **metrics) -> dict:
