@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.images import BadImageError, load_decodable
 from ..distributed import concat_all_gather, rank, world_size
+from ..export.checkpoints import load_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ def load_eval_encoder(spec: str) -> nn.Module:
         import timm
 
         return timm.create_model(spec, pretrained=True, num_classes=0)
-    from ..export.checkpoints import load_encoder
-
     return load_encoder(spec)[0]
 
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..data.transforms import eval_transform
 from ..distributed import make_accelerator, progress_bar
+from ..export.checkpoints import load_encoder
 from .features import LabelledImages, topk_accuracy
 from .linear import train_transform
 
@@ -55,8 +56,6 @@ def load_finetune_model(spec: str, num_classes: int) -> nn.Module:
         import timm
 
         return timm.create_model(spec, pretrained=True, num_classes=num_classes)
-    from ..export.checkpoints import load_encoder
-
     model = load_encoder(spec)[0]
     model.reset_classifier(num_classes)
     return model

@@ -37,6 +37,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .checkpoints import encoder_state, find_checkpoint_file, read_state_file
+
 __all__ = [
     "timm_to_detectron2",
     "detectron2_checkpoint",
@@ -238,8 +240,6 @@ def load_encoder_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         ValueError: another suffix, or content that is not a str → tensor mapping.
         pickle.UnpicklingError: a torch file holding arbitrary objects.
     """
-    from .checkpoints import encoder_state, find_checkpoint_file, read_state_file
-
     return encoder_state(read_state_file(find_checkpoint_file(path)[0]))
 
 
