@@ -6,11 +6,15 @@ Layout::
                                             trainer_state.json (written last)
     OUTPUT_DIR/checkpoints/.tmp-step_00000400/   a save in progress (ignored)
 
-Only checkpoint folders holding ``trainer_state.json`` count as complete.
+Only checkpoint folders holding ``trainer_state.json`` count as complete. That file also lists
+every other file of the checkpoint with its size and SHA-256 (``files``), so that a checkpoint
+damaged after it was written (truncated, a file deleted) is recognised before anything loads it
+(:func:`checkpoint_problems`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -46,6 +50,42 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_manifest(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"size", "sha256"}}`` of every file under ``folder`` but the state file."""
+    folder = Path(folder)
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256(f)}
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != STATE_FILE}
+
+
+def checkpoint_problems(folder: str | os.PathLike) -> list[str]:
+    """What is wrong with a checkpoint folder, file by file (empty when it verifies): a missing,
+    truncated or altered file, against the list its state file keeps. A checkpoint of an earlier
+    version, without that list, is taken as it is."""
+    folder = Path(folder)
+    try:
+        listed = read_state(folder).get("files")
+    except (OSError, ValueError) as e:
+        return [f"{folder / STATE_FILE}: unreadable ({e})"]
+    problems = []
+    for name, expected in (listed or {}).items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{path}: {path.stat().st_size} bytes, {expected['size']} written")
+        elif sha256(path) != expected["sha256"]:
+            problems.append(f"{path}: its content changed since it was written (SHA-256 differs)")
+    return problems
 
 
 def legacy_name(dotted: str) -> str:

@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", type=json.loads, default=None, help='JSON, e.g. \'{"imagenet_linear_top1": 69.4}\'')
     a = p.parse_args(argv)
     meta = {k: v for k, v in (("recipe", a.recipe), ("metrics", a.metrics)) if v is not None}
-    out = export(a.checkpoint, a.out_dir, backbone=a.backbone, backbone_args=a.backbone_args,
-                 image_size=a.image_size, metadata=meta)
+    try:
+        out = export(a.checkpoint, a.out_dir, backbone=a.backbone, backbone_args=a.backbone_args,
+                     image_size=a.image_size, metadata=meta)
+    except (OSError, ValueError) as e:  # a missing, damaged or untrusted file: a message, not a trace
+        p.error(str(e))
     print(f"exported to {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
 
 

@@ -14,6 +14,7 @@ so that worker processes never need to be told about the epoch.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -144,6 +145,34 @@ class TwoViewDataset(torch.utils.data.Dataset):
         return _sample_dict(view_q, view_k, found["used"], found["label"], found["bad"])
 
 
+def read_with_retries(open_stream: Callable[[], Iterator[Any]], retries: int, wait: float, where: str) -> Iterator[Any]:
+    """The items of ``open_stream()``, each once and in order, even when reading fails midway.
+
+    A stream whose order is fixed (by seed and epoch) can be opened again and read up to where it
+    failed: after an :class:`OSError` it is, after ``wait`` s (doubling with each failure in a
+    row), skipping the items already delivered. After ``retries`` failures in a row without an
+    item in between, the error is raised again, naming ``where`` and the item it stopped at.
+    """
+    delivered, failures = 0, 0
+    while True:
+        try:
+            for position, item in enumerate(open_stream()):
+                if position < delivered:
+                    continue
+                yield item
+                delivered += 1
+                failures = 0
+            return
+        except OSError as err:
+            failures += 1
+            if failures > retries:
+                raise OSError(f"reading {where} failed {failures} times in a row at example {delivered}: {err}") from err
+            pause = wait * 2 ** (failures - 1)
+            logger.warning("reading %s failed at example %d (%s); reading again from there in %.1f s (%d of %d)",
+                           where, delivered, err, pause, failures, retries)
+            time.sleep(pause)
+
+
 class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
     """Two augmented views per example of a streaming :class:`HFSource`.
 
@@ -175,6 +204,10 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
         shuffle_buffer: shuffle buffer size in examples (<= 0: no shuffle).
         rank: this process's rank for distributed training.
         world_size: number of distributed processes.
+        read_retries, retry_wait: a read of the stream that fails (:class:`OSError`: a network
+            error, a file briefly unavailable) is started again from the same example up to
+            ``read_retries`` times in a row, after ``retry_wait`` s, doubling each time
+            (:func:`read_with_retries`).
     """
 
     def __init__(
@@ -186,6 +219,8 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
         *,
         rank: int = 0,
         world_size: int = 1,
+        read_retries: int = 5,
+        retry_wait: float = 1.0,
     ):
         if not getattr(source, "is_streaming", False):
             raise TypeError("StreamingTwoViewDataset needs a streaming HFSource; use TwoViewDataset otherwise")
@@ -197,6 +232,7 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.rank = int(rank)
         self.world_size = int(world_size)
+        self.read_retries, self.retry_wait = int(read_retries), float(retry_wait)
         self.epoch = 0
         self.skip: list[int] | None = None
         self.rotate = 0
@@ -221,7 +257,10 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
         if self.skip is not None and len(self.skip) != readers:
             raise ValueError(f"resume positions are for {len(self.skip)} readers, this loader has {readers}")
         epoch, skip = self.epoch, (self.skip[reader] if self.skip else 0)
-        stream = self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False, shard=(reader, readers))
+        stream = read_with_retries(
+            lambda: self.source.iterate(self.seed, epoch, self.shuffle_buffer, decode=False, shard=(reader, readers)),
+            self.read_retries, self.retry_wait,
+            f"shard {reader} of {readers} of {self.source.path!r} [{self.source.split}] (epoch {epoch})")
         # Each item is held until the reader's next good one is decoded, so that the bad images
         # after the reader's last good one are counted with it rather than lost.
         pending_bad, held = 0, None

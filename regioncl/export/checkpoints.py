@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,9 +33,9 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``torch.load(weights_only=True)`` (unwrapped from a top-level ``state_dict``/``model``).
 
     Raises:
-        ValueError: another suffix, or content that is not a str → tensor mapping.
-        pickle.UnpicklingError: a torch file holding objects other than tensors and plain
-            containers (``weights_only=True`` refuses to run their code).
+        ValueError: another suffix, content that is not a str → tensor mapping, or a torch file
+            holding objects other than tensors and plain containers (``weights_only=True``
+            refuses to unpickle them, so their code never runs).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -42,7 +43,16 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     if suffix not in (".bin", ".pth", ".pt"):
         raise ValueError(f"{path}: unsupported checkpoint file (use .safetensors, .bin, .pth or .pt)")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "")
+        found = found.split(" was not an allowed global")[0].replace("WeightsUnpickler error: Unsupported global:", "it holds")
+        raise ValueError(
+            f"{path} holds pickled objects other than tensors and plain containers ({found or 'see torch.load'}); it is "
+            "not loaded, because unpickling them could run any code they carry. Convert it to safetensors where "
+            "it was made (safetensors.torch.save_file(state_dict, ...))"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

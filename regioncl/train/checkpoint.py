@@ -1,4 +1,4 @@
-"""Atomic, resumable checkpoints on top of ``accelerator.save_state`` (layout: :mod:`regioncl.files`).
+"""Atomic, verified, resumable checkpoints on top of ``accelerator.save_state`` (layout: :mod:`regioncl.files`).
 
 A checkpoint is written into a hidden temporary folder and renamed into place
 only once every process has finished writing and ``trainer_state.json`` is on
@@ -9,6 +9,7 @@ exposes a half-written one. Only folders holding ``trainer_state.json`` count.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from ..files import PREFIX, STATE_FILE, checkpoint_dir, list_checkpoints
+from ..files import PREFIX, STATE_FILE, checkpoint_dir, checkpoint_problems, file_manifest, list_checkpoints
+
+logger = logging.getLogger("regioncl")
 from .config import PretrainConfig, may_change_on_resume
 
 
@@ -54,26 +57,42 @@ def check_resumable(cfg: PretrainConfig, saved: dict[str, Any], path: Path) -> N
         detail = ", ".join(f"{k}={flat[k]!r} (now {mine[k]!r})" for k in differ)
         raise ValueError(f"checkpoint {path} was trained with {detail}; resume with the same settings")
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read: the message says which file and what to do."""
+
+
 def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
-    """The checkpoint to resume from.
+    """The checkpoint to resume from, verified against the file list it was written with.
 
     Args:
-        resume: ``"latest"`` (the newest in ``output_dir``), a checkpoint folder, or a
-            run's output folder (its newest checkpoint).
+        resume: ``"latest"`` (the newest in ``output_dir`` that verifies; each newer one that
+            does not is skipped with a warning naming what is wrong), a checkpoint folder (it must
+            verify), or a run's output folder (its newest that verifies).
 
     Raises:
-        FileNotFoundError: when nothing resumable is there.
+        FileNotFoundError: when there is no checkpoint at all.
+        CheckpointError: a checkpoint folder given explicitly that does not verify, or none that does.
     """
     where = Path(output_dir) if resume == "latest" else Path(resume)
     if (where / STATE_FILE).is_file():
+        problems = checkpoint_problems(where)
+        if problems:
+            raise CheckpointError(f"checkpoint {where} is damaged: {'; '.join(problems)}. Resume from another one "
+                                  f"(--run.resume latest takes the newest that verifies)")
         return where
     found = list_checkpoints(where)
     if not found:
         raise FileNotFoundError(
-            f"--resume {resume}: no complete checkpoint (a {PREFIX}* folder with {STATE_FILE}) "
+            f"--run.resume {resume}: no complete checkpoint (a {PREFIX}* folder with {STATE_FILE}) "
             f"under {checkpoint_dir(where)} or in {where}"
         )
-    return found[-1]
+    for candidate in reversed(found):
+        problems = checkpoint_problems(candidate)
+        if not problems:
+            return candidate
+        logger.warning("skipping damaged checkpoint %s: %s", candidate, "; ".join(problems))
+    raise CheckpointError(f"no checkpoint under {checkpoint_dir(where)} verifies (all {len(found)} are damaged; "
+                          "see the warnings above)")
 
 
 def _fsync_tree(path: Path) -> None:
@@ -83,22 +102,59 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def _all_ok(accelerator: Accelerator, ok: bool) -> bool:
+    """Whether ``ok`` holds on every process (a collective: every process must call it)."""
+    if accelerator.num_processes == 1:
+        return ok
+    import torch
+
+    flag = torch.tensor([0.0 if ok else 1.0], device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() == 0.0
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, state: dict[str, Any], keep: int) -> Path | None:
     """Save model, optimizer and RNG state of every process plus ``state`` atomically.
 
-    Must be called on every process. Returns the final path (on the main process).
+    The files are written into a hidden folder; the main process then lists them with their
+    sizes and checksums in ``trainer_state.json`` (written last), syncs them to disk and renames
+    the folder into place. Only then are checkpoints beyond the ``keep`` newest deleted, so the
+    newest verified one is never deleted for one that is not complete. Must be called on every
+    process; returns the final path (on the main process).
+
+    Raises:
+        CheckpointError: on every process, when any process could not write its part (a full
+            disk, a read-only folder...): the hidden folder is removed, earlier checkpoints are
+            left as they were.
     """
     root = checkpoint_dir(output_dir)
     name = f"{PREFIX}{state['step']:08d}"
     tmp, final = root / f".tmp-{name}", root / name
-    if accelerator.is_main_process:
+    error: OSError | None = None
+
+    def step(fn: Any, main_only: bool = False) -> None:
+        nonlocal error
+        if error is None and (accelerator.is_main_process or not main_only):
+            try:
+                fn()
+            except OSError as e:
+                error = e
+        if not _all_ok(accelerator, error is None):
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = list_checkpoints(output_dir)
+            raise CheckpointError(
+                f"could not write checkpoint {final}: {error or 'another process failed to write its part'}. "
+                f"Nothing of it was kept; {'the newest checkpoint, ' + str(previous[-1]) + ', is' if previous else 'earlier checkpoints are'} "
+                "intact. Free space under the output folder (or point run.output_dir elsewhere) and resume "
+                "with --run.resume latest"
+            )
+
+    def prepare() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+
+    def finish() -> None:
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "files": file_manifest(tmp)}, indent=2, sort_keys=True))
         _fsync_tree(tmp)
         if final.exists():  # re-saving the same step after a resume: swap, then drop the old copy
             old = root / f".old-{name}"
@@ -108,6 +164,12 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, sta
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+
+    step(prepare, main_only=True)
+    accelerator.wait_for_everyone()
+    step(lambda: accelerator.save_state(str(tmp)))
+    step(finish, main_only=True)
+    if accelerator.is_main_process:
         for stale in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -120,6 +120,9 @@ class DataConfig:
     """keep workers between epochs (folders; a stream restarts them each epoch)"""
     max_bad_fraction: float = _resumable(0.01)
     """stop when more than this fraction of the images read is unreadable"""
+    read_retries: int = _resumable(5)
+    """a stream whose read fails (a network error) is read again from the same example this many
+    times, waiting 1, 2, 4... s, before the run stops with an error naming the shard"""
 
     @property
     def workers(self) -> int:
@@ -189,6 +192,18 @@ class RunConfig:
     """glibc keeps freed memory for the next step (no page faults); null: when training on the CPU"""
     log_with: list[str] | None = _resumable(None)
     """Accelerate trackers, e.g. [tensorboard]"""
+    stop_signals: list[str] = _resumable(default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"])
+    """signals that save a checkpoint at the next step and stop (exit status 75); [] leaves them alone"""
+    requeue_on_signal: bool = _resumable(False)
+    """after such a stop, requeue the SLURM job (scontrol requeue $SLURM_JOB_ID)"""
+    on_nonfinite: str = _resumable("stop")
+    """at a NaN/Inf loss: stop (exit status 65), or rollback to the last good checkpoint and go on
+    past the offending steps; never a checkpoint from those weights"""
+    max_rollbacks: int = _resumable(3)
+    """rollbacks allowed in one run before it stops anyway"""
+    on_save_error: str = _resumable("stop")
+    """when a periodic checkpoint cannot be written (a full disk): stop (exit status 74), or continue
+    training and try again at the next one"""
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
@@ -227,6 +242,18 @@ class PretrainConfig:
             raise ValueError("a streamed dataset has no length: give optim.max_steps to fix the schedule")
         if self.data.num_workers is not None and self.data.num_workers < 0:
             raise ValueError("data.num_workers must be >= 0")
+        choices = {"run.on_nonfinite": (self.run.on_nonfinite, ("stop", "rollback")),
+                   "run.on_save_error": (self.run.on_save_error, ("stop", "continue"))}
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        import signal
+
+        unknown = [s for s in self.run.stop_signals if not isinstance(getattr(signal, str(s), None), signal.Signals)]
+        if unknown:
+            raise ValueError(f"run.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1, SIGINT")
+        if self.data.read_retries < 0:
+            raise ValueError("data.read_retries must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

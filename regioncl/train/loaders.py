@@ -8,7 +8,9 @@ by shards, each reader (process × DataLoader worker) reading its own, and its p
 
 from __future__ import annotations
 
+import functools
 import logging
+import signal
 from typing import Any, Iterator
 
 import torch
@@ -28,6 +30,13 @@ from .config import PretrainConfig
 from .stream import StreamPositions
 
 logger = logging.getLogger("regioncl")
+
+
+def ignore_signals(names: list[str], worker_id: int) -> None:
+    """A DataLoader worker leaves the stop signals to the main process: a SIGTERM sent to every
+    process of a job must not kill a worker before the main process has saved its checkpoint."""
+    for name in names:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class ShardedBatchSampler(Sampler):
@@ -82,14 +91,16 @@ class TrainData:
         self.streaming = bool(getattr(source, "is_streaming", False))
         workers = self._stream_workers(source.num_shards, d.workers) if self.streaming else d.workers
         loader_args: dict[str, Any] = dict(
-            num_workers=workers, pin_memory=accelerator.device.type == "cuda" if d.pin_memory is None else d.pin_memory)
+            num_workers=workers, pin_memory=accelerator.device.type == "cuda" if d.pin_memory is None else d.pin_memory,
+            worker_init_fn=functools.partial(ignore_signals, list(cfg.run.stop_signals)) if workers > 0 else None)
         if workers > 0:
             loader_args["prefetch_factor"] = d.prefetch_factor
         self.positions = StreamPositions(max(1, workers), accelerator)
         seed = cfg.run.seed
         if self.streaming:
             self.dataset = StreamingTwoViewDataset(source, transform, seed=seed, shuffle_buffer=d.shuffle_buffer,
-                                                   rank=accelerator.process_index, world_size=self.world)
+                                                   rank=accelerator.process_index, world_size=self.world,
+                                                   read_retries=d.read_retries)
             # Workers are re-created each epoch: they read the epoch and the resume positions when they start.
             self.loader = DataLoader(self.dataset, batch_size=batch_per_process, drop_last=True, **loader_args)
             self.steps_per_epoch = self.dataset_size = None

@@ -41,11 +41,14 @@ class MetricsLog:
     def reset(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0
+        self.first_step = 0
         self.bad = 0
         self.start = time.perf_counter()
 
-    def add(self, out: dict[str, torch.Tensor], bad: int) -> None:
-        """One step's outputs (kept on the device) and the bad images its batch skipped."""
+    def add(self, out: dict[str, torch.Tensor], bad: int, step: int) -> None:
+        """Step ``step``'s outputs (kept on the device) and the bad images its batch skipped."""
+        if not self.steps:
+            self.first_step = step
         for key, value in out.items():
             self.sums[key] = self.sums[key] + value.detach().float() if key in self.sums else value.detach().float()
         self.steps += 1
@@ -78,6 +81,7 @@ class MetricsLog:
         record["images_per_s"] = self.steps * self.batch_size / max(seconds, 1e-9)
         record["bad_images"] = self.bad_images
         self.write(record)
+        record["window"] = [self.first_step, step]  # the steps this record covers (not logged)
         self.reset()
         self.check_bad()
         return record
@@ -91,7 +95,7 @@ class MetricsLog:
             self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     def truncate(self, step: int) -> None:
-        """Drop records a killed run wrote after the checkpoint it resumes from (at ``step``)."""
+        """Drop records a killed run wrote after the checkpoint it resumes from (at ``step``; -1: all)."""
         path = self.out / "metrics.jsonl"
         if not self.accelerator.is_main_process or not path.is_file():
             return

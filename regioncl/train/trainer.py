@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from ..backbones import compile_encoders, create_encoder
 from ..distributed import make_accelerator, progress_bar
-from ..files import read_state
+from ..files import list_checkpoints, read_state
 from ..methods import SSLMethod, build_method
 from . import checkpoint as ckpt
 from .config import PretrainConfig, config_json
@@ -29,6 +29,7 @@ from .hostmem import keep_host_memory_for
 from .loaders import TrainData
 from .metrics import MetricsLog
 from .monitor import KnnMonitor
+from .preemption import EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_STOPPED, RunStopped, StopSignals, requeue_slurm_job
 
 logger = logging.getLogger("regioncl")
 
@@ -103,6 +104,8 @@ class Trainer:
         self.metrics = MetricsLog(acc, self.out, cfg.optim.batch_size, cfg.data.max_bad_fraction,
                                   self.data.dataset_size, trackers=bool(cfg.run.log_with))
         self.monitor = KnnMonitor(cfg, acc)
+        self.rollbacks = 0  # non-finite windows rolled back so far
+        self.skip_through = 0  # after a rollback: batches up to this step are skipped, not trained on
 
     def _sync_batch_norm(self) -> None:
         """SyncBN across processes (SimSiam), where torch's SyncBatchNorm supports the device."""
@@ -122,7 +125,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, Any]:
-        """Run (or resume) pretraining; returns the final metrics."""
+        """Run (or resume) pretraining; returns the final metrics.
+
+        Raises:
+            RunStopped: a stop signal (after a checkpoint at the step reached), a non-finite loss
+                (without a checkpoint from those weights), or a checkpoint that could not be written.
+        """
         cfg, acc = self.cfg, self.accelerator
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +139,11 @@ class Trainer:
             acc.init_trackers("regioncl", config={k: str(v) for k, v in cfg.leaves().items()})
         if cfg.run.resume:
             self.resume(cfg.run.resume)
+        else:  # a run started again from step 0 in its folder: its records start again too
+            if list_checkpoints(self.out) and acc.is_main_process:
+                logger.warning("%s holds checkpoints of an earlier run; this run starts again from step 0 "
+                               "(--run.resume latest would continue that one)", self.out)
+            self.metrics.truncate(-1)
         result: dict[str, Any] = {}
         if self.state.step == 0:
             result["knn_top1_before"] = self.knn("before training")
@@ -138,31 +151,45 @@ class Trainer:
         stop = self.total_steps if cfg.run.stop_at_step is None else min(self.total_steps, cfg.run.stop_at_step)
         bar = progress_bar(acc, total=self.total_steps, initial=self.state.step, desc=cfg.model.method, dynamic_ncols=True)
         self.model.train()
-        while self.state.step < stop:
-            first_step = self.state.step
-            for batch in self.data.batches(self.state.epoch, self.state.step_in_epoch):
-                lr = lr_at(cfg, self.state.step, self.total_steps, self.nominal_epoch_steps)
-                self.train_step(batch, lr)
-                bar.update(1)
-                at_checkpoint = self.state.step % cfg.run.checkpoint_every == 0 and self.state.step < stop
-                # A checkpoint must hold the bad-image counts of every step it covers: flush first.
-                if self.state.step % cfg.run.log_every == 0 or self.state.step == stop or at_checkpoint:
-                    record = self.metrics.flush(self.state.step, self.state.epoch, lr)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", ips=f"{record['images_per_s']:.0f}")
-                if self.state.step >= stop:
-                    break
-                if at_checkpoint:
-                    self.save()
-            else:  # the epoch's data ran out
-                if self.state.step == first_step and self.state.step_in_epoch == 0:
-                    raise RuntimeError(f"data source {cfg.data.source!r} yielded no full batch of "
-                                       f"{cfg.optim.batch_size // self.world} images")
-                self.state.epoch += 1
-                self.state.step_in_epoch = 0
-                if cfg.knn.every and self.state.epoch % cfg.knn.every == 0 and self.state.step < self.total_steps:
-                    with self.metrics.paused():  # images/s counts training time only
-                        self.knn(f"after epoch {self.state.epoch}")
-                    self.model.train()
+        with StopSignals(cfg.run.stop_signals, acc) as signals:
+            while self.state.step < stop:
+                first_step, rolled_back = self.state.step, False
+                for batch in self.data.batches(self.state.epoch, self.state.step_in_epoch):
+                    if self.state.step < self.skip_through:  # the steps that diverged, after a rollback
+                        self.advance(batch)
+                        bar.update(1)
+                        continue
+                    lr = lr_at(cfg, self.state.step, self.total_steps, self.nominal_epoch_steps)
+                    self.train_step(batch, lr)
+                    bar.update(1)
+                    at_checkpoint = self.state.step % cfg.run.checkpoint_every == 0 and self.state.step < stop
+                    # A checkpoint must hold the bad-image counts of every step it covers: flush first.
+                    if self.state.step % cfg.run.log_every == 0 or self.state.step == stop or at_checkpoint:
+                        record = self.metrics.flush(self.state.step, self.state.epoch, lr)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", ips=f"{record['images_per_s']:.0f}")
+                        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("loss")):
+                            self.roll_back_or_stop(record["window"])
+                            rolled_back = True
+                            break
+                    if self.state.step >= stop:
+                        break
+                    if signals.agreed():
+                        self.stop_for_signal(signals.received, lr)
+                    if at_checkpoint:
+                        self.save(periodic=True)
+                else:  # the epoch's data ran out
+                    if self.state.step == first_step and self.state.step_in_epoch == 0:
+                        raise RuntimeError(f"data source {cfg.data.source!r} yielded no full batch of "
+                                           f"{cfg.optim.batch_size // self.world} images")
+                    self.state.epoch += 1
+                    self.state.step_in_epoch = 0
+                    if cfg.knn.every and self.state.epoch % cfg.knn.every == 0 and self.state.step < self.total_steps:
+                        with self.metrics.paused():  # images/s counts training time only
+                            self.knn(f"after epoch {self.state.epoch}")
+                        self.model.train()
+                if rolled_back:
+                    bar.reset(total=self.total_steps)
+                    bar.update(self.state.step)
         bar.close()
         self.metrics.check_bad(final=True)
         self.save()
@@ -173,6 +200,48 @@ class Trainer:
         for tracker in acc.trackers:  # the process group stays up: the caller may go on using it
             tracker.finish()
         return result
+
+    def advance(self, batch: dict[str, torch.Tensor]) -> None:
+        """Count a batch as done without training on it."""
+        if self.data.streaming:
+            self.data.positions.update(batch)
+        self.state.step += 1
+        self.state.step_in_epoch += 1
+
+    def stop_for_signal(self, name: str | None, lr: float) -> None:
+        """A checkpoint at the step reached (every process), the metrics flushed, the job requeued if asked."""
+        if self.metrics.steps:
+            self.metrics.flush(self.state.step, self.state.epoch, lr)
+        path = self.save()
+        if self.cfg.run.requeue_on_signal and self.accelerator.is_main_process:
+            requeue_slurm_job()
+        raise RunStopped(f"stopped by {name or 'a signal to another process'} at step {self.state.step}: "
+                         f"checkpoint {path or 'saved'}; continue with --run.resume latest", EXIT_STOPPED)
+
+    def roll_back_or_stop(self, window: list[int]) -> None:
+        """After a non-finite loss in steps ``window``: reload the newest good checkpoint and skip
+        those steps' batches (``run.on_nonfinite: rollback``, while rollbacks remain), or stop."""
+        first, last = window
+        try:
+            good: Path | None = ckpt.resolve_resume("latest", self.out)
+        except (FileNotFoundError, ckpt.CheckpointError):
+            good = None
+        where = f"the last good checkpoint is {good}" if good else "there is no checkpoint of this run yet"
+        if self.cfg.run.on_nonfinite == "rollback" and good is not None and self.rollbacks < self.cfg.run.max_rollbacks:
+            self.rollbacks += 1
+            logger.warning("non-finite loss in steps %d–%d: rolling back to %s and skipping those steps' batches "
+                           "(rollback %d of at most %d)", first, last, good, self.rollbacks, self.cfg.run.max_rollbacks)
+            self.resume(str(good))
+            self.skip_through = last
+            if self.accelerator.is_main_process:
+                self.metrics.write({"step": last, "nonfinite_steps": [first, last], "rolled_back_to": self.state.step})
+            return
+        hint = (f" ({self.rollbacks} rollbacks spent)" if self.cfg.run.on_nonfinite == "rollback" else
+                "; --run.on_nonfinite rollback reloads it and skips the offending steps")
+        raise RunStopped(
+            f"the loss was not finite (NaN or Inf) in steps {first}–{last}; no checkpoint was written from these "
+            f"weights, and {where}{hint}. Try a lower optim.lr, more optim.warmup_epochs, or bf16/fp32 "
+            "instead of fp16 (accelerate launch --mixed_precision)", EXIT_NONFINITE)
 
     def train_step(self, batch: dict[str, torch.Tensor], lr: float) -> None:
         acc, step = self.accelerator, self.state.step
@@ -185,7 +254,7 @@ class Trainer:
         acc.backward(out["loss"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.metrics.add(out, int(batch["bad"].sum()))
+        self.metrics.add(out, int(batch["bad"].sum()), self.state.step + 1)
         if self.data.streaming:
             self.data.positions.update(batch)
         self.state.step += 1
@@ -197,20 +266,40 @@ class Trainer:
                                      self.state.step / self.nominal_epoch_steps, self.metrics.write)
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self) -> Path | None:
-        """A checkpoint at the current step (a collective: every process calls it)."""
+    def save(self, periodic: bool = False) -> Path | None:
+        """A checkpoint at the current step (a collective: every process calls it). A periodic one
+        that cannot be written stops the run, or is skipped with a warning (``run.on_save_error``)."""
         if self.data.streaming:
             self.state.stream_positions = self.data.positions.gather()
         self.state.bad_images, self.state.images_read = self.metrics.bad_images, self.metrics.images_read
         state = {**vars(self.state), "config": self.cfg.to_dict()}
-        path = ckpt.save_checkpoint(self.accelerator, self.out, state, self.cfg.run.keep_checkpoints)
+        try:
+            path = ckpt.save_checkpoint(self.accelerator, self.out, state, self.cfg.run.keep_checkpoints)
+        except ckpt.CheckpointError as e:
+            if periodic and self.cfg.run.on_save_error == "continue":
+                logger.warning("%s; training goes on, the next checkpoint tries again", e)
+                return None
+            raise RunStopped(str(e), EXIT_CHECKPOINT) from e
         if path is not None:
             logger.info("checkpoint saved: %s", path)
         return path
 
     def resume(self, where: str) -> None:
-        """Load model, key encoder, queue, optimizer and RNG states, and the run position."""
-        path = ckpt.resolve_resume(where, self.out)
+        """Load model, key encoder, queue, optimizer and RNG states, and the run position, from the
+        checkpoint ``where`` names (verified on the main process, which tells the others)."""
+        found: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            try:
+                found[0] = ckpt.resolve_resume(where, self.out)
+            except (FileNotFoundError, ckpt.CheckpointError) as e:
+                found[0] = e
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(found)
+        if isinstance(found[0], Exception):
+            raise found[0]
+        path = Path(found[0])
         saved = read_state(path)
         ckpt.check_resumable(self.cfg, saved.get("config", {}), path)
         self.accelerator.load_state(str(path))
@@ -219,6 +308,7 @@ class Trainer:
         if self.data.streaming:
             self.data.positions.restore(self.state.stream_positions, self.state.step_in_epoch, path)
         self.metrics.truncate(self.state.step)
+        self.metrics.reset()
         logger.info("resumed from %s at step %d (epoch %d)", path, self.state.step, self.state.epoch)
 
     def save_encoder(self) -> None:
@@ -233,6 +323,10 @@ class Trainer:
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Build a :class:`Trainer` from ``cfg``, train, and end the run (trackers, process group)."""
     trainer = Trainer(cfg)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except RunStopped:  # every process stops at the same step: end the group together
+        trainer.accelerator.end_training()
+        raise
     trainer.accelerator.end_training()
     return result
