@@ -118,6 +118,31 @@ def test_a_stop_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_p
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(state["files"])  # both ranks' parts
 
 
+@pytest.mark.slow
+def test_a_stop_signal_to_accelerate_launch_reaches_both_processes(tmp_path):
+    """SIGTERM to the launcher only (as Kubernetes sends it to a container's first process): it
+    passes it on, both processes save one checkpoint at the same step and stop; the resumed run
+    goes on from there."""
+    from launch import accelerate_launch
+
+    out = tmp_path / "run"
+    options = {**TINY, "optim.max_steps": 400, "run.checkpoint_every": 1000, "run.output_dir": str(out)}
+    proc = subprocess.Popen([*accelerate_launch(), str(ROOT / "scripts" / "pretrain.py"), *cli(options)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    reached = max(step_losses(out))
+    assert [p.name for p in list_checkpoints(out)] == [f"step_{reached:08d}"], err[-3000:]
+    assert err.count(f"at step {reached}: checkpoint") == 2, err[-3000:]  # each process stopped there
+    assert proc.returncode != 0  # the launcher reports the signal it got itself
+
+
 def poison_step(t: Trainer, step: int) -> None:
     """The batch of ``step`` (1-based) comes out of the loader as NaN: its loss is not finite."""
     real = t.data.to_device
