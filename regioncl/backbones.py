@@ -26,6 +26,8 @@ import timm
 import torch
 from torch import nn
 
+from .errors import UserError
+
 # The paper's wide ResNets, expressed as timm resnet50 arguments so that plain
 # timm can rebuild them from a config.json (timm keeps the 64-channel stem).
 WIDE_RESNETS: dict[str, dict[str, Any]] = {
@@ -62,7 +64,7 @@ def resolve_backbone(name: str, **model_args: Any) -> BackboneSpec:
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         hint = f" Similar timm names: {', '.join(close)}." if close else ""
-        raise ValueError(
+        raise UserError(
             f"Unknown backbone {name!r}: not a timm model and not one of "
             f"{sorted(WIDE_RESNETS)}.{hint}"
         )
@@ -99,7 +101,7 @@ class Encoder(nn.Module):
         """
         if image_size <= 0 or image_size % self.stride != 0:
             lo = max(self.stride, image_size // self.stride * self.stride)
-            raise ValueError(
+            raise UserError(
                 f"image size {image_size} px is not a multiple of the output stride "
                 f"{self.stride} of backbone {self.spec.name!r}: region boxes must align "
                 f"with feature cells. Use e.g. {lo} or {lo + self.stride}."
@@ -110,7 +112,7 @@ class Encoder(nn.Module):
         """Images ``(B, 3, S, S)`` → feature map ``(B, C, S/s, S/s)``."""
         out = self.model(x)
         if out.ndim != 4:
-            raise ValueError(
+            raise UserError(
                 f"backbone {self.spec.name!r} returned a tensor of shape {tuple(out.shape)}, "
                 "not a (B, C, G, G) feature map; RegionCL needs a CNN backbone."
             )
@@ -124,7 +126,7 @@ def _output_stride(model: nn.Module) -> int:
         last = info[-1] if isinstance(info, list) else info.get_dicts()[-1]
         if "reduction" in last:
             return int(last["reduction"])
-    raise ValueError(
+    raise UserError(
         f"{type(model).__name__} does not report its output stride (timm feature_info); "
         "only CNN backbones that return a spatial feature map are supported."
     )

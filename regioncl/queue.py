@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UserError
+
 
 class KeyQueue(nn.Module):
     """A FIFO ring of ``size`` L2-normalised keys of dimension ``dim``.
@@ -29,7 +31,7 @@ class KeyQueue(nn.Module):
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         if size <= 0:
-            raise ValueError(f"queue size must be positive, got {size}")
+            raise UserError(f"queue size must be positive, got {size}")
         self.size = size
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
@@ -37,7 +39,7 @@ class KeyQueue(nn.Module):
     def check_batch(self, global_batch: int) -> None:
         """Refuse a global batch that does not divide the queue length (as MoCo asserts)."""
         if global_batch <= 0 or self.size % global_batch:
-            raise ValueError(
+            raise UserError(
                 f"queue size {self.size} is not a multiple of the global batch {global_batch} "
                 "(per-process batch × processes); change optim.batch_size or method.queue_size."
             )

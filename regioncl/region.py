@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from .backbones import Encoder
+from .errors import UserError
 from .pooling import paste_canvas_pool
 from .swapping import PAIRINGS, Box, Pairing, noswap_views, pairing_permutation, region_swap, sample_box
 
@@ -66,7 +67,7 @@ class RegionCL:
         swap: bool = True,
     ) -> None:
         if pairing not in PAIRINGS:
-            raise ValueError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
+            raise UserError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
         self.region_cells = None if region_cells is None else tuple(int(v) for v in region_cells)
         self.pairing = pairing
         self.swap = swap

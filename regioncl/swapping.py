@@ -19,6 +19,8 @@ from typing import Literal
 
 import torch
 
+from .errors import UserError
+
 Pairing = Literal["derangement", "reverse"]
 PAIRINGS: tuple[str, ...] = ("derangement", "reverse")
 
@@ -67,7 +69,7 @@ def default_region_cells(grid: int) -> tuple[int, int]:
         ValueError: if ``grid < 2`` (no box can leave a canvas).
     """
     if grid < 2:
-        raise ValueError(
+        raise UserError(
             f"the feature grid is {grid}×{grid}: region swapping needs at least 2×2 cells; "
             "use a larger image size or a backbone with a smaller output stride."
         )
@@ -80,7 +82,7 @@ def check_region_cells(region_cells: tuple[int, int] | list[int], grid: int) -> 
     """Validate an explicit ``[lo, hi]`` box side range for a G × G grid."""
     lo, hi = (int(v) for v in region_cells)
     if not 1 <= lo <= hi <= grid - 1:
-        raise ValueError(
+        raise UserError(
             f"region_cells={[lo, hi]} is not a valid box side range for a {grid}×{grid} "
             f"feature grid: need 1 <= lo <= hi <= {grid - 1} so that the canvas is not empty."
         )
@@ -121,17 +123,17 @@ def pairing_permutation(n: int, pairing: Pairing = "derangement", generator: tor
     ``n`` because the middle image would be pasted into itself.
     """
     if n < 2:
-        raise ValueError(f"region swapping needs a batch of at least 2 images per process, got {n}")
+        raise UserError(f"region swapping needs a batch of at least 2 images per process, got {n}")
     if pairing == "derangement":
         return derangement(n, generator)
     if pairing == "reverse":
         if n % 2:
-            raise ValueError(
+            raise UserError(
                 f'pairing="reverse" with an odd batch ({n}) pastes the middle image into itself; '
                 'use an even per-process batch or pairing="derangement".'
             )
         return torch.arange(n - 1, -1, -1)
-    raise ValueError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
+    raise UserError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
 
 
 @dataclass
@@ -173,7 +175,7 @@ def region_swap(
         raise ValueError(f"expected images (B, C, H, W), got shape {tuple(images.shape)}")
     b, _, h, w = images.shape
     if h != w or h % stride:
-        raise ValueError(f"images must be square with a side that is a multiple of the stride {stride}, got {h}×{w} px")
+        raise UserError(f"images must be square with a side that is a multiple of the stride {stride}, got {h}×{w} px")
     perm_cpu = pairing_permutation(b, pairing, generator)
     box = sample_box(h // stride, region_cells, generator)
     perm = perm_cpu.to(images.device, non_blocking=True)

@@ -1,41 +1,10 @@
 #!/usr/bin/env python
-"""Export a pretraining checkpoint's online encoder for plain timm (model.safetensors + config.json).
-
-    python scripts/export.py runs/default exported/           # newest checkpoint of a run
-    python scripts/export.py runs/x/checkpoints/step_00001000 out/ --recipe regioncl_m_r50
-    python -c "import timm; timm.create_model('local-dir:out', pretrained=True)"
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
+"""`regioncl export` from a clone, without installing (see regioncl/cli/export.py)."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from regioncl.export.hub import export  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a run folder, a checkpoint folder, or a .safetensors/.bin/.pth file")
-    p.add_argument("out_dir")
-    p.add_argument("--backbone", help="default: the training config's")
-    p.add_argument("--backbone-args", type=json.loads, help="JSON; default: the training config's")
-    p.add_argument("--image-size", type=int, help="pretraining input size for pretrained_cfg (default: the run's)")
-    p.add_argument("--recipe", help="recipe name recorded in the metadata and tag")
-    p.add_argument("--metrics", type=json.loads, default=None, help='JSON, e.g. \'{"imagenet_linear_top1": 69.4}\'')
-    a = p.parse_args(argv)
-    meta = {k: v for k, v in (("recipe", a.recipe), ("metrics", a.metrics)) if v is not None}
-    try:
-        out = export(a.checkpoint, a.out_dir, backbone=a.backbone, backbone_args=a.backbone_args,
-                     image_size=a.image_size, metadata=meta)
-    except (OSError, ValueError) as e:  # a missing, damaged or untrusted file: a message, not a trace
-        p.error(str(e))
-    print(f"exported to {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
-
+from regioncl.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run("export", sys.argv[1:]))

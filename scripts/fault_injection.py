@@ -5,7 +5,7 @@ where an uninterrupted run ends (the same per-step losses and final encoder weig
     python scripts/fault_injection.py --kills 20                      # the sample recipe, a short run
     python scripts/fault_injection.py --kills 5 -- --model.method densecl --optim.max_steps 40
 
-Options after ``--`` go to scripts/pretrain.py (the default run: the sample recipe for 30 steps,
+Options after ``--`` go to ``regioncl pretrain`` (the default run: the sample recipe for 30 steps,
 a checkpoint every 2 steps, kNN off). Exit status 1 when a loss or a weight differs.
 """
 
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from regioncl.train.fault_injection import PRETRAIN, kill_and_resume, step_losses  # noqa: E402
+from regioncl.processes import regioncl_command, regioncl_env  # noqa: E402
+from regioncl.train.fault_injection import kill_and_resume, step_losses  # noqa: E402
 
 DEFAULT = ["--optim.max_steps", "30", "--run.checkpoint_every", "2", "--run.log_every", "1", "--knn.enabled", "false",
            "--optim.batch_size", "16", "--method.queue_size", "64", "--data.num_workers", "1"]
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(a.out or tempfile.mkdtemp(prefix="regioncl-faults-"))
     import subprocess
 
-    subprocess.run([sys.executable, str(PRETRAIN), *args, "--run.output_dir", str(root / "reference")], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([*regioncl_command("pretrain"), *args, "--run.output_dir", str(root / "reference")], check=True,
+                   stdout=subprocess.DEVNULL, env=regioncl_env())
     report = kill_and_resume(args, root / "killed", a.kills, seed=a.seed, max_delay=a.max_delay)
     expected, got = step_losses(root / "reference"), step_losses(root / "killed")
     differ = [s for s in expected if s not in got or any(abs(got[s][k] - v) > 1e-5 * max(1.0, abs(v))

@@ -1,66 +1,10 @@
 #!/usr/bin/env python
-"""Publish a pretrained encoder to the Hugging Face Hub as a plain timm model, with its card.
-
-    python scripts/push_to_hub.py runs/regioncl_m_r50 --zoo regioncl_m_r50 --dry-run
-    python scripts/push_to_hub.py runs/mine --repo-id me/regioncl_m_r18 --method regioncl_m --private
-
-The token comes from `hf auth login` or HF_TOKEN; it is never written to disk, logs or the card.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
+"""`regioncl push` from a clone, without installing (see regioncl/cli/push.py)."""
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from regioncl.export.hub import load_zoo, prepare_release, push  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a run folder, a checkpoint folder, or a weights file")
-    p.add_argument("--zoo", help="publish this entry of hub/zoo.yaml")
-    p.add_argument("--repo-id", help="ORG/NAME (default: the zoo entry's)")
-    p.add_argument("--method", help="without --zoo: the method name for the card")
-    p.add_argument("--backbone", help="without --zoo: default is the training config's")
-    p.add_argument("--metrics", type=json.loads, help="JSON of measured metrics for the card")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--revision", help="branch to push to (created if missing)")
-    p.add_argument("--out", help="folder to write the release into (default: a temporary folder)")
-    p.add_argument("--dry-run", action="store_true", help="write the folder and list what would be uploaded")
-    a = p.parse_args(argv)
-
-    if a.zoo:
-        zoo = load_zoo()
-        if a.zoo not in zoo:
-            p.error(f"no zoo entry {a.zoo!r}; entries: {sorted(zoo)}")
-        entry = dict(zoo[a.zoo])
-    else:
-        if not (a.repo_id and a.method):
-            p.error("without --zoo, give --repo-id and --method")
-        entry = {"method": a.method}
-    entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", a.metrics)) if v})
-    if "backbone" not in entry:
-        from regioncl.export.checkpoints import find_checkpoint_file
-        from regioncl.files import config_value
-
-        entry["backbone"] = config_value(find_checkpoint_file(a.checkpoint)[1], "model.backbone")
-    out = Path(a.out or tempfile.mkdtemp(prefix="regioncl-release-"))
-    folder = prepare_release(a.checkpoint, out, entry)
-    files = sorted(folder.iterdir())
-    target = f"{entry['repo_id']}" + (f"@{a.revision}" if a.revision else "") + (" (private)" if a.private else "")
-    print(f"release folder {folder} → {target}")
-    for f in files:
-        print(f"  {f.name:20s} {f.stat().st_size:>12,d} bytes")
-    if a.dry_run:
-        print("dry run: nothing uploaded")
-        return
-    print(push(folder, entry["repo_id"], private=a.private, revision=a.revision))
-
+from regioncl.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run("push", sys.argv[1:]))

@@ -159,3 +159,43 @@ def test_uneven_stream_stops_every_process_together(tmp_path):
     assert [sum(e == 1 for e, *_ in seen) for seen in ranks] == [2, 2]
     epoch0 = [i for seen in ranks for e, _, batch, _ in seen if e == 0 for i in batch]
     assert len(epoch0) == len(set(epoch0)) == 48 and set(epoch0) <= set(ids)
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in the TensorBoard event files under ``folder``, as a reader parses them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for events in folder.rglob("events.out.tfevents.*"):
+        reader = EventAccumulator(str(events.parent))
+        reader.Reload()
+        for tag in reader.Tags()["scalars"]:
+            series.setdefault(tag, []).extend((e.step, e.value) for e in reader.Scalars(tag))
+    return series
+
+
+def test_two_machines_on_localhost_train_and_log_to_tensorboard(tmp_path):
+    """Two `accelerate launch` commands, one per "machine" (--num_machines 2, --machine_rank 0/1,
+    one process each, gloo), rendezvous on localhost and train a few steps; the TensorBoard event
+    files hold the loss, lr and kNN scalars."""
+    port = str(free_port())
+    out = tmp_path / "run"
+    launch = [a for a in ACCELERATE if a not in ("--num_machines", "1")]
+    procs = [subprocess.Popen([*launch, "--num_machines", "2", "--machine_rank", str(r), "--main_process_ip", "127.0.0.1",
+                               "--main_process_port", port, "-m", "regioncl", "pretrain", "--optim.max_steps", "3",
+                               "--data.num_workers", "0", "--optim.batch_size", "8", "--method.queue_size", "32",
+                               "--data.image_size", "16", "--run.log_every", "1", "--run.output_dir", str(out),
+                               "--run.log_with", '["tensorboard"]'],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}) for r in (0, 1)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    state = json.loads((out / "checkpoints" / "step_00000003" / "trainer_state.json").read_text())
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(state["files"])  # one part per machine
+    scalars = tensorboard_scalars(out)
+    assert [step for step, _ in scalars["loss"]] == [1, 2, 3] and len(scalars["lr"]) == 3
+    assert [step for step, _ in scalars["knn_top1"]] == [0, 3]  # before and after training
+    losses = {r["step"]: r["loss"] for r in records if "loss" in r}
+    assert all(value == pytest.approx(losses[step], rel=1e-6) for step, value in scalars["loss"])

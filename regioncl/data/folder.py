@@ -10,6 +10,7 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
+from ..errors import UserError, UserFileNotFoundError
 from .images import IMAGE_EXTENSIONS, load_rgb
 
 
@@ -82,10 +83,10 @@ class ImageFolderSource(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS):
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"image folder {self.root!r} does not exist or is not a directory")
+            raise UserFileNotFoundError(f"image folder {self.root!r} does not exist or is not a directory")
         relpaths = list_images(self.root, extensions)
         if not relpaths:
-            raise ValueError(f"no image files with extensions {tuple(extensions)} found under {self.root!r}")
+            raise UserError(f"no image files with extensions {tuple(extensions)} found under {self.root!r}")
         self.classes, self._labels = folder_labels(relpaths)
         self._paths = _PackedStrings(relpaths)
 

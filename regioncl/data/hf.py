@@ -15,6 +15,7 @@ from typing import Any
 import torch.utils.data
 from PIL import Image
 
+from ..errors import UserError
 from .folder import folder_labels, list_images
 from .images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 
@@ -73,7 +74,7 @@ def _stream_image_folder(path: str, images: list[str], split: str) -> Any:
 
     files = _for_split(path, [os.path.join(path, f) for f in images], split)
     if not files:
-        raise ValueError(f"no image files for split {split!r} under {path!r}")
+        raise UserError(f"no image files for split {split!r} under {path!r}")
     # Class = first folder below the split folder (if the paths name a split) or below ``path``.
     rel = [os.path.relpath(f, path).replace(os.sep, "/") for f in files]
     if all(_split_of_file(r.split("/", 1)[0]) for r in rel):
@@ -103,7 +104,7 @@ def _load_hf(path: str, split: str, streaming: bool, data_files: Any, cache_dir:
         ds = datasets.load_from_disk(path)
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
-                raise ValueError(f"split {split!r} not in saved dataset; available: {sorted(ds)}")
+                raise UserError(f"split {split!r} not in saved dataset; available: {sorted(ds)}")
             ds = ds[split]
         # Shards let processes and workers read disjoint parts: a few hundred contiguous ranges.
         return ds.to_iterable_dataset(num_shards=max(1, min(len(ds), 256))) if streaming else ds
@@ -112,7 +113,7 @@ def _load_hf(path: str, split: str, streaming: bool, data_files: Any, cache_dir:
     ):
         files = _parquet_files_for_split(path, split)
         if not files:
-            raise ValueError(f"no parquet file for split {split!r} under {path!r}")
+            raise UserError(f"no parquet file for split {split!r} under {path!r}")
         base = re.sub(r"\[.*\]$", "", split)
         return datasets.load_dataset(
             "parquet", data_files={base: files}, split=split, streaming=streaming, cache_dir=cache_dir
@@ -137,7 +138,7 @@ def _pick_image_column(ds: Any, columns: list[str], requested: str | None) -> st
 
     if requested is not None:
         if requested not in columns:
-            raise ValueError(f"image column {requested!r} not found; available columns: {columns}")
+            raise UserError(f"image column {requested!r} not found; available columns: {columns}")
         return requested
     features = ds.features or {}
     for name in columns:
@@ -146,7 +147,7 @@ def _pick_image_column(ds: Any, columns: list[str], requested: str | None) -> st
     for name in _IMAGE_COLUMN_NAMES:
         if name in columns:
             return name
-    raise ValueError(
+    raise UserError(
         f"no image column found (looked for an Image feature or {_IMAGE_COLUMN_NAMES}); available columns: {columns}"
     )
 
@@ -165,9 +166,9 @@ def _pick_label_column(ds: Any, columns: list[str], requested: str | None) -> st
     features = ds.features or {}
     if requested is not None:
         if requested not in columns:
-            raise ValueError(f"label column {requested!r} not found; available columns: {columns}")
+            raise UserError(f"label column {requested!r} not found; available columns: {columns}")
         if requested in features and not _is_integer_feature(features[requested]):
-            raise ValueError(
+            raise UserError(
                 f"label column {requested!r} has type {features[requested]}; expected ClassLabel or an integer Value"
             )
         return requested
@@ -240,7 +241,7 @@ class HFSource(torch.utils.data.Dataset):
         try:
             ds = _load_hf(self.path, split, self.is_streaming, data_files, cache)
         except Exception as exc:  # datasets raises many types (network, builder, file errors).
-            raise ValueError(
+            raise UserError(
                 f"could not load Hugging Face dataset {self.path!r} (split={split!r}, streaming={streaming}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
@@ -344,7 +345,7 @@ class HFSource(torch.utils.data.Dataset):
             from datasets.distributed import split_dataset_by_node
 
             if shard[1] > self.num_shards:
-                raise ValueError(
+                raise UserError(
                     f"{self.path!r} has {self.num_shards} shards, fewer than the {shard[1]} readers "
                     "(processes × DataLoader workers) that must each read their own"
                 )

@@ -13,6 +13,7 @@ import re
 
 
 
+from ..errors import UserError, UserFileNotFoundError
 from .folder import ImageFolderSource
 from .hf import HFSource
 from .sample import SampleShapes
@@ -67,12 +68,12 @@ def build_source(
     """
     if spec == "sample":
         if streaming:
-            raise ValueError("streaming is only supported for 'hf:' sources, not 'sample'")
+            raise UserError("streaming is only supported for 'hf:' sources, not 'sample'")
         return SampleShapes(split, size=image_size, seed=seed)
     if spec.startswith("hf:"):
         path, hf_split = _parse_hf_spec(spec[3:], split)
         if not path:
-            raise ValueError(f"empty dataset id in source spec {spec!r}")
+            raise UserError(f"empty dataset id in source spec {spec!r}")
         return HFSource(
             path,
             split=hf_split,
@@ -82,7 +83,7 @@ def build_source(
             cache_dir=cache_dir,
         )
     if streaming:
-        raise ValueError(f"streaming is only supported for 'hf:' sources, not folder {spec!r}")
+        raise UserError(f"streaming is only supported for 'hf:' sources, not folder {spec!r}")
     if not os.path.exists(spec):
-        raise FileNotFoundError(f"data source {spec!r} is not 'sample', not an 'hf:' spec, and no such folder exists")
+        raise UserFileNotFoundError(f"data source {spec!r} is not 'sample', not an 'hf:' spec, and no such folder exists")
     return ImageFolderSource(spec)

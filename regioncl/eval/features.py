@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.images import BadImageError, load_decodable
 from ..distributed import concat_all_gather, rank, world_size
+from ..errors import UserError
 from ..export.checkpoints import load_encoder
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def _report_bad(bad: int, total: int, device: torch.device) -> None:
     if bad and rank() == 0:
         logger.warning("%d of %d images could not be decoded and were left out", bad, total)
     if total and bad == total:
-        raise ValueError(f"none of the {total} images could be decoded")
+        raise UserError(f"none of the {total} images could be decoded")
 
 
 def encode_source(

@@ -19,8 +19,9 @@ from torchvision.transforms import v2
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..distributed import concat_all_gather, make_accelerator, progress_bar
-from .features import LabelledImages, encode_source, feature_map, topk_accuracy
+from ..errors import UserError
 from ..rng import derive_seed
+from .features import LabelledImages, encode_source, feature_map, topk_accuracy
 
 
 @dataclass
@@ -149,7 +150,7 @@ def linear_probe(
     acc = accelerator if accelerator is not None else make_accelerator()
     device, world = acc.device, acc.num_processes
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
+        raise UserError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
     per_process = cfg.batch_size // world
     torch.manual_seed(cfg.seed)
     backbone = _Frozen(encoder).to(device)

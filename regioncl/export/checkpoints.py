@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..backbones import resolve_backbone
+from ..errors import UserError, UserFileNotFoundError
 from ..files import STATE_FILE, config_value, list_checkpoints
 
 #: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
@@ -42,13 +43,13 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if suffix == ".safetensors":
         return load_file(str(path), device="cpu")
     if suffix not in (".bin", ".pth", ".pt"):
-        raise ValueError(f"{path}: unsupported checkpoint file (use .safetensors, .bin, .pth or .pt)")
+        raise UserError(f"{path}: unsupported checkpoint file (use .safetensors, .bin, .pth or .pt)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "")
         found = found.split(" was not an allowed global")[0].replace("WeightsUnpickler error: Unsupported global:", "it holds")
-        raise ValueError(
+        raise UserError(
             f"{path} holds pickled objects other than tensors and plain containers ({found or 'see torch.load'}); it is "
             "not loaded, because unpickling them could run any code they carry. Convert it to safetensors where "
             "it was made (safetensors.torch.save_file(state_dict, ...))"
@@ -58,10 +59,10 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
+        raise UserError(f"{path}: expected a state dict, found {type(obj).__name__}")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise ValueError(f"{path}: entries {_few(bad)} are not str → tensor; not a state dict")
+        raise UserError(f"{path}: entries {_few(bad)} are not str → tensor; not a state dict")
     return dict(obj)
 
 
@@ -76,7 +77,7 @@ def find_checkpoint_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]
     if p.is_file():
         return p, {}
     if not p.is_dir():
-        raise FileNotFoundError(f"no checkpoint at {p}")
+        raise UserFileNotFoundError(f"no checkpoint at {p}")
     config: dict[str, Any] = {}
     if (p / STATE_FILE).is_file():
         config = json.loads((p / STATE_FILE).read_text()).get("config", {})
@@ -88,7 +89,7 @@ def find_checkpoint_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]
     found = list_checkpoints(p)
     if found:
         return find_checkpoint_file(found[-1])
-    raise FileNotFoundError(f"{p} holds no model.safetensors, encoder.safetensors or complete checkpoint")
+    raise UserFileNotFoundError(f"{p} holds no model.safetensors, encoder.safetensors or complete checkpoint")
 
 
 def strip_wrappers(key: str) -> str:
@@ -110,7 +111,7 @@ def encoder_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if picked:
             return picked
     if any(k.startswith(NOT_ENCODER) for k in clean):
-        raise ValueError("the checkpoint has method weights (projector, queue...) but no 'encoder.' weights")
+        raise UserError("the checkpoint has method weights (projector, queue...) but no 'encoder.' weights")
     return clean
 
 
@@ -132,7 +133,7 @@ def load_encoder(
     path, config = find_checkpoint_file(checkpoint)
     backbone = backbone or config_value(config, "model.backbone")
     if backbone is None:
-        raise ValueError(f"{path}: no training config beside the weights; pass the backbone name")
+        raise UserError(f"{path}: no training config beside the weights; pass the backbone name")
     args = dict(config_value(config, "model.backbone_args", {}) if backbone_args is None else backbone_args)
     spec = resolve_backbone(backbone, **args)
     model_args = {k: v for k, v in spec.model_args.items() if k not in INIT_ONLY_ARGS}
@@ -140,7 +141,7 @@ def load_encoder(
     state = encoder_state(read_state_file(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise UserError(
             f"{path} does not fit {backbone} ({spec.architecture}, {model_args}): "
             f"missing keys {_few(missing)}; unexpected keys {_few(unexpected)}"
         )

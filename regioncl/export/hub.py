@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,9 +22,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..files import atomic_write, config_value
 from .checkpoints import load_encoder
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 def timm_config(
     model: torch.nn.Module, *, image_size: int = 224, tag: str, metadata: Mapping[str, Any], license: str = "apache-2.0"
@@ -99,22 +100,23 @@ def export(
 
 # ---------------------------------------------------------------------------- cards and the zoo
 
-ROOT = Path(__file__).resolve().parents[2]
-ZOO_FILE = ROOT / "hub" / "zoo.yaml"
-CARD_TEMPLATE = ROOT / "MODEL_CARD.md"
+# The repository keeps one copy of each, at the top (hub/zoo.yaml, MODEL_CARD.md), where users and
+# the Hub expect them; the package holds links to them, which the build copies into the wheel.
+ZOO_FILE = resources.files(__package__) / "zoo.yaml"
+CARD_TEMPLATE = resources.files(__package__) / "MODEL_CARD.md"
 METHOD_NAMES = {
     "mocov2": "MoCo v2", "regioncl_m": "RegionCL-M", "regioncl_m_noswap": "RegionCL-M without swapping",
     "densecl": "DenseCL", "regioncl_d": "RegionCL-D", "simsiam": "SimSiam", "regioncl_s": "RegionCL-S",
 }
 
 
-def load_zoo(path: str | os.PathLike = ZOO_FILE) -> dict[str, dict[str, Any]]:
-    """The registry of published models, name → entry."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+def load_zoo(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """The registry of published models, name → entry: the shipped one, or the file ``path``."""
+    data = yaml.safe_load((ZOO_FILE if path is None else Path(path)).read_text()) or {}
     return data.get("models", {})
 
 
-def render_card(entry: Mapping[str, Any], template: str | os.PathLike = CARD_TEMPLATE) -> str:
+def render_card(entry: Mapping[str, Any], template: str | os.PathLike | None = None) -> str:
     """The Hub ``README.md`` of a model: YAML front matter, then the template's body filled in.
 
     Only measured metrics (``entry["metrics"]``) enter the model-index; the paper's numbers
@@ -148,7 +150,7 @@ def render_card(entry: Mapping[str, Any], template: str | os.PathLike = CARD_TEM
         "metrics_table": _table(metrics, "No evaluation of this checkpoint has been recorded yet."),
         "paper_table": _table(entry.get("paper") or {}, "The paper reports no number for this configuration."),
     }
-    body = Path(template).read_text()
+    body = (CARD_TEMPLATE if template is None else Path(template)).read_text()
     body = body.split("\n---\n", 1)[1] if body.startswith("---\n") else body  # the template's own header
     for key, value in fields.items():
         body = body.replace("{{" + key + "}}", value)

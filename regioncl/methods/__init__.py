@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..backbones import Encoder
+from ..errors import UserError
 from ..region import RegionCL
 from .base import SSLMethod
 from .densecl import DenseCL
@@ -73,7 +74,7 @@ def build_method(
             one configuration serves every method.
     """
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
+        raise UserError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     cls, swap = METHODS[name]
     region = None if swap is None else RegionCL(region_cells, pairing, swap=swap)
     return cls(encoder, region, **_accepted(cls, {**method_args, "region_weight": region_weight}))

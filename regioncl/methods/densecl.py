@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..backbones import Encoder
 from ..distributed import concat_all_gather
+from ..errors import UserError
 from ..heads import conv_projector
 from ..losses import dense_correspondence, dense_info_nce
 from ..queue import KeyQueue
@@ -37,7 +38,7 @@ class DenseCL(MoCoV2):
     def __init__(self, encoder: Encoder, region: RegionCL | None = None, *, dense_weight: float = 0.5,
                  region_weight: float | None = None, **kwargs) -> None:
         if not 0.0 <= dense_weight <= 1.0:
-            raise ValueError(f"dense_weight (λ) must be in [0, 1], got {dense_weight}")
+            raise UserError(f"dense_weight (λ) must be in [0, 1], got {dense_weight}")
         super().__init__(encoder, region, region_weight=1.0 - dense_weight if region_weight is None else region_weight,
                          **kwargs)
         self.dense_weight = dense_weight

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..backbones import Encoder
 from ..distributed import batch_shuffle, batch_unshuffle, concat_all_gather
+from ..errors import UserError
 from ..heads import mlp_projector
 from ..losses import info_nce
 from ..queue import KeyQueue
@@ -58,7 +59,7 @@ class MoCoV2(SSLMethod):
     ) -> None:
         super().__init__(encoder, region, seed, region_weight)
         if bn_groups < 1:
-            raise ValueError(f"bn_groups must be >= 1, got {bn_groups}")
+            raise UserError(f"bn_groups must be >= 1, got {bn_groups}")
         self.temperature = temperature
         self.momentum = momentum
         self.bn_groups = bn_groups
@@ -87,7 +88,7 @@ class MoCoV2(SSLMethod):
         super().check(image_size, batch_per_process, num_processes)
         self.queue.check_batch(batch_per_process * num_processes)
         if batch_per_process % self.bn_groups:
-            raise ValueError(
+            raise UserError(
                 f"bn_groups={self.bn_groups} does not divide the per-process batch {batch_per_process}"
             )
 

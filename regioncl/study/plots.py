@@ -118,6 +118,57 @@ def plot_pair(runs: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLi
     return fig
 
 
+def embedding_map(path: str | os.PathLike, method: str = "pca", max_points: int = 20000,
+                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """2-D coordinates ``(N, 2)`` and labels ``(N,)`` (-1 without) of the embeddings in a Parquet
+    file written by ``regioncl embed``: PCA (the top two principal components), or UMAP when
+    ``umap-learn`` is installed; at most ``max_points`` rows, drawn at random."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    n = parquet.metadata.num_rows
+    keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points].sort().values.numpy()
+    vectors, labels, start = [], [], 0
+    for g in range(parquet.num_row_groups):  # one row group in memory at a time
+        group = parquet.read_row_group(g, columns=["embedding", "label"])
+        rows = keep[(keep >= start) & (keep < start + group.num_rows)] - start
+        start += group.num_rows
+        if len(rows):
+            picked = group.take(rows)
+            dim = picked.column("embedding").type.list_size
+            vectors.append(np.asarray(picked.column("embedding").combine_chunks().flatten()).reshape(-1, dim))
+            labels += [-1 if v is None else v for v in picked.column("label").to_pylist()]
+    vectors, labels = torch.from_numpy(np.concatenate(vectors)).float(), torch.tensor(labels)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError as e:
+            raise ImportError("--method umap needs umap-learn: pip install umap-learn (or use pca)") from e
+        return torch.from_numpy(umap.UMAP(random_state=seed).fit_transform(vectors.numpy())), labels
+    centred = vectors - vectors.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, labels
+
+
+def plot_embeddings(path: str | os.PathLike, out: str | os.PathLike, method: str = "pca") -> Any:
+    """A 2-D map of the embeddings in ``path`` (see :func:`embedding_map`), coloured by label; saved as a PNG."""
+    plt = _pyplot()
+    xy, labels = embedding_map(path, method)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10" if int(labels.max()) < 10 else "viridis",
+                        s=4, alpha=0.7)
+    if int(labels.max()) >= 0:
+        fig.colorbar(points, ax=ax, label="label")
+    ax.set_title(f"{Path(path).name}: {method.upper()} of {len(labels)} embeddings", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return fig
+
+
 def plot_composites(swap: SwapResult, stride: int, out: str | os.PathLike, max_images: int = 8) -> Any:
     """The first composites of a batch with the pasted box outlined and π(i) in the title."""
     plt = _pyplot()

@@ -45,10 +45,11 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..processes import regioncl_command, regioncl_env
 from ..train.config import DEFAULT_RECIPE, deep_merge, load_recipe, make_config, nest
 from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
 
-#: the repository's root: the scripts the runner starts live in ROOT/scripts.
+#: the repository's root (a clone's): the commit of the code is read there.
 ROOT = Path(__file__).resolve().parents[2]
 _STUDY_KEYS = {"name", "out", "results", "prepare", "seeds", "options", "knn", "probe", "runs", "pairs",
                "extra_seeds", "launcher"}
@@ -88,7 +89,7 @@ class Study:
     prepare: list[dict[str, Any]] = field(default_factory=list)
     extra_seeds: dict[str, Any] | None = None
     results: Path | None = None
-    launcher: list[str] = field(default_factory=lambda: [sys.executable])
+    launcher: list[str] | None = None  # default: this Python; e.g. ["accelerate", "launch", "--num_processes", "8"]
 
     def spec(self, name: str) -> RunSpec:
         return next(r for r in self.runs if r.name == name)
@@ -196,7 +197,7 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
         out=Path(out if out is not None else raw.get("out", f"runs/studies/{path.stem}")),
         runs=runs, probe=probe, pairs=pairs, prepare=prepare, extra_seeds=extra,
         results=Path(raw["results"]) if raw.get("results") and out is None else None,
-        launcher=shlex.split(launcher) if isinstance(launcher, str) else list(launcher or [sys.executable]),
+        launcher=shlex.split(launcher) if isinstance(launcher, str) else (list(launcher) if launcher else None),
     )
 
 
@@ -282,7 +283,7 @@ class StudyRunner:
             return
         tmp = stdout_to.with_name(stdout_to.name + ".tmp") if stdout_to else None
         with open(tmp, "w") if tmp else open(os.devnull, "w") as out:
-            proc = subprocess.run(command, stdout=out if tmp else None)
+            proc = subprocess.run(command, stdout=out if tmp else None, env=regioncl_env())
         if proc.returncode:
             raise StudyError(f"exit status {proc.returncode} from: {shlex.join(command)}")
         if tmp:
@@ -294,7 +295,7 @@ class StudyRunner:
         self._check_options(run, spec)
         if run_finished(run):
             return False
-        command = [*self.study.launcher, str(ROOT / "scripts" / "pretrain.py"), "--config", str(run / "recipe.yaml"),
+        command = [*regioncl_command("pretrain", self.study.launcher), "--config", str(run / "recipe.yaml"),
                    "--run.seed", str(seed), "--run.output_dir", str(run)]
         if has_checkpoint(run):
             command += ["--run.resume", "latest"]
@@ -312,7 +313,7 @@ class StudyRunner:
         if not spec.probe or (run / "linear.json").is_file() or not (self.dry_run or run_finished(run)):
             return False
         options = {"image_size": spec.image_size, "seed": seed, **self.study.probe}
-        command = [*self.study.launcher, str(ROOT / "scripts" / "linear_probe.py"), str(run), *option_flags(options)]
+        command = [*regioncl_command("probe", self.study.launcher), str(run), *option_flags(options)]
         if not self.dry_run:
             self._record(run, "probe", seed, spec)
         self.echo(f"== linear probe {spec.name} seed {seed}")

@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from ..files import PREFIX, STATE_FILE, checkpoint_dir, checkpoint_problems, file_manifest, list_checkpoints
 
 logger = logging.getLogger("regioncl")
+from ..errors import UserError, UserFileNotFoundError
 from .config import PretrainConfig, may_change_on_resume
 
 
@@ -47,7 +48,7 @@ def check_resumable(cfg: PretrainConfig, saved: dict[str, Any], path: Path) -> N
     mine = cfg.leaves()
     flat = {f"{s}.{k}": v for s, values in saved.items() if isinstance(values, dict) for k, v in values.items()}
     if not flat:
-        raise ValueError(
+        raise UserError(
             f"checkpoint {path} was written by an earlier version of regioncl (a flat configuration); "
             "resume it with that version, or start the run again"
         )
@@ -55,7 +56,7 @@ def check_resumable(cfg: PretrainConfig, saved: dict[str, Any], path: Path) -> N
     differ = sorted(k for k in mine if k not in free and flat.get(k, mine[k]) != mine[k])
     if differ:
         detail = ", ".join(f"{k}={flat[k]!r} (now {mine[k]!r})" for k in differ)
-        raise ValueError(f"checkpoint {path} was trained with {detail}; resume with the same settings")
+        raise UserError(f"checkpoint {path} was trained with {detail}; resume with the same settings")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read: the message says which file and what to do."""
@@ -82,7 +83,7 @@ def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
         return where
     found = list_checkpoints(where)
     if not found:
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"--run.resume {resume}: no complete checkpoint (a {PREFIX}* folder with {STATE_FILE}) "
             f"under {checkpoint_dir(where)} or in {where}"
         )

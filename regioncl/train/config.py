@@ -27,15 +27,17 @@ import copy
 import dataclasses
 import json
 import os
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
+from ..errors import UserError, UserFileNotFoundError
 from ..files import legacy_name
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(str(resources.files("regioncl") / "recipes"))  # in the wheel too (package data)
 #: the recipe a run uses when none is given: the CPU sample run.
 DEFAULT_RECIPE = "sample"
 #: field metadata: this field may differ between a run and its resumption.
@@ -181,7 +183,8 @@ class RunConfig:
     keep_checkpoints: int = _resumable(2)
     """checkpoints kept (oldest deleted first)"""
     resume: str | None = _resumable(None)
-    """"latest" (the newest checkpoint of run.output_dir), or a checkpoint or output folder"""
+    """"latest" (the newest checkpoint of run.output_dir; an error when there is none), "auto" (that
+    one, or step 0 when there is none: for jobs that are requeued), or a checkpoint or output folder"""
     stop_at_step: int | None = _resumable(None)
     """stop early without changing the schedule (a run split into jobs)"""
     channels_last: bool = True
@@ -231,29 +234,29 @@ class PretrainConfig:
                     "method.temperature": self.method.temperature}
         for name, value in positive.items():
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise UserError(f"{name} must be positive, got {value}")
         if not 0.0 <= self.method.key_momentum < 1.0:
-            raise ValueError(f"method.key_momentum must be in [0, 1), got {self.method.key_momentum}")
+            raise UserError(f"method.key_momentum must be in [0, 1), got {self.method.key_momentum}")
         if not 0.0 <= self.data.max_bad_fraction <= 1.0:
-            raise ValueError(f"data.max_bad_fraction must be in [0, 1], got {self.data.max_bad_fraction}")
+            raise UserError(f"data.max_bad_fraction must be in [0, 1], got {self.data.max_bad_fraction}")
         if self.method.region_cells is not None and len(self.method.region_cells) != 2:
-            raise ValueError(f"method.region_cells must be [lo, hi], got {self.method.region_cells}")
+            raise UserError(f"method.region_cells must be [lo, hi], got {self.method.region_cells}")
         if self.data.streaming and self.optim.max_steps is None:
-            raise ValueError("a streamed dataset has no length: give optim.max_steps to fix the schedule")
+            raise UserError("a streamed dataset has no length: give optim.max_steps to fix the schedule")
         if self.data.num_workers is not None and self.data.num_workers < 0:
-            raise ValueError("data.num_workers must be >= 0")
+            raise UserError("data.num_workers must be >= 0")
         choices = {"run.on_nonfinite": (self.run.on_nonfinite, ("stop", "rollback")),
                    "run.on_save_error": (self.run.on_save_error, ("stop", "continue"))}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+                raise UserError(f"{name} must be one of {list(allowed)}, got {value!r}")
         import signal
 
         unknown = [s for s in self.run.stop_signals if not isinstance(getattr(signal, str(s), None), signal.Signals)]
         if unknown:
-            raise ValueError(f"run.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1, SIGINT")
+            raise UserError(f"run.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1, SIGINT")
         if self.data.read_retries < 0:
-            raise ValueError("data.read_retries must be >= 0")
+            raise UserError("data.read_retries must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -279,7 +282,7 @@ def find_recipe(name_or_path: str | os.PathLike) -> Path:
     if shipped.is_file():
         return shipped
     names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"no recipe file {str(name_or_path)!r} and no shipped recipe of that name; shipped: {names}")
+    raise UserFileNotFoundError(f"no recipe file {str(name_or_path)!r} and no shipped recipe of that name; shipped: {names}")
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -298,15 +301,15 @@ def load_recipe(name_or_path: str | os.PathLike, _seen: Sequence[Path] = ()) -> 
     """A recipe's sections with its ``base`` chain merged in (the base first), without ``base``."""
     path = find_recipe(name_or_path).resolve()
     if path in _seen:
-        raise ValueError(f"recipe {path} inherits from itself (through {[str(p) for p in _seen]})")
+        raise UserError(f"recipe {path} inherits from itself (through {[str(p) for p in _seen]})")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"recipe {path} must be a mapping of sections")
+        raise UserError(f"recipe {path} must be a mapping of sections")
     base = values.pop("base", None)
     try:
         values = nest(values)
     except ValueError as e:
-        raise ValueError(f"recipe {path}: {e}") from None
+        raise UserError(f"recipe {path}: {e}") from None
     if base is None:
         return values
     bases = base if isinstance(base, list) else [base]
@@ -335,7 +338,7 @@ def nest(values: dict[str, Any]) -> dict[str, Any]:
             continue
         dotted = key if "." in key else LEGACY_NAMES.get(key)
         if dotted is None:
-            raise ValueError(f"{key!r} is not a section, a SECTION.FIELD name or a field; sections: {sorted(SECTIONS)}")
+            raise UserError(f"{key!r} is not a section, a SECTION.FIELD name or a field; sections: {sorted(SECTIONS)}")
         section, name = dotted.split(".", 1)
         out.setdefault(section, {})[name] = value
     return out
@@ -385,7 +388,7 @@ def make_config(recipe: str | os.PathLike | dict[str, Any] | None = None,
         ns = config_parser().parse_object(values, defaults=True)
     except Exception as e:  # jsonargparse reports bad keys and types as its ArgumentError
         where = "the given sections" if isinstance(recipe, dict) else repr(str(recipe or DEFAULT_RECIPE))
-        raise ValueError(f"configuration {where} with {overrides or {}}: {e}") from e
+        raise UserError(f"configuration {where} with {overrides or {}}: {e}") from e
     return _from_namespace(ns)
 
 
@@ -404,16 +407,16 @@ def parse_config(argv: Sequence[str] | None = None, prog: str | None = None, des
             recipe = arg.split("=", 1)[1]
     parser = config_parser(prog, description)
     parser.add_argument("--print_recipe", action="store_true", help="print the resolved configuration (YAML) and exit")
-    parser.exit_on_error = True
+    from jsonargparse import ArgumentError
+
     try:
         parser.set_defaults(_dotted(load_recipe(recipe)))
-    except (OSError, ValueError, KeyError) as e:
-        parser.error(str(e))
-    ns = parser.parse_args(argv)
-    try:
-        cfg = _from_namespace(ns)
-    except ValueError as e:
-        parser.error(str(e))
+        ns = parser.parse_args(argv)
+    except UserError:
+        raise
+    except (ArgumentError, ValueError, KeyError) as e:  # an unknown option, a value of the wrong type
+        raise UserError(f"{e} (see {parser.prog} --help)") from None
+    cfg = _from_namespace(ns)
     if ns["print_recipe"]:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         sys.exit(0)

@@ -15,14 +15,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..files import checkpoint_dir, list_checkpoints
+from ..processes import regioncl_command, regioncl_env
 
-PRETRAIN = Path(__file__).resolve().parents[2] / "scripts" / "pretrain.py"
 
 
 def step_losses(output_dir: str | os.PathLike) -> dict[int, dict[str, float]]:
@@ -47,7 +46,7 @@ def _last_step(output_dir: Path) -> int:
 
 def kill_and_resume(args: Sequence[str], output_dir: str | os.PathLike, kills: int, seed: int = 0,
                     max_delay: float = 1.5, timeout: float = 600.0) -> dict[str, Any]:
-    """Run ``scripts/pretrain.py ARGS --run.output_dir OUT``, SIGKILL it ``kills`` times and resume
+    """Run ``regioncl pretrain ARGS --run.output_dir OUT``, SIGKILL it ``kills`` times and resume
     it each time (``--run.resume latest`` once a checkpoint exists) until it finishes. Every other
     kill lands while a checkpoint is being written (as soon as its hidden folder appears); the
     others once the run has made progress since the last kill, after a random further
@@ -62,13 +61,14 @@ def kill_and_resume(args: Sequence[str], output_dir: str | os.PathLike, kills: i
     report: dict[str, Any] = {"kills": 0, "killed_after_steps": [], "mid_checkpoint": 0}
     deadline = time.time() + timeout
     while True:
-        command = [sys.executable, str(PRETRAIN), *args, "--run.output_dir", str(out)]
+        command = [*regioncl_command("pretrain"), *args, "--run.output_dir", str(out)]
         if list_checkpoints(out):
             command += ["--run.resume", "latest"]
         before = _last_step(out)
         half_written = set(checkpoint_dir(out).glob(".tmp-*")) if checkpoint_dir(out).is_dir() else set()
         with open(out.with_name(out.name + ".log"), "a") as log:
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                                    env=regioncl_env())
         if report["kills"] < kills:
             if report["kills"] % 2:  # in the middle of writing a checkpoint
                 while proc.poll() is None and not (set(checkpoint_dir(out).glob(".tmp-*")) - half_written) \

@@ -25,6 +25,7 @@ from ..data import (
     build_source,
     normalize,
 )
+from ..errors import UserError
 from ..rng import derive_seed
 from .config import PretrainConfig
 from .stream import StreamPositions
@@ -113,7 +114,7 @@ class TrainData:
             self.dataset_size = len(self.dataset)
             self.steps_per_epoch = len(self.dataset) // cfg.optim.batch_size
             if self.steps_per_epoch == 0:
-                raise ValueError(
+                raise UserError(
                     f"the dataset has {len(self.dataset)} images, fewer than one global batch of {cfg.optim.batch_size}"
                 )
 
@@ -121,7 +122,7 @@ class TrainData:
         """DataLoader workers for a stream of ``shards`` shards: every reader (process ×
         worker) must have shards of its own; fewer workers when there are too few."""
         if shards < self.world:
-            raise ValueError(
+            raise UserError(
                 f"the stream {self.cfg.data.source!r} has {shards} shard(s), fewer than the {self.world} processes; "
                 "every process must read shards of its own. Write the data as more parquet files or row groups "
                 "(e.g. Dataset.to_parquet in parts), or use fewer processes"

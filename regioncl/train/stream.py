@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..distributed import concat_all_gather
+from ..errors import UserError
 
 
 class StreamPositions:
@@ -43,7 +44,7 @@ class StreamPositions:
             return
         readers = self.accelerator.num_processes * self.readers
         if len(saved) != readers:
-            raise ValueError(
+            raise UserError(
                 f"checkpoint {where} stopped mid-epoch in a stream read by {len(saved)} readers (processes × "
                 f"workers); this run has {readers}. Resume with the same number of processes and "
                 "--data.num_workers, so every reader continues its own part of the stream"

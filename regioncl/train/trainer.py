@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from ..backbones import compile_encoders, create_encoder
 from ..distributed import make_accelerator, progress_bar
+from ..errors import UserError
 from ..files import list_checkpoints, read_state
 from ..methods import SSLMethod, build_method
 from . import checkpoint as ckpt
@@ -73,11 +74,9 @@ class Trainer:
             # Each process keeps an identical queue; re-broadcasting 65,536 keys every step is waste.
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )
-        # Before the first step allocates: every step then reuses the previous one's memory.
-        keep_host_memory_for(cfg.run.keep_host_memory, acc.device.type)
         self.world = acc.num_processes
         if cfg.optim.batch_size % self.world:
-            raise ValueError(f"optim.batch_size {cfg.optim.batch_size} (global) is not divisible by {self.world} processes")
+            raise UserError(f"optim.batch_size {cfg.optim.batch_size} (global) is not divisible by {self.world} processes")
         batch_per_process = cfg.optim.batch_size // self.world
         set_seed(cfg.run.seed)  # identical initial weights on every process
         # Model first: its checks (stride, box range, batch, queue) need no data.
@@ -90,6 +89,9 @@ class Trainer:
         # A stream has no length: its warm-up epochs are max_steps / epochs steps long.
         self.nominal_epoch_steps = spe or max(1, self.total_steps // cfg.optim.epochs)
 
+        # Once the settings are known to work, before the first step allocates: every step then
+        # reuses the previous one's memory.
+        keep_host_memory_for(cfg.run.keep_host_memory, acc.device.type)
         if self.model.sync_batch_norm and cfg.method.sync_bn and self.world > 1:
             self._sync_batch_norm()
         if cfg.run.channels_last:
@@ -137,8 +139,11 @@ class Trainer:
             (self.out / "config.json").write_text(config_json(cfg))
         if cfg.run.log_with:
             acc.init_trackers("regioncl", config={k: str(v) for k, v in cfg.leaves().items()})
-        if cfg.run.resume:
-            self.resume(cfg.run.resume)
+        resume = cfg.run.resume
+        if resume == "auto":  # a requeued job: continue where the last one stopped, if it saved anything
+            resume = "latest" if list_checkpoints(self.out) else None
+        if resume:
+            self.resume(resume)
         else:  # a run started again from step 0 in its folder: its records start again too
             if list_checkpoints(self.out) and acc.is_main_process:
                 logger.warning("%s holds checkpoints of an earlier run; this run starts again from step 0 "

@@ -326,3 +326,14 @@ def test_killed_at_random_moments_and_resumed_it_ends_as_an_uninterrupted_run(tm
     ref, end = (load_file(str(tmp_path / r / "encoder.safetensors")) for r in ("reference", "killed"))
     for key in ref:
         assert torch.allclose(ref[key].float(), end[key].float(), rtol=1e-4, atol=1e-6), key
+
+
+def test_resume_auto_starts_a_new_run_and_continues_a_stopped_one(tmp_path):
+    """What a requeued job needs: the same command line the first time and every time after."""
+    args = {"optim.max_steps": 6, "run.checkpoint_every": 2, "run.resume": "auto"}
+    assert trainer(tmp_path / "r", **args, **{"run.stop_at_step": 4}).train()["step"] == 4
+    assert trainer(tmp_path / "r", **args).train()["step"] == 6
+    trainer(tmp_path / "whole", **{"optim.max_steps": 6, "run.checkpoint_every": 2}).train()
+    assert_same_losses(step_losses(tmp_path / "whole"), step_losses(tmp_path / "r"))
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):  # `latest` insists on one
+        trainer(tmp_path / "new", **{**args, "run.resume": "latest"}).train()

@@ -1,0 +1,31 @@
+"""Pretrain a timm backbone with RegionCL or its base method.
+
+    regioncl pretrain                                       # the sample recipe: RegionCL-M on the built-in set (CPU, minutes)
+    regioncl pretrain --optim.epochs 2 --model.method mocov2
+    accelerate launch -m regioncl pretrain --config regioncl_m_r50    # the paper's recipe, ImageNet streamed from the Hub
+    regioncl pretrain --run.output_dir runs/x --run.resume latest   # continue from the newest checkpoint
+    regioncl pretrain --config mocov2_r50 --print_recipe    # the resolved configuration, as a recipe
+
+Every field of the configuration (regioncl/train/config.py) is an option named by its section;
+those given override the recipe, which overrides the defaults (the paper's).
+
+Exit status: 0 done; 75 stopped by a signal (SIGTERM, SIGUSR1, SIGINT) after saving a checkpoint
+at the step reached; 65 stopped at a non-finite loss (no checkpoint from those weights); 74 a
+checkpoint could not be written (see regioncl/train/preemption.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ..train.config import parse_config
+from ..train.trainer import pretrain
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    cfg = parse_config(argv, prog=prog, description=__doc__)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = pretrain(cfg)  # a stop on purpose (RunStopped) leaves with its exit status, see regioncl.cli
+    print(json.dumps(result, indent=2))
+    return result
