@@ -83,3 +83,12 @@ def progress_bar(accelerator: Any, iterable: Any = None, **kwargs: Any) -> Any:
 
     return tqdm(iterable, disable=not accelerator.is_local_main_process,
                 mininterval=0.5 if sys.stderr.isatty() else 30.0, **kwargs)
+
+
+def default_workers(requested: int | None = None) -> int:
+    """DataLoader workers per process: ``requested``, or one core short of all, at most 8."""
+    if requested is not None:
+        return requested
+    import os
+
+    return max(0, min(8, (os.cpu_count() or 1) - 1))

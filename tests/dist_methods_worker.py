@@ -2,6 +2,8 @@
 
 import json
 import sys
+
+import torch
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -20,7 +22,12 @@ for name in METHODS:
     trainer = Trainer(cfg)
     trainer.train()
     inner = trainer.unwrapped
+    # The BN running statistics each rank now holds for evaluation and export (a digest per rank).
+    buffers = torch.cat([b.float().flatten() for b in inner.encoder.buffers()])
+    digests = [torch.zeros(2) for _ in range(trainer.world)]
+    torch.distributed.all_gather(digests, torch.stack([buffers.sum(), (buffers * torch.arange(len(buffers))).sum()]))
     results[name] = {
+        "buffer_digests": [d.tolist() for d in digests],
         "world": trainer.world,
         "queue_ptr": int(inner.queue.ptr) if hasattr(inner, "queue") else None,
         "dense_queue_ptr": int(inner.dense_queue.ptr) if hasattr(inner, "dense_queue") else None,

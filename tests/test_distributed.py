@@ -45,6 +45,9 @@ def test_every_method_trains_in_two_processes(tmp_path):
         records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records] == [1, 2, 3], name
         assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records), name
+        # Each rank's BN statistics followed its own batches; evaluation and export use the main
+        # process's on every rank.
+        assert res["buffer_digests"][0] == res["buffer_digests"][1], name
         if res["queue_ptr"] is not None:  # 3 steps × global batch 8 into a queue of 32
             assert res["queue_ptr"] == 24, name
         if res["dense_queue_ptr"] is not None:

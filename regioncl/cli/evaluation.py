@@ -12,6 +12,7 @@ import json
 from typing import Any, Callable
 
 from ..data import build_source
+from ..data.sources import num_classes as num_classes_of
 from ..distributed import make_accelerator
 from ..errors import UserError
 
@@ -46,7 +47,7 @@ def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., 
     cfg = config_cls(**{f.name: a[f.name] for f in dataclasses.fields(config_cls)})
     train = build_source(a.train_data, a.train_split, image_size=cfg.image_size)
     val = build_source(a.val_data, a.val_split, image_size=cfg.image_size)
-    num_classes = a.num_classes or max(train[i][1] for i in range(len(train))) + 1
+    num_classes = a.num_classes or num_classes_of(train)  # from the source's metadata: no image decoded
     if num_classes <= 0:
         raise UserError(f"the training data {a.train_data!r} has no labels")
     acc = make_accelerator()

@@ -275,6 +275,12 @@ class HFSource(torch.utils.data.Dataset):
             raise TypeError(f"streaming HFSource {self.path!r} has no length; use iterate()")
         return len(self._ds)
 
+    def labels(self) -> list[int]:
+        """Every example's label (-1 without a label column), read from the label column alone."""
+        if self.label_column is None:
+            return [-1] * len(self)
+        return [_as_label(v) for v in self._ds[self.label_column]]
+
     def label_of(self, index: int) -> int:
         """Label of example ``index`` (map-style only) without decoding the image."""
         if self.label_column is None:

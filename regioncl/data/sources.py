@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-
-
-
-
+from typing import Any
 
 from ..errors import UserError, UserFileNotFoundError
 from .folder import ImageFolderSource
@@ -87,3 +84,15 @@ def build_source(
     if not os.path.exists(spec):
         raise UserFileNotFoundError(f"data source {spec!r} is not 'sample', not an 'hf:' spec, and no such folder exists")
     return ImageFolderSource(spec)
+
+
+def num_classes(source: Any) -> int:
+    """Classes of a labelled source from what it knows (folder names, a ``ClassLabel``, the label
+    column), without decoding its images; 0 when it has no labels."""
+    classes = getattr(source, "classes", None)
+    if classes:
+        return len(classes)
+    if hasattr(source, "labels"):
+        return max(source.labels(), default=-1) + 1
+    label_of = getattr(source, "label_of", None)
+    return max((label_of(i) for i in range(len(source))), default=-1) + 1 if label_of is not None else 0

@@ -29,6 +29,7 @@ and the device path per (seed, step, process, view), so runs are reproducible an
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -98,6 +99,13 @@ def sample_params(n: int, generator: torch.Generator, device: torch.device | str
 # --------------------------------------------------------------------------- #
 
 
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small tensor of constants, made once per device: building it from a list every call is a
+    blocking host-to-device copy on an accelerator."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
     return (_GRAY_WEIGHTS[0] * r + _GRAY_WEIGHTS[1] * g + _GRAY_WEIGHTS[2] * b).unsqueeze(1)
@@ -137,7 +145,7 @@ def _hue(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
     h.addcmul_(is_r, (g - b).sub_(h)).addcmul_(is_g, (b - r).add_(chroma, alpha=2).sub_(h))
     shift = shift.view(-1, 1, 1).to(x.dtype) if isinstance(shift, torch.Tensor) else shift
     h.div_(chroma.clamp(min=1e-12)).add_(6 * shift + 6)  # h6 + 6·shift, made positive (C = 0: any hue)
-    t = h.unsqueeze(1) + torch.tensor(_HUE_OFFSETS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    t = h.unsqueeze(1) + _constant(_HUE_OFFSETS, x.device, x.dtype).view(1, 3, 1, 1)
     t.sub_(t.div(6).floor_().mul_(6))  # mod 6
     # V − C · clamp(min(t, 4 − t), 0, 1), with min(t, 4 − t) = 2 − |t − 2|
     return t.sub_(2).abs_().neg_().add_(2).clamp_(0, 1).mul_(chroma.unsqueeze(1)).neg_().add_(vmax.unsqueeze(1))
@@ -158,17 +166,20 @@ def _adjust(x: torch.Tensor, op: int, factor: torch.Tensor | float) -> torch.Ten
 _BLUR_REACH = math.sqrt(2 * math.log(1e7))  # taps beyond this many σ weigh under 1e-7 of the centre
 
 
-def _blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+def _blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int, max_sigma: float | None = None) -> torch.Tensor:
     """Separable Gaussian blur, one σ per image, reflect padding (torchvision's gaussian_blur).
 
     The kernel is torchvision's (``kernel_size`` taps, normalised), shortened to the taps that
     weigh at least 1e-7 of its centre for the largest σ (about 11σ + 1 taps instead of 23 at
-    224 px): the dropped weight changes outputs by under 1e-5. Batches: channels-last depthwise
-    convolutions (faster than contiguous ones on CPU).
+    224 px): the dropped weight changes outputs by under 1e-5. The largest σ is ``max_sigma``
+    when given (a bound known in advance: reading the batch's largest σ from an accelerator would
+    wait for it), else read from ``sigma``. Batches: channels-last depthwise convolutions (faster
+    than contiguous ones on CPU).
     """
     b, c, h, w = x.shape
     full_half = (kernel_size - 1) // 2
-    half = max(1, min(full_half, math.ceil(_BLUR_REACH * float(sigma.max()))))
+    largest = float(sigma.max()) if max_sigma is None else max_sigma
+    half = max(1, min(full_half, math.ceil(_BLUR_REACH * largest)))
     pos = torch.linspace(-full_half, full_half, kernel_size, device=x.device, dtype=x.dtype)
     kernel = torch.exp(-0.5 * (pos[None] / sigma[:, None].to(x.dtype)) ** 2)
     kernel = kernel / kernel.sum(1, keepdim=True)
@@ -196,18 +207,17 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tenso
 _FACTORS = ("brightness", "contrast", "saturation", "hue")  # jitter ops 0–3, as in ``order``
 
 
-def _on_rows(x: torch.Tensor, mask: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Applies ``fn(images, rows)`` to the images selected by ``mask`` (all of them: no gather)."""
-    rows = mask.nonzero().squeeze(1)
-    if rows.numel() == len(x):
-        return fn(x, rows)
-    if rows.numel():
-        x[rows] = fn(x[rows], rows)
-    return x
+def _where(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` for the images of ``mask`` (B,), ``old`` for the others."""
+    return torch.where(mask.view(-1, 1, 1, 1), new, old)
 
 
 def apply_ops(x: torch.Tensor, params: dict[str, torch.Tensor], kernel_size: int) -> torch.Tensor:
     """Colour jitter (each image in its own op order), grayscale, blur and flip of a batch.
+
+    Every op runs on the whole batch and a mask keeps it for the images that draw it: selecting
+    rows (``nonzero``) would make the host wait for the device at every op. The blur's taps are
+    bounded by the largest σ of the distribution for the same reason.
 
     Args:
         x: float images in [0, 1], (B, 3, H, W); may be modified in place.
@@ -218,10 +228,10 @@ def apply_ops(x: torch.Tensor, params: dict[str, torch.Tensor], kernel_size: int
     for slot in range(4):
         for op in range(4):
             selected = params["jitter"] & (params["order"][:, slot] == op)
-            x = _on_rows(x, selected, lambda v, rows, op=op: _adjust(v, op, factors[op][rows]))
-    x = _on_rows(x, params["gray"], lambda v, rows: _gray(v).repeat(1, 3, 1, 1))
-    x = _on_rows(x, params["blur"], lambda v, rows: _blur(v, params["sigma"][rows], kernel_size))
-    return _on_rows(x, params["flip"], lambda v, rows: v.flip(-1))
+            x = _where(selected, _adjust(x.clone(), op, factors[op]), x)
+    x = _where(params["gray"], _gray(x).expand(-1, 3, -1, -1), x)
+    x = _where(params["blur"], _blur(x, params["sigma"], kernel_size, max_sigma=SIGMA[1]), x)
+    return _where(params["flip"], x.flip(-1), x)
 
 
 def _one_view_ops(x: torch.Tensor, p: dict[str, Any], kernel_size: int) -> torch.Tensor:
@@ -241,8 +251,8 @@ def _one_view_ops(x: torch.Tensor, p: dict[str, Any], kernel_size: int) -> torch
 def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 images (0–255) or float images in [0, 1], (B, 3, H, W) → float32, normalised per channel."""
     scale = 255.0 if images.dtype == torch.uint8 else 1.0
-    inv = torch.tensor([1.0 / (v * scale) for v in std], device=images.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device).view(1, 3, 1, 1)
+    inv = _constant(tuple(1.0 / (v * scale) for v in std), images.device, torch.float32).view(1, 3, 1, 1)
+    shift = _constant(tuple(-m / s for m, s in zip(mean, std)), images.device, torch.float32).view(1, 3, 1, 1)
     # In place on a fresh copy: broadcasting out-of-place ops cost several times more on CPU.
     return images.to(torch.float32, copy=True).mul_(inv).add_(shift)
 
@@ -337,9 +347,11 @@ class BatchedMoCoV2:
         self.mean, self.std = tuple(mean), tuple(std)
 
     def apply(self, images: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        """``images`` uint8 or float in [0, 1], (B, 3, S, S), with the given parameters."""
-        x = images.float() / 255 if images.dtype == torch.uint8 else images.float().clone()
-        return normalize(apply_ops(x, params, self.kernel_size), self.mean, self.std)
+        """``images`` uint8 or float in [0, 1], (B, 3, S, S), with the given parameters; in float32
+        whatever autocast is on around it (the ops write into float32 batches)."""
+        with torch.autocast(images.device.type, enabled=False):
+            x = images.float() / 255 if images.dtype == torch.uint8 else images.float().clone()
+            return normalize(apply_ops(x, params, self.kernel_size), self.mean, self.std)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(images, sample_params(images.shape[0], generator, images.device))

@@ -76,7 +76,8 @@ def _share_loader(source: Any, transform: Any, batch_size: int, num_workers: int
     images = LabelledImages(source, transform)
     world = world_size()
     mine = Subset(images, range(rank(), len(images), world)) if world > 1 else images
-    return DataLoader(mine, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping)
+    return DataLoader(mine, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping,
+                      pin_memory=torch.cuda.is_available())
 
 
 def _report_bad(bad: int, total: int, device: torch.device) -> None:
@@ -100,17 +101,21 @@ def encode_source(
     channels_last: bool = False,
     normalize: bool = True,
     gather: bool = True,
+    on_device: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features ``(N, C)`` and labels ``(N,)`` (on CPU) of every decodable image of ``source``.
+    """Pooled features ``(N, C)`` (in ``dtype``) and labels ``(N,)`` of every decodable image of
+    ``source``, on the CPU, or on ``device`` with ``on_device``.
 
     Each process encodes every world-th image. With ``gather`` every process then gets all
     the rows (in rank order); without, it keeps its own share. Undecodable images are
     left out; their number, summed over the processes, is logged.
     """
     loader = _share_loader(source, transform, batch_size, num_workers)
-    x, y, bad = extract_features(encoder, loader, device, channels_last, normalize=normalize)
+    x, y, bad = extract_features(encoder, loader, device, channels_last, normalize=normalize,
+                                 on_device=on_device, dtype=dtype)
     _report_bad(bad, len(source), device)
-    return (gather_rows(x, device), gather_rows(y, device)) if gather else (x, y)
+    return (gather_rows(x, device, on_device), gather_rows(y, device, on_device)) if gather else (x, y)
 
 
 @torch.no_grad()
@@ -152,10 +157,12 @@ def extract_features(
     device: torch.device,
     channels_last: bool = False,
     normalize: bool = True,
+    on_device: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Globally pooled backbone features ``(N, C)`` (L2-normalised unless ``normalize`` is
-    False) and labels ``(N,)``, on CPU, and the number of images left out, from batches of
-    :func:`collate_skipping`.
+    False, in ``dtype``) and labels ``(N,)``, on CPU (or left on ``device`` with ``on_device``),
+    and the number of images left out, from batches of :func:`collate_skipping`.
 
     The encoder is put in eval mode for the pass and restored afterwards.
     """
@@ -171,17 +178,20 @@ def extract_features(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             pooled = feature_map(encoder, images).float().mean((2, 3))
-            feats.append((F.normalize(pooled, dim=1) if normalize else pooled).cpu())
-            labels.append(target.cpu())
+            rows = (F.normalize(pooled, dim=1) if normalize else pooled).to(dtype)
+            feats.append(rows if on_device else rows.cpu())
+            labels.append(target.to(device) if on_device else target.cpu())
     finally:
         encoder.train(was_training)
     if not feats:  # this process had no decodable image (or none at all): an empty (0, C) block
-        return torch.zeros(0, int(getattr(encoder, "num_features", 0))), torch.zeros(0, dtype=torch.long), bad
+        where = device if on_device else "cpu"
+        return (torch.zeros(0, int(getattr(encoder, "num_features", 0)), dtype=dtype, device=where),
+                torch.zeros(0, dtype=torch.long, device=where), bad)
     return torch.cat(feats), torch.cat(labels), bad
 
 
-def gather_rows(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Concatenate ``t`` ``(N_r, ...)`` from every process (N_r may differ), on the CPU."""
+def gather_rows(t: torch.Tensor, device: torch.device, on_device: bool = False) -> torch.Tensor:
+    """Concatenate ``t`` ``(N_r, ...)`` from every process (N_r may differ), on the CPU (or on ``device``)."""
     if world_size() == 1:
         return t
     local = t.to(device)
@@ -189,4 +199,5 @@ def gather_rows(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=device)
     padded[: t.shape[0]] = local
     parts = concat_all_gather(padded).view(len(sizes), max(sizes), *t.shape[1:])
-    return torch.cat([parts[i, :n] for i, n in enumerate(sizes)]).cpu()
+    rows = torch.cat([parts[i, :n] for i, n in enumerate(sizes)])
+    return rows if on_device else rows.cpu()

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from ..distributed import world_size
 from .features import encode_source
 
 
@@ -33,15 +35,29 @@ def knn_evaluate(
     """kNN top-1 (SPEC §10) of ``encoder`` with ``bank_source`` as the labelled bank, or
     ``None`` when either source has no labels.
 
-    In a multi-process run every process must call it: each encodes its share of the images
-    and all get the same result.
+    In a multi-process run every process must call it: each encodes its share of the images;
+    the bank is gathered on every device (in half precision on a GPU, a quarter of the float32
+    host copies it replaces), each process scores its own share of the queries against it, and
+    the counts of correct answers are summed, so all get the same result.
     """
-    kwargs = dict(batch_size=batch_size, num_workers=num_workers, channels_last=channels_last, gather=True)
-    bank, bank_labels = encode_source(encoder, bank_source, transform, device, **kwargs)
-    val, val_labels = encode_source(encoder, val_source, transform, device, **kwargs)
-    if bool((bank_labels < 0).any()) or bool((val_labels < 0).any()):
+    kwargs = dict(batch_size=batch_size, num_workers=num_workers, channels_last=channels_last, on_device=True)
+    half = torch.float16 if device.type == "cuda" else torch.float32
+    bank, bank_labels = encode_source(encoder, bank_source, transform, device, gather=True, dtype=half, **kwargs)
+    val, val_labels = encode_source(encoder, val_source, transform, device, gather=False, **kwargs)
+    # Whether any label is missing, and the largest query label, as every process sees them.
+    facts = torch.tensor([float((bank_labels < 0).any()), float((val_labels < 0).any()),
+                          float(val_labels.max()) if len(val_labels) else -1.0], device=device)
+    if world_size() > 1:
+        dist.all_reduce(facts, op=dist.ReduceOp.MAX)
+    if facts[0] > 0 or facts[1] > 0:
         return None
-    return float(knn_top1(bank, bank_labels, val, val_labels, k=k, temperature=temperature))
+    num_classes = int(max(float(bank_labels.max()), float(facts[2]))) + 1
+    pred = knn_predict(bank, bank_labels, val, k=k, temperature=temperature, num_classes=num_classes).argmax(1)
+    counts = torch.tensor([float((pred == val_labels).sum()), float(len(val_labels))], dtype=torch.float64,
+                          device=device)
+    if world_size() > 1:
+        dist.all_reduce(counts)
+    return float(counts[0] / counts[1])
 
 
 @torch.no_grad()
@@ -60,7 +76,8 @@ def knn_predict(
     stays ``O(chunk_size × N)``.
 
     Args:
-        bank: ``(N, C)`` L2-normalised features of labelled images.
+        bank: ``(N, C)`` L2-normalised features of labelled images (any float dtype; the
+            queries are scored in it, the votes in float32).
         bank_labels: ``(N,)`` int labels.
         queries: ``(M, C)`` L2-normalised features.
     """
@@ -68,9 +85,9 @@ def knn_predict(
     k = min(k, bank.shape[0])
     scores = []
     for start in range(0, queries.shape[0], chunk_size):
-        sim = queries[start : start + chunk_size] @ bank.t()
+        sim = queries[start : start + chunk_size].to(bank.dtype) @ bank.t()
         top_sim, top_idx = sim.topk(k, dim=1)
-        weights = (top_sim / temperature).exp()
+        weights = (top_sim.float() / temperature).exp()
         votes = torch.zeros(sim.shape[0], num_classes, dtype=weights.dtype, device=weights.device)
         votes.scatter_add_(1, bank_labels[top_idx], weights)
         scores.append(votes)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from ..distributed import concat_all_gather, make_accelerator, progress_bar
+from ..distributed import concat_all_gather, default_workers, make_accelerator, progress_bar
 from ..errors import UserError
 from ..rng import derive_seed
 from .features import LabelledImages, encode_source, feature_map, topk_accuracy
@@ -50,7 +50,8 @@ class ProbeConfig:
     image_size: int = 224
     crop_pct: float = 0.875
     """evaluation crop: the shorter side is resized to image_size / crop_pct, then centre-cropped"""
-    num_workers: int = 0
+    num_workers: int | None = None
+    """DataLoader workers per process; null: one core short of all, at most 8"""
     seed: int = 0
 
 
@@ -168,10 +169,10 @@ def linear_probe(
     if cfg.augment:
         train_loader = acc.prepare(DataLoader(
             LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), shuffle=True,
-            batch_size=per_process, num_workers=cfg.num_workers))
+            batch_size=per_process, num_workers=default_workers(cfg.num_workers), pin_memory=device.type == "cuda"))
     else:  # the features never change: compute this process's share once
         feats, labels = encode_source(backbone.encoder, train_source, val_tf, device, batch_size=per_process,
-                                      num_workers=cfg.num_workers, normalize=False, gather=False)
+                                      num_workers=default_workers(cfg.num_workers), normalize=False, gather=False)
         # Shares differ by an image or two: each process draws as many samples as the largest
         # share (a smaller one repeats a few), so all run the same steps; one process: a plain shuffle.
         largest = int(concat_all_gather(torch.tensor([len(labels)], device=device)).max())
@@ -205,6 +206,6 @@ def linear_probe(
         with acc.autocast():
             return classifier(backbone(images).float())
 
-    top1, top5 = topk_accuracy(predict, val_source, val_tf, device, batch_size=per_process, num_workers=cfg.num_workers)
+    top1, top5 = topk_accuracy(predict, val_source, val_tf, device, batch_size=per_process, num_workers=default_workers(cfg.num_workers))
     head_state = {k: v.detach().cpu() for k, v in classifier.state_dict().items()}
     return {"top1": top1, "top5": top5, "epochs": cfg.epochs, "history": history, "head": head_state}

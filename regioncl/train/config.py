@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..distributed import default_workers
 from ..errors import UserError, UserFileNotFoundError
 from ..files import legacy_name
 
@@ -129,9 +130,7 @@ class DataConfig:
     @property
     def workers(self) -> int:
         """DataLoader workers per process: ``num_workers``, or one core short of all, at most 8."""
-        if self.num_workers is not None:
-            return self.num_workers
-        return max(0, min(8, (os.cpu_count() or 1) - 1))
+        return default_workers(self.num_workers)
 
 
 @dataclass

@@ -97,6 +97,11 @@ class TrainData:
         if workers > 0:
             loader_args["prefetch_factor"] = d.prefetch_factor
         self.positions = StreamPositions(max(1, workers), accelerator)
+        self.cpu_group = None
+        if self.streaming and self.world > 1:
+            import torch.distributed as dist
+
+            self.cpu_group = dist.new_group(backend="gloo")  # for the end-of-stream flag
         seed = cfg.run.seed
         if self.streaming:
             self.dataset = StreamingTwoViewDataset(source, transform, seed=seed, shuffle_buffer=d.shuffle_buffer,
@@ -146,10 +151,14 @@ class TrainData:
         it = iter(self.loader)
         while True:
             batch = next(it, None)
-            # Shards can be uneven: every process stops as soon as one runs out, so none waits forever.
-            if self.world > 1:  # "any process ran out": a max (Accelerate's reduce knows no min)
-                ran_out = torch.tensor([1.0 if batch is None else 0.0], device=self.accelerator.device)
-                if self.accelerator.reduce(ran_out, reduction="max").item() > 0.0:
+            # Shards can be uneven: every process stops as soon as one runs out, so none waits
+            # forever. The processes agree on a CPU group: the host never waits for the device.
+            if self.world > 1:
+                import torch.distributed as dist
+
+                ran_out = torch.tensor([1 if batch is None else 0], dtype=torch.int32)
+                dist.all_reduce(ran_out, op=dist.ReduceOp.MAX, group=self.cpu_group)
+                if ran_out.item():
                     return
             if batch is None:
                 return

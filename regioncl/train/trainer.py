@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import save_file
+from timm.layers import convert_sync_batchnorm
 
 from ..backbones import compile_encoders, create_encoder
 from ..distributed import make_accelerator, progress_bar
@@ -58,6 +59,13 @@ def build_model(cfg: PretrainConfig, world: int) -> SSLMethod:
     )
 
 
+def synchronised_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its batch norms synchronised across processes. timm's conversion, not
+    torch's: torch's turns timm's ``BatchNormAct2d`` (EfficientNet, RegNet, MobileNetV3, CSPNet...)
+    into a plain ``SyncBatchNorm`` whose forward never calls the activation: another network."""
+    return convert_sync_batchnorm(model)
+
+
 class Trainer:
     """Builds model, data and optimizer from a config and runs pretraining.
 
@@ -75,6 +83,8 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )
         self.world = acc.num_processes
+        if acc.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed image and batch sizes: let cuDNN pick its kernels
         if cfg.optim.batch_size % self.world:
             raise UserError(f"optim.batch_size {cfg.optim.batch_size} (global) is not divisible by {self.world} processes")
         batch_per_process = cfg.optim.batch_size // self.world
@@ -112,7 +122,7 @@ class Trainer:
     def _sync_batch_norm(self) -> None:
         """SyncBN across processes (SimSiam), where torch's SyncBatchNorm supports the device."""
         if self.accelerator.device.type in ("cuda", "xpu"):
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = synchronised_batch_norm(self.model)
             logger.info("batch norm synchronised across %d processes", self.world)
         else:
             logger.warning(
@@ -199,6 +209,7 @@ class Trainer:
         self.metrics.check_bad(final=True)
         self.save()
         if self.state.step >= self.total_steps:
+            self.share_eval_buffers()
             self.save_encoder()
             result["knn_top1_after"] = self.knn("after training")
         result.update(step=self.state.step, epoch=self.state.epoch)
@@ -253,9 +264,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             if not group.get("fix_lr", False):
                 group["lr"] = lr
+        # The views are made (augmented on the device, normalised) in fp32, outside autocast: the
+        # augmentation writes into float32 batches, and the model's autocast is for the model.
+        view_q, view_k = self.data.to_device(batch["view_q"], 0, step), self.data.to_device(batch["view_k"], 1, step)
         with acc.autocast():
-            out = self.model(self.data.to_device(batch["view_q"], 0, step), self.data.to_device(batch["view_k"], 1, step),
-                             step=step)
+            out = self.model(view_q, view_k, step=step)
         acc.backward(out["loss"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -265,8 +278,23 @@ class Trainer:
         self.state.step += 1
         self.state.step_in_epoch += 1
 
+    def share_eval_buffers(self) -> None:
+        """Every process takes the main process's BN running statistics of the online encoder.
+
+        DDP does not broadcast buffers here (the queue would go with them every step), so each
+        process's running statistics follow its own batches. Evaluations and the exported encoder
+        use the main process's (those a checkpoint keeps, and a resumed run starts from).
+        """
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for buffer in self.unwrapped.encoder.buffers():
+                dist.broadcast(buffer, src=0)
+
     def knn(self, tag: str) -> float | None:
         """kNN top-1 of the online encoder, logged with the epochs completed (every process calls it)."""
+        if self.monitor.active:
+            self.share_eval_buffers()
         return self.monitor.evaluate(self.unwrapped.encoder, tag, self.state.step,
                                      self.state.step / self.nominal_epoch_steps, self.metrics.write)
 
