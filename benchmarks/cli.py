@@ -142,5 +142,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     print(f"# {a.backbone} {a.backbone_args or ''} {a.image_size or 64}px batch {a.batch_size} {a.precision} "
           f"channels_last={a.channels_last} compile={a.compile} on {a.device} ({where}), torch {torch.__version__}, "
           f"median of {a.steps} timed steps after {a.warmup} warm-up, cpu_count={os.cpu_count()}; "
-          f"measured {a.precision} matmul peak (2048², median of 5): {peak / 1e9:.0f} GFLOP/s")
+          f"measured {a.precision} matmul peak ({'8192², 20 in one window' if a.device.startswith('cuda') else '2048², median of 5'}): "
+          f"{peak / 1e9:.0f} GFLOP/s" + (f"; {torch.cuda.get_device_name()}" if a.device.startswith("cuda") else ""))
     print(format_table(rows))

@@ -42,14 +42,62 @@ class Row:
     images_per_s: float
     gflop_per_step: float | None = None  # counted (FlopCounterMode): forward + backward, heads included
     peak_fraction: float | None = None  # achieved FLOP/s over the measured matmul FLOP/s
+    mfu: float | None = None  # achieved FLOP/s over the device's datasheet peak (GPUs it knows)
 
 
-def matmul_flops_per_s(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
-    """The machine's measured dense matmul throughput (median of ``reps`` n×n products), FLOP/s."""
+#: datasheet dense peaks in TFLOP/s (no sparsity) as (bf16/fp16 tensor cores, tf32, fp32), matched
+#: against torch.cuda.get_device_name() in this order (the first name found in it wins).
+DATASHEET_TFLOPS: dict[str, tuple[float, float, float]] = {
+    "H200": (989.5, 494.7, 66.9), "H100 PCIe": (756.0, 378.0, 51.2), "H100": (989.5, 494.7, 66.9),
+    "A100": (312.0, 156.0, 19.5), "L40S": (362.1, 183.0, 91.6), "L4": (121.0, 60.0, 30.3),
+    "A10": (125.0, 62.5, 31.2), "V100": (125.0, 15.7, 15.7),
+}
+
+
+def datasheet_flops_per_s(device: str, dtype: torch.dtype) -> float | None:
+    """The datasheet's dense peak of this CUDA device for ``dtype`` (fp32 counts as TF32 when the
+    convolutions may use it, as torch's default allows), in FLOP/s; None for another device."""
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    for key, (half, tf32, fp32) in DATASHEET_TFLOPS.items():
+        if key in name:
+            full = tf32 if torch.backends.cudnn.allow_tf32 else fp32
+            return 1e12 * (half if dtype in (torch.bfloat16, torch.float16) else full)
+    return None
+
+
+def matmul_flops_per_s(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int | None = None,
+                       reps: int | None = None) -> float:
+    """The machine's measured dense matmul throughput, FLOP/s.
+
+    On a CPU: the median of ``reps`` (5) single n×n products (n = 2048). On a GPU a single
+    2048² product mostly measures its launch: ``reps`` (20) products of n = 8192 run back to back
+    in one event window, with TF32 allowed for matmuls exactly when it is for convolutions (so the
+    reference is what the network's layers may use).
+    """
     dev = torch.device(device)
-    a, b = (torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2))
-    times = [_seconds(dev, lambda: a @ b) for _ in range(reps + 1)][1:]  # the first one warms up
-    return 2 * n**3 / statistics.median(times)
+    if dev.type != "cuda":
+        n, reps = n or 2048, reps or 5
+        a, b = (torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2))
+        times = [_seconds(dev, lambda: a @ b) for _ in range(reps + 1)][1:]  # the first one warms up
+        return 2 * n**3 / statistics.median(times)
+    n, reps = n or 8192, reps or 20
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        a, b = (torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2))
+        for _ in range(3):
+            a @ b
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            a @ b
+        end.record()
+        end.synchronize()
+        return 2 * n**3 * reps / (start.elapsed_time(end) / 1000)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 def counted_flops(step: Callable[[int], None], i: int = 0) -> float:
@@ -225,10 +273,12 @@ def benchmark(
     if count_flops:
         dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float32
         peak = matmul_peak or matmul_flops_per_s(setup.device, dtype)
+        datasheet = datasheet_flops_per_s(setup.device, dtype)
         for row in rows:
             flops = counted_flops(runs[row.method])
             row.gflop_per_step = flops / 1e9
             row.peak_fraction = flops / (row.ms_per_step / 1000) / peak
+            row.mfu = None if datasheet is None else flops / (row.ms_per_step / 1000) / datasheet
     return rows
 
 
@@ -371,21 +421,23 @@ def format_table(rows: list[Row]) -> str:
     the matmul throughput achieved."""
     by_name = {r.method: r for r in rows}
     lines = ["| method | ms / step | images / s | time vs base | FLOP ratio | measured / FLOP | GFLOP / step "
-             "| counted FLOP ratio | measured / counted | of matmul peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| counted FLOP ratio | measured / counted | of matmul peak | MFU (datasheet) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = by_name.get(BASE_OF.get(r.method, ""))
         counted = "" if r.gflop_per_step is None else f"{r.gflop_per_step:.1f}"
         peak = "" if r.peak_fraction is None else f"{100 * r.peak_fraction:.0f} %"
+        mfu = "" if r.mfu is None else f"{100 * r.mfu:.0f} %"
         if base is None:
             lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | 1.00 | 1.00 | | {counted} | 1.00 | "
-                         f"| {peak} |")
+                         f"| {peak} | {mfu} |")
             continue
         ratio = r.ms_per_step / base.ms_per_step
         flops = FLOP_UNITS[r.method] / FLOP_UNITS[base.method]
         by_count = ("", "") if r.gflop_per_step is None or base.gflop_per_step is None else (
             f"{r.gflop_per_step / base.gflop_per_step:.2f}", f"{ratio / (r.gflop_per_step / base.gflop_per_step):.2f}")
         lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | {ratio:.2f} | {flops:.2f} | "
-                     f"{ratio / flops:.2f} | {counted} | {by_count[0]} | {by_count[1]} | {peak} |")
+                     f"{ratio / flops:.2f} | {counted} | {by_count[0]} | {by_count[1]} | {peak} | {mfu} |")
     return "\n".join(lines)
 
 
