@@ -144,9 +144,9 @@ def stage_throughput(dry: bool, device: torch.device) -> dict[str, Any]:
         setup.compile = True
         out["compiled"] = format_table(benchmark(sorted(METHODS), setup))
         setup.compile = False
-    try:
-        import lightly  # noqa: F401  (only whether it is installed)
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("lightly") is None:
         out["lightly"] = "lightly is not installed: pip install -e '.[bench]'"
     else:
         out["lightly"] = format_compare(compare_lightly(["mocov2", "densecl", "simsiam"], setup))
