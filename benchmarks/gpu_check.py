@@ -35,27 +35,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 STAGES = ("methods", "throughput", "pipeline", "fmnist")
 BUDGET_S = {"methods": 150, "throughput": 180, "pipeline": 90, "fmnist": 150}
 
 
-def _host_reads() -> Any:
-    """A dispatch mode counting the host reads of device values (float ``.item()``, ``nonzero``)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+class HostReads(TorchDispatchMode):
+    """Counts the operations that make the host wait for an accelerator: reading a float value
+    (``.item()``, ``float()``) and ``nonzero`` (its output size depends on the data). Integer reads
+    of host-side draws (the box, π, a batch's bad-image count) are not counted: they never touch
+    the device. ``with HostReads() as reads: ...``, then ``reads.count``."""
 
-    class HostReads(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.count = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = str(func.overloadpacket)
-            if "nonzero" in name or (name.endswith("_local_scalar_dense") and args and args[0].is_floating_point()):
-                self.count += 1
-            return func(*args, **(kwargs or {}))
+    @property
+    def count(self) -> int:
+        return len(self.reads)
 
-    return HostReads()
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if "nonzero" in name or (name.endswith("_local_scalar_dense") and args and args[0].is_floating_point()):
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
 
 
 def _step_fn(method: str, backbone: str, backbone_args: dict, size: int, batch: int, device: torch.device,
@@ -116,7 +120,7 @@ def stage_methods(dry: bool, device: torch.device) -> dict[str, Any]:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             step(0)
-            counter = _host_reads()
+            counter = HostReads()
             losses, start = [], time.perf_counter()
             with counter:
                 for i in range(1, steps + 1):

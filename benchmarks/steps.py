@@ -201,7 +201,7 @@ class Setup:
         return _training_step(model, lambda i: model(*views, step=i)["loss"])
 
     def lightly(self, name: str, fmt: torch.memory_format, views: list[torch.Tensor]) -> StepFn:
-        """A training step of lightly's implementation of ``name`` (:mod:`regioncl.compare_lightly`)."""
+        """A training step of lightly's implementation of ``name`` (:mod:`benchmarks.against_lightly`)."""
         from benchmarks.against_lightly import lightly_step
 
         torch.manual_seed(0)

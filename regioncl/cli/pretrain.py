@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from ..train.config import parse_config
 from ..train.trainer import pretrain
@@ -27,5 +28,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     cfg = parse_config(argv, prog=prog, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = pretrain(cfg)  # a stop on purpose (RunStopped) leaves with its exit status, see regioncl.cli
-    print(json.dumps(result, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # one result, not one per process (a study keeps it as JSON)
+        print(json.dumps(result, indent=2))
     return result

@@ -10,15 +10,14 @@
 
 Killed or stopped, it picks up where it was: finished runs are skipped, a run with a checkpoint
 is resumed, a run without its probe gets only the probe. The study file format is described in
-regioncl/study.py.
+regioncl/study/runner.py.
 """
 
 from __future__ import annotations
 
 import shlex
-import sys
 
-from ..study.runner import StudyError, StudyRunner, load_study, parse_assignments
+from ..study.runner import StudyRunner, load_study, parse_assignments
 from .common import parser
 
 
@@ -48,7 +47,4 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
         unknown = sorted(set(a.only) - {r.name for r in study.runs})
         if unknown:
             p.error(f"--only: no run named {unknown}; runs: {[r.name for r in study.runs]}")
-    try:
-        return runner.summarize() if a.summarize else runner.run(a.only, a.seeds)
-    except StudyError as e:
-        sys.exit(f"study.py: error: {e}")
+    return runner.summarize() if a.summarize else runner.run(a.only, a.seeds)  # a StudyError is a UserError

@@ -8,11 +8,13 @@ skips the chunks it already wrote; at the end the parts are joined into ``OUTPUT
 at a time (memory stays that of a chunk) and removed. Under ``accelerate launch`` process r
 embeds its own contiguous share of the images (of a stream: its own shards), and the parts are
 joined in rank order: a map-style source gives the same file, row for row, for any number of
-processes.
+processes. Parts left by a job with another number of processes, chunk size or source are
+discarded, not mixed in.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -110,8 +112,16 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
     output = Path(output)
     parts = output.with_name(output.name + ".parts")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    # The parts are this exact job's: another split (processes, chunk size) or source starts over.
+    job = {"processes": world, "chunk_size": chunk_size, "source": repr(getattr(source, "path", source)),
+           "images": None if getattr(source, "is_streaming", False) else len(source)}
     if accelerator.is_main_process:
+        written = parts / "job.json"
+        if parts.is_dir() and (not written.is_file() or json.loads(written.read_text()) != job):
+            logger.warning("%s holds parts of another embedding job: starting over", parts)
+            shutil.rmtree(parts)
         parts.mkdir(parents=True, exist_ok=True)
+        written.write_text(json.dumps(job))
     accelerator.wait_for_everyone()
     encoder = encoder.to(device).eval()
     if channels_last:

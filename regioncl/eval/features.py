@@ -63,7 +63,7 @@ def feature_map(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def load_eval_encoder(spec: str) -> nn.Module:
     """A frozen encoder to evaluate: a timm ``local-dir:``/``hf-hub:`` name, or anything
-    :func:`regioncl.hub.export` accepts (a run folder, a checkpoint folder, a weights file)."""
+    :func:`regioncl.export.hub.export` accepts (a run folder, a checkpoint folder, a weights file)."""
     if spec.startswith(("local-dir:", "hf-hub:")):
         import timm
 

@@ -52,7 +52,7 @@ class FinetuneConfig:
 
 def load_finetune_model(spec: str, num_classes: int) -> nn.Module:
     """A timm model with a fresh ``num_classes`` classifier on a pretrained encoder: a timm
-    ``local-dir:``/``hf-hub:`` name, or anything :func:`regioncl.hub.export` accepts."""
+    ``local-dir:``/``hf-hub:`` name, or anything :func:`regioncl.export.hub.export` accepts."""
     if spec.startswith(("local-dir:", "hf-hub:")):
         import timm
 

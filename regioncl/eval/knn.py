@@ -83,7 +83,7 @@ def knn_predict(
     """
     num_classes = int(bank_labels.max()) + 1 if num_classes is None else num_classes
     k = min(k, bank.shape[0])
-    scores = []
+    scores = [torch.zeros(0, num_classes, device=bank.device)]  # a process may hold no query
     for start in range(0, queries.shape[0], chunk_size):
         sim = queries[start : start + chunk_size].to(bank.dtype) @ bank.t()
         top_sim, top_idx = sim.topk(k, dim=1)

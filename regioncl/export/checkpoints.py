@@ -22,8 +22,6 @@ from ..files import STATE_FILE, config_value, list_checkpoints
 
 #: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
 INIT_ONLY_ARGS = frozenset({"zero_init_last", "pretrained", "drop_rate", "drop_path_rate", "drop_block_rate"})
-#: wrapper segments added by DDP (``module.``) and torch.compile (``_orig_mod.``).
-WRAPPER_SEGMENTS = ("module", "_orig_mod")
 ENCODER_PREFIXES = ("encoder.model.", "encoder.")
 NOT_ENCODER = ("key_encoder.", "projector.", "key_projector.", "predictor.", "queue.", "dense_queue.",
                "dense_projector.", "key_dense_projector.")

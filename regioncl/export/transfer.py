@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 from typing import Any, Callable
 
@@ -227,7 +226,7 @@ def timm_to_mmdet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_encoder_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The timm encoder state dict of anything :func:`regioncl.hub.export` accepts.
+    """The timm encoder state dict of anything :func:`regioncl.export.hub.export` accepts.
 
     Args:
         path: a weights file (``.safetensors``, or ``.pth``/``.pt``/``.bin`` read with
@@ -237,8 +236,8 @@ def load_encoder_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: nothing readable at ``path``.
-        ValueError: another suffix, or content that is not a str → tensor mapping.
-        pickle.UnpicklingError: a torch file holding arbitrary objects.
+        ValueError: another suffix, content that is not a str → tensor mapping, or a torch file
+            holding pickled objects (never unpickled).
     """
     return encoder_state(read_state_file(find_checkpoint_file(path)[0]))
 
@@ -249,5 +248,5 @@ def load_and_convert(parser: argparse.ArgumentParser, path: str | os.PathLike, c
     try:
         state = load_encoder_state(path)
         return state, convert(state)
-    except (OSError, ValueError, TypeError, pickle.UnpicklingError) as e:
+    except (OSError, ValueError, TypeError) as e:
         parser.error(str(e))

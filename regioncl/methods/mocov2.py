@@ -8,7 +8,6 @@ canvas rows to the query's projector call and one more loss, L_reg.
 from __future__ import annotations
 
 import copy
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +21,6 @@ from ..losses import info_nce
 from ..queue import KeyQueue
 from ..region import RegionCL
 from .base import SSLMethod
-
-#: what a key branch computes from the key encoder's map ``(B, C, G, G)``: named key tensors.
-KeyHeads = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-
 
 class MoCoV2(SSLMethod):
     """MoCo v2 with an optional RegionCL mechanism; DenseCL extends it.
@@ -104,13 +99,12 @@ class MoCoV2(SSLMethod):
         return {"k": F.normalize(self.key_projector(fmap.mean((2, 3))), dim=1)}
 
     @torch.no_grad()
-    def keys(self, view_k: torch.Tensor, step: int, heads: KeyHeads | None = None) -> dict[str, torch.Tensor]:
+    def keys(self, view_k: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """The key branch with shuffle-BN: the key view is shuffled across processes, encoded in
-        ``bn_groups`` sub-batches with statistics of their own, passed through ``heads``
-        (default :meth:`key_heads`) and unshuffled."""
-        heads = heads or self.key_heads
+        ``bn_groups`` sub-batches with statistics of their own, passed through :meth:`key_heads`
+        and unshuffled."""
         shuffled, unshuffle = batch_shuffle(view_k, self.step_generator(step, "shuffle", per_process=False))
-        chunks = [heads(self.key_encoder(chunk)) for chunk in shuffled.chunk(self.bn_groups)]
+        chunks = [self.key_heads(self.key_encoder(chunk)) for chunk in shuffled.chunk(self.bn_groups)]
         return {name: batch_unshuffle(torch.cat([c[name] for c in chunks]), unshuffle) for name in chunks[0]}
 
     def instance_and_region_losses(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,

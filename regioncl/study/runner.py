@@ -10,7 +10,7 @@ A study is a YAML file (``studies/fmnist.yaml``)::
     seeds: [0, 1]
     options: {data: {source: data/fashion-mnist/train}}   # configuration sections for every run
     knn: {every: 1, train_data: ..., val_data: ...}      # the kNN monitor (the knn section) of every run
-    probe: {train_data: ..., val_data: ..., standardize: true, lr: 0.1}   # scripts/linear_probe.py options
+    probe: {train_data: ..., val_data: ..., standardize: true, lr: 0.1}   # `regioncl probe` options
     runs:
       - {name: mocov2, recipe: fmnist_mocov2}
       - {name: regioncl_m, recipe: fmnist_regioncl_m}
@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..errors import UserError
 from ..processes import regioncl_command, regioncl_env
 from ..train.config import DEFAULT_RECIPE, deep_merge, load_recipe, make_config, nest
 from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
@@ -235,7 +236,7 @@ def _leaves(options: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, fields in nest(options).items() for k, v in fields.items()}
 
 
-class StudyError(ValueError):
+class StudyError(UserError):
     """A study that cannot run as asked (its file, or run folders made otherwise): a message, not a trace."""
 
 
@@ -298,7 +299,7 @@ class StudyRunner:
         command = [*regioncl_command("pretrain", self.study.launcher), "--config", str(run / "recipe.yaml"),
                    "--run.seed", str(seed), "--run.output_dir", str(run)]
         if has_checkpoint(run):
-            command += ["--run.resume", "latest"]
+            command += ["--run.resume", "latest"]  # a run that was stopped: on from its checkpoint
         if not self.dry_run:
             run.mkdir(parents=True, exist_ok=True)
             (run / "recipe.yaml").write_text(yaml.safe_dump(spec.options, sort_keys=True))
@@ -381,9 +382,9 @@ class StudyRunner:
             grown = {n: s - self._extra.get(n, set()) for n, s in more.items()}
             if not any(grown.values()):
                 break
-            for name, seeds in grown.items():
-                self.echo(f"== {name}: the pair is not resolved yet; seeds {sorted(seeds)} added")
-                self._extra.setdefault(name, set()).update(seeds)
+            for name, added in grown.items():
+                self.echo(f"== {name}: the pair is not resolved yet; seeds {sorted(added)} added")
+                self._extra.setdefault(name, set()).update(added)
         return self.summarize()
 
     def summarize(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ..files import PREFIX, STATE_FILE, checkpoint_dir, checkpoint_problems, fil
 
 logger = logging.getLogger("regioncl")
 from ..errors import UserError, UserFileNotFoundError
-from .config import PretrainConfig, may_change_on_resume
+from .config import PretrainConfig, dotted, may_change_on_resume
 
 
 @dataclass
@@ -46,12 +46,12 @@ def check_resumable(cfg: PretrainConfig, saved: dict[str, Any], path: Path) -> N
     """Refuse to resume with settings that shape the computation otherwise than the checkpoint's
     (fields whose metadata says they may change are free)."""
     mine = cfg.leaves()
-    flat = {f"{s}.{k}": v for s, values in saved.items() if isinstance(values, dict) for k, v in values.items()}
-    if not flat:
+    if not isinstance(saved.get("model"), dict):  # sections have a model section; a flat one a model name or none
         raise UserError(
             f"checkpoint {path} was written by an earlier version of regioncl (a flat configuration); "
             "resume it with that version, or start the run again"
         )
+    flat = dotted(saved)
     free = may_change_on_resume()
     differ = sorted(k for k in mine if k not in free and flat.get(k, mine[k]) != mine[k])
     if differ:
@@ -130,24 +130,24 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, sta
     root = checkpoint_dir(output_dir)
     name = f"{PREFIX}{state['step']:08d}"
     tmp, final = root / f".tmp-{name}", root / name
-    error: OSError | None = None
+    error: Exception | None = None
 
     def step(fn: Any, main_only: bool = False) -> None:
         nonlocal error
         if error is None and (accelerator.is_main_process or not main_only):
             try:
                 fn()
-            except OSError as e:
-                error = e
+            except Exception as e:  # a full disk is an OSError from os, a RuntimeError from torch.save,
+                error = e  # a SafetensorError from safetensors: whatever it is, the save failed
         if not _all_ok(accelerator, error is None):
             if accelerator.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)
             previous = list_checkpoints(output_dir)
+            why = f"{type(error).__name__}: {error}" if error else "another process failed to write its part"
+            kept = f"the newest checkpoint, {previous[-1]}, is" if previous else "earlier checkpoints are"
             raise CheckpointError(
-                f"could not write checkpoint {final}: {error or 'another process failed to write its part'}. "
-                f"Nothing of it was kept; {'the newest checkpoint, ' + str(previous[-1]) + ', is' if previous else 'earlier checkpoints are'} "
-                "intact. Free space under the output folder (or point run.output_dir elsewhere) and resume "
-                "with --run.resume latest"
+                f"could not write checkpoint {final} ({why}). Nothing of it was kept; {kept} intact. Free space "
+                "under the output folder (or point run.output_dir elsewhere) and resume with --run.resume latest"
             )
 
     def prepare() -> None:
@@ -170,8 +170,11 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, sta
     accelerator.wait_for_everyone()
     step(lambda: accelerator.save_state(str(tmp)))
     step(finish, main_only=True)
-    if accelerator.is_main_process:
-        for stale in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+    if accelerator.is_main_process and keep > 0:
+        # Older than the one just written: never the one just written, nor the newer (damaged)
+        # ones a resume skipped, which the run overwrites when it gets there again.
+        older = [p for p in list_checkpoints(output_dir) if int(p.name[len(PREFIX):]) <= state["step"]]
+        for stale in older[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final if accelerator.is_main_process else None

@@ -262,7 +262,12 @@ class PretrainConfig:
 
     def leaves(self) -> dict[str, Any]:
         """``{"optim.lr": 0.15, ...}``: every field by its dotted name."""
-        return {f"{s}.{k}": v for s, values in self.to_dict().items() for k, v in values.items()}
+        return dotted(self.to_dict())
+
+
+def dotted(sections: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` → ``{"optim.lr": 0.1}`` (entries that are not sections are left out)."""
+    return {f"{s}.{k}": v for s, fields in sections.items() if isinstance(fields, dict) for k, v in fields.items()}
 
 
 def may_change_on_resume() -> frozenset[str]:
@@ -364,10 +369,6 @@ def shipped_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def _dotted(values: dict[str, Any]) -> dict[str, Any]:
-    return {f"{s}.{k}": v for s, fields in values.items() for k, v in fields.items()}
-
-
 def _from_namespace(ns: Any) -> PretrainConfig:
     sections = {name: cls(**{f.name: ns[f"{name}.{f.name}"] for f in dataclasses.fields(cls)})
                 for name, cls in SECTIONS.items()}
@@ -409,7 +410,7 @@ def parse_config(argv: Sequence[str] | None = None, prog: str | None = None, des
     from jsonargparse import ArgumentError
 
     try:
-        parser.set_defaults(_dotted(load_recipe(recipe)))
+        parser.set_defaults(dotted(load_recipe(recipe)))
         ns = parser.parse_args(argv)
     except UserError:
         raise

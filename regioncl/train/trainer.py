@@ -2,7 +2,7 @@
 
 Everything random in a step (augmentations, the box, π, the key shuffle) is a pure function of
 (seed, epoch, index) or (seed, step), so a run resumed from a checkpoint computes exactly what the
-uninterrupted run would have. The pieces around the loop live beside it: the data
+uninterrupted run would have (on a GPU, to the rounding of the kernels cuDNN picks each time). The pieces around the loop live beside it: the data
 (:mod:`.loaders`, :mod:`.stream`), the metrics (:mod:`.metrics`), the kNN monitor
 (:mod:`.monitor`) and the checkpoints (:mod:`.checkpoint`).
 """
@@ -44,6 +44,11 @@ def lr_at(cfg: PretrainConfig, step: int, total_steps: int, steps_per_epoch: int
         return o.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
     return o.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def finite(record: dict[str, Any]) -> bool:
+    """Whether every loss term of a metrics record is finite (a NaN or Inf on any process carries into the sums)."""
+    return all(math.isfinite(v) for k, v in record.items() if k.startswith("loss"))
 
 
 def build_model(cfg: PretrainConfig, world: int) -> SSLMethod:
@@ -149,15 +154,15 @@ class Trainer:
             (self.out / "config.json").write_text(config_json(cfg))
         if cfg.run.log_with:
             acc.init_trackers("regioncl", config={k: str(v) for k, v in cfg.leaves().items()})
-        resume = cfg.run.resume
+        resume, earlier = cfg.run.resume, self.on_main(lambda: bool(list_checkpoints(self.out)))
         if resume == "auto":  # a requeued job: continue where the last one stopped, if it saved anything
-            resume = "latest" if list_checkpoints(self.out) else None
+            resume = "latest" if earlier else None
         if resume:
             self.resume(resume)
-        else:  # a run started again from step 0 in its folder: its records start again too
-            if list_checkpoints(self.out) and acc.is_main_process:
-                logger.warning("%s holds checkpoints of an earlier run; this run starts again from step 0 "
-                               "(--run.resume latest would continue that one)", self.out)
+        elif earlier:  # its checkpoints would be taken for this run's at the next resume
+            raise UserError(f"{self.out} holds checkpoints of an earlier run: continue it with --run.resume latest "
+                            "(or auto), or give this run another run.output_dir")
+        else:  # a run started again from step 0 in its folder (killed before its first checkpoint)
             self.metrics.truncate(-1)
         result: dict[str, Any] = {}
         if self.state.step == 0:
@@ -173,6 +178,8 @@ class Trainer:
                     if self.state.step < self.skip_through:  # the steps that diverged, after a rollback
                         self.advance(batch)
                         bar.update(1)
+                        if self.state.step >= stop:
+                            break
                         continue
                     lr = lr_at(cfg, self.state.step, self.total_steps, self.nominal_epoch_steps)
                     self.train_step(batch, lr)
@@ -182,7 +189,7 @@ class Trainer:
                     if self.state.step % cfg.run.log_every == 0 or self.state.step == stop or at_checkpoint:
                         record = self.metrics.flush(self.state.step, self.state.epoch, lr)
                         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", ips=f"{record['images_per_s']:.0f}")
-                        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("loss")):
+                        if not finite(record):
                             self.roll_back_or_stop(record["window"])
                             rolled_back = True
                             break
@@ -225,39 +232,69 @@ class Trainer:
         self.state.step_in_epoch += 1
 
     def stop_for_signal(self, name: str | None, lr: float) -> None:
-        """A checkpoint at the step reached (every process), the metrics flushed, the job requeued if asked."""
+        """A checkpoint at the step reached (every process), the metrics flushed, the job requeued if
+        asked; but never from weights that followed a non-finite loss."""
         if self.metrics.steps:
-            self.metrics.flush(self.state.step, self.state.epoch, lr)
+            record = self.metrics.flush(self.state.step, self.state.epoch, lr)
+            if not finite(record):
+                raise RunStopped(self.nonfinite_message(record["window"], self.last_good()), EXIT_NONFINITE)
         path = self.save()
         if self.cfg.run.requeue_on_signal and self.accelerator.is_main_process:
             requeue_slurm_job()
         raise RunStopped(f"stopped by {name or 'a signal to another process'} at step {self.state.step}: "
                          f"checkpoint {path or 'saved'}; continue with --run.resume latest", EXIT_STOPPED)
 
-    def roll_back_or_stop(self, window: list[int]) -> None:
-        """After a non-finite loss in steps ``window``: reload the newest good checkpoint and skip
-        those steps' batches (``run.on_nonfinite: rollback``, while rollbacks remain), or stop."""
-        first, last = window
-        try:
-            good: Path | None = ckpt.resolve_resume("latest", self.out)
-        except (FileNotFoundError, ckpt.CheckpointError):
-            good = None
+    def on_main(self, decide: Any) -> Any:
+        """``decide()`` on the main process, its answer (or its exception) given to every process:
+        the processes take the same branch even where each would read the files differently."""
+        answer: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            try:
+                answer[0] = decide()
+            except Exception as e:
+                answer[0] = e
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(answer)
+        if isinstance(answer[0], Exception):
+            raise answer[0]
+        return answer[0]
+
+    def last_good(self) -> Path | None:
+        """The newest checkpoint of this run that verifies, or None (decided on the main process)."""
+        def find() -> Path | None:
+            try:
+                return ckpt.resolve_resume("latest", self.out)
+            except (FileNotFoundError, ckpt.CheckpointError):
+                return None
+
+        return self.on_main(find)
+
+    def nonfinite_message(self, window: list[int], good: Path | None) -> str:
         where = f"the last good checkpoint is {good}" if good else "there is no checkpoint of this run yet"
+        hint = (f" ({self.rollbacks} rollbacks spent)" if self.cfg.run.on_nonfinite == "rollback" else
+                "; --run.on_nonfinite rollback reloads it and skips the offending steps")
+        return (f"the loss was not finite (NaN or Inf) in steps {window[0]}–{window[1]}; no checkpoint was written "
+                f"from these weights, and {where}{hint}. Try a lower optim.lr, more optim.warmup_epochs, or "
+                "bf16/fp32 instead of fp16 (accelerate launch --mixed_precision)")
+
+    def roll_back_or_stop(self, window: list[int]) -> None:
+        """After a non-finite loss in steps ``window``: reload the newest good checkpoint and skip the
+        batches from it through the window (``run.on_nonfinite: rollback``, while rollbacks remain), or stop."""
+        first, last = window
+        good = self.last_good()
         if self.cfg.run.on_nonfinite == "rollback" and good is not None and self.rollbacks < self.cfg.run.max_rollbacks:
             self.rollbacks += 1
-            logger.warning("non-finite loss in steps %d–%d: rolling back to %s and skipping those steps' batches "
-                           "(rollback %d of at most %d)", first, last, good, self.rollbacks, self.cfg.run.max_rollbacks)
+            logger.warning("non-finite loss in steps %d–%d: rolling back to %s and skipping the batches up to step %d "
+                           "(rollback %d of at most %d)", first, last, good, last, self.rollbacks,
+                           self.cfg.run.max_rollbacks)
             self.resume(str(good))
             self.skip_through = last
             if self.accelerator.is_main_process:
                 self.metrics.write({"step": last, "nonfinite_steps": [first, last], "rolled_back_to": self.state.step})
             return
-        hint = (f" ({self.rollbacks} rollbacks spent)" if self.cfg.run.on_nonfinite == "rollback" else
-                "; --run.on_nonfinite rollback reloads it and skips the offending steps")
-        raise RunStopped(
-            f"the loss was not finite (NaN or Inf) in steps {first}–{last}; no checkpoint was written from these "
-            f"weights, and {where}{hint}. Try a lower optim.lr, more optim.warmup_epochs, or bf16/fp32 "
-            "instead of fp16 (accelerate launch --mixed_precision)", EXIT_NONFINITE)
+        raise RunStopped(self.nonfinite_message(window, good), EXIT_NONFINITE)
 
     def train_step(self, batch: dict[str, torch.Tensor], lr: float) -> None:
         acc, step = self.accelerator, self.state.step
@@ -320,19 +357,7 @@ class Trainer:
     def resume(self, where: str) -> None:
         """Load model, key encoder, queue, optimizer and RNG states, and the run position, from the
         checkpoint ``where`` names (verified on the main process, which tells the others)."""
-        found: list[Any] = [None]
-        if self.accelerator.is_main_process:
-            try:
-                found[0] = ckpt.resolve_resume(where, self.out)
-            except (FileNotFoundError, ckpt.CheckpointError) as e:
-                found[0] = e
-        if self.world > 1:
-            from accelerate.utils import broadcast_object_list
-
-            broadcast_object_list(found)
-        if isinstance(found[0], Exception):
-            raise found[0]
-        path = Path(found[0])
+        path = Path(self.on_main(lambda: ckpt.resolve_resume(where, self.out)))
         saved = read_state(path)
         ckpt.check_resumable(self.cfg, saved.get("config", {}), path)
         self.accelerator.load_state(str(path))

@@ -105,3 +105,21 @@ def test_the_embedding_map_is_drawn(tmp_path, encoder_run):
     proc = subprocess.run([sys.executable, "-m", "regioncl", "plot", "--embeddings", str(out), "--out", str(tmp_path)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert proc.returncode == 0 and (tmp_path / "e_pca.png").stat().st_size > 1000, proc.stderr[-2000:]
+
+
+def test_parts_of_another_split_are_discarded_not_mixed_in(tmp_path, encoder_run):
+    from regioncl.data import build_source, eval_transform
+    from regioncl.distributed import make_accelerator
+    from regioncl.eval.embed import embed
+    from regioncl.eval.features import load_eval_encoder
+
+    source, transform = build_source("sample", "val", image_size=32), eval_transform(32, crop_pct=1.0)
+    encoder, acc = load_eval_encoder(str(encoder_run)), make_accelerator()
+    embed(encoder, source, transform, tmp_path / "a.parquet", acc, chunk_size=300)
+    parts = tmp_path / "x.parquet.parts"
+    parts.mkdir()
+    for p in (tmp_path / "a.parquet",):  # a stale part of another chunk size, as a killed job leaves it
+        (parts / "rank00000-0000000.parquet").write_bytes(p.read_bytes())
+    (parts / "job.json").write_text('{"processes": 1, "chunk_size": 300}')
+    embed(encoder, source, transform, tmp_path / "x.parquet", acc, chunk_size=250)
+    assert read(tmp_path / "x.parquet")["index"] == list(range(1000))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from benchmarks.gpu_check import HostReads
 
 from regioncl.backbones import create_encoder
 from regioncl.data.views import BatchedMoCoV2, sample_params
@@ -48,24 +48,6 @@ def test_sync_batch_norm_keeps_timm_norm_activation_layers():
         torch_s = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(encoder)).eval()(x)
     assert torch.allclose(after, before, atol=1e-6)
     assert not torch.allclose(torch_s, before, atol=1e-2)  # the defect this guards against
-
-
-class HostReads(TorchDispatchMode):
-    """Counts the operations that make the host wait for an accelerator: reading a float value
-    (``.item()``, ``float()``, ``.tolist()``) and ``nonzero`` (its output size depends on the data).
-    Integer reads of host-side draws (the box, π, a batch's bad-image count) are not counted:
-    they never touch the device."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        first = args[0] if args else None
-        if "nonzero" in name or (name.endswith("_local_scalar_dense") and first.is_floating_point()):
-            self.reads.append(name)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("gpu_augment", [False, True])

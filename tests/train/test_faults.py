@@ -337,3 +337,64 @@ def test_resume_auto_starts_a_new_run_and_continues_a_stopped_one(tmp_path):
     assert_same_losses(step_losses(tmp_path / "whole"), step_losses(tmp_path / "r"))
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):  # `latest` insists on one
         trainer(tmp_path / "new", **{**args, "run.resume": "latest"}).train()
+
+
+def test_a_save_that_fails_inside_torch_or_safetensors_is_handled_the_same(tmp_path):
+    """A full disk surfaces as torch.save's RuntimeError (and safetensors' own error), not only OSError."""
+    t = trainer(tmp_path / "r", **{"optim.max_steps": 4, "run.checkpoint_every": 2})
+    real, calls = t.accelerator.save_state, {"n": 0}
+
+    def save_state(path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed writing file")
+        return real(path)
+
+    t.accelerator.save_state = save_state
+    with pytest.raises(RunStopped, match="PytorchStreamWriter failed writing file") as stopped:
+        t.train()
+    assert stopped.value.exit_code == EXIT_CHECKPOINT
+    assert [p.name for p in list_checkpoints(tmp_path / "r")] == ["step_00000002"]
+    assert not list((tmp_path / "r" / "checkpoints").glob(".tmp-*"))
+
+
+def test_rollback_of_a_window_that_ends_at_the_last_step_trains_no_step_beyond(tmp_path):
+    t = trainer(tmp_path / "r", **{"optim.max_steps": 6, "run.checkpoint_every": 2, "run.log_every": 2,
+                                   "run.on_nonfinite": "rollback", "run.keep_checkpoints": 5})
+    poison_step(t, 6)
+    assert t.train()["step"] == 6
+    assert [p.name for p in list_checkpoints(tmp_path / "r")][-1] == "step_00000006"
+    good = load_file(str(tmp_path / "r" / "checkpoints" / "step_00000004" / "model.safetensors"))
+    last = load_file(str(tmp_path / "r" / "checkpoints" / "step_00000006" / "model.safetensors"))
+    assert all(torch.equal(good[k], last[k]) for k in good)  # steps 5–6 skipped: the weights of step 4
+
+
+def test_a_stop_signal_after_a_non_finite_loss_saves_nothing(tmp_path):
+    t = trainer(tmp_path / "r", **{"optim.max_steps": 10, "run.checkpoint_every": 2, "run.log_every": 2})
+    poison_step(t, 3)
+    real = t.train_step
+
+    def signalled_at_3(batch, lr):
+        real(batch, lr)
+        if t.state.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    t.train_step = signalled_at_3
+    with pytest.raises(RunStopped) as stopped:
+        t.train()
+    assert stopped.value.exit_code == EXIT_NONFINITE and "steps 3–3" in str(stopped.value)
+    assert [p.name for p in list_checkpoints(tmp_path / "r")] == ["step_00000002"]
+
+
+def test_a_new_run_in_a_folder_with_checkpoints_is_refused_and_old_checkpoints_are_not_resumed(tmp_path):
+    from regioncl.errors import UserError
+
+    trainer(tmp_path / "r", **{"optim.max_steps": 2, "run.checkpoint_every": 2}).train()
+    with pytest.raises(UserError, match="holds checkpoints of an earlier run"):
+        trainer(tmp_path / "r", **{"optim.max_steps": 2, "run.checkpoint_every": 2}).train()
+    saved = json.loads((list_checkpoints(tmp_path / "r")[-1] / STATE_FILE).read_text())
+    flat = {"method": "regioncl_m", "backbone": "resnet10t", "backbone_args": {}, "lr": 0.05}  # an earlier layout
+    with pytest.raises(UserError, match="earlier version of regioncl"):
+        ckpt.check_resumable(make_config(overrides=TINY), flat, tmp_path)
+    ckpt.check_resumable(make_config(overrides={**TINY, "optim.max_steps": 2, "run.checkpoint_every": 2,
+                                                "run.output_dir": str(tmp_path / "r")}), saved["config"], tmp_path)

@@ -43,7 +43,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, method):
 
 
 def test_device_augmentation_trains_and_resumes_exactly(tmp_path):
-    """--gpu-augment (colour, grayscale, blur, flip batched after the transfer, seeded per step)."""
+    """data.gpu_augment (colour, grayscale, blur, flip batched after the transfer, seeded per step)."""
     check_exact_resume(tmp_path, method="regioncl_m", max_steps=6, gpu_augment=True)
 
 
