@@ -37,6 +37,8 @@ from typing import Any, Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from regioncl.files import atomic_write
+
 STAGES = ("methods", "throughput", "pipeline", "fmnist")
 BUDGET_S = {"methods": 150, "throughput": 180, "pipeline": 90, "fmnist": 150}
 
@@ -196,9 +198,7 @@ def stage_fmnist(dry: bool, device: torch.device, data: Path = Path("data/fashio
 
 
 def _write(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(records, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(records, indent=1, default=str) + "\n"))
 
 
 def run_all(out: Path, dry: bool, device: str, stages: list[str], budgets: dict[str, float],

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.images import BadImageError
 from ..distributed import progress_bar
 from ..errors import UserError
+from ..files import atomic_write
 from .features import feature_map
 
 logger = logging.getLogger("regioncl")
@@ -92,9 +93,7 @@ def _write_part(path: Path, ids: list[str], indices: list[int], labels: list[int
         "label": pa.array([label if label >= 0 else None for label in labels], pa.int64()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.numpy().reshape(-1), pa.float32()), dim),
     })
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from ..backbones import resolve_backbone
 from ..errors import UserError, UserFileNotFoundError
-from ..files import STATE_FILE, config_value, list_checkpoints
+from ..files import STATE_FILE, config_value, list_checkpoints, read_state
 
 #: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
 INIT_ONLY_ARGS = frozenset({"zero_init_last", "pretrained", "drop_rate", "drop_path_rate", "drop_block_rate"})
@@ -78,7 +78,7 @@ def find_checkpoint_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]
         raise UserFileNotFoundError(f"no checkpoint at {p}")
     config: dict[str, Any] = {}
     if (p / STATE_FILE).is_file():
-        config = json.loads((p / STATE_FILE).read_text()).get("config", {})
+        config = read_state(p).get("config", {})
     elif (p / "config.json").is_file():
         config = json.loads((p / "config.json").read_text())
     for name in ("model.safetensors", "pytorch_model.bin", "encoder.safetensors"):

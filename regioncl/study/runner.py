@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import yaml
 
 from ..errors import UserError
+from ..files import list_checkpoints
 from ..processes import regioncl_command, regioncl_env
 from ..train.config import DEFAULT_RECIPE, deep_merge, load_recipe, make_config, nest
 from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
@@ -229,7 +230,7 @@ def run_finished(run: Path) -> bool:
 
 
 def has_checkpoint(run: Path) -> bool:
-    return any((run / "checkpoints").glob("step_*")) if (run / "checkpoints").is_dir() else False
+    return bool(list_checkpoints(run))
 
 
 def _leaves(options: dict[str, Any]) -> dict[str, Any]:

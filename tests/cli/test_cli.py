@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from regioncl.cli import COMMANDS, main, run
+from regioncl.cli import main, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_help_lists_every_subcommand(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     for name in ("pretrain", "export", "push", "knn", "probe", "finetune", "convert", "embed", "plot", "benchmark"):
-        assert f"  {name} " in out and name in COMMANDS
+        assert f"  {name} " in out
     with pytest.raises(SystemExit) as done:
         main(["no_such_command"])
     assert done.value.code == 2 and "unknown command 'no_such_command'" in capsys.readouterr().err
