@@ -37,3 +37,14 @@ def separable_folder(tmp_path):
                 arr = np.clip(level + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(arr).save(d / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state: a test that needs other mixed precision than the tests before it
+    starts and leaves a fresh one, so the order of tests does not matter."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()

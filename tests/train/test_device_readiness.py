@@ -18,7 +18,7 @@ TINY = {"model.backbone": "resnet10t", "data.image_size": 16, "optim.batch_size"
         "run.log_every": 1000, "run.checkpoint_every": 1000}
 
 
-def test_device_augmentation_under_bf16_autocast_trains_and_makes_the_fp32_views(tmp_path):
+def test_device_augmentation_under_bf16_autocast_trains_and_makes_the_fp32_views(tmp_path, fresh_accelerator_state):
     from accelerate import Accelerator
 
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
