@@ -29,8 +29,9 @@ def run_group(run_dir: str | os.PathLike) -> str:
 
 
 def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """kNN top-1 before training, at the end and the best after an epoch, linear top-1/top-5 (None when not probed), median images/s,
-    steps and the pretraining minutes those imply (kNN evaluations excluded)."""
+    """kNN top-1 before training, at the end (``knn_final``, also as ``knn_top1``) and the best after an epoch,
+    linear top-1/top-5 (None when not probed), median images/s, steps and the pretraining minutes those imply
+    (kNN evaluations excluded)."""
     run = Path(run_dir)
     records = read_metrics(run)
     cfg = json.loads((run / "config.json").read_text())
@@ -44,6 +45,7 @@ def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "run": run.name, "group": run_group(run), "method": method, "epochs": epochs, "seed": seed,
         "knn_before": knn[0][1] if knn and knn[0][0] == 0 else None,
         "knn_final": knn[-1][1] if knn else None,
+        "knn_top1": knn[-1][1] if knn else None,
         "knn_best": max((v for e, v in knn if e > 0), default=None),  # of the trained encoder, not the random init
         "knn_by_epoch": knn, "linear_top1": linear.get("top1"), "linear_top5": linear.get("top5"),
         "images_per_s": median_ips, "steps": steps,

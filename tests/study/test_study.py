@@ -161,6 +161,7 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
     assert [(r["method"], r["seed"]) for r in results["runs"]] == [("mocov2", 0), ("regioncl_m", 0)]
     for r in results["runs"]:
         assert 0.0 <= r["linear_top1"] <= 1.0 and 0.0 <= r["knn_final"] <= 1.0 and r["commits"]
+        assert r["knn_top1"] == r["knn_final"] == r["knn_by_epoch"][-1][1] and r["epochs"] >= 1
     assert results["pairs"][0]["pair"] == ["regioncl_m", "mocov2"]
     assert results["pairs"][0]["linear_top1"]["diff"] == pytest.approx(
         results["runs"][1]["linear_top1"] - results["runs"][0]["linear_top1"])
