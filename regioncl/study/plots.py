@@ -103,7 +103,7 @@ def plot_pair(runs: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLi
         # The mean over the seeds at the epochs every seed evaluated.
         epochs = sorted(set.intersection(*(set(c) for c in curves)))
         mean = [100 * sum(c[e] for c in curves) / len(curves) for e in epochs]
-        ax.plot(epochs, mean, color=colour, marker="o", linewidth=2, label=f"{name} ({len(curves)} seeds)")
+        ax.plot(epochs, mean, color=colour, marker="o", linewidth=2, label=f"{name} ({len(curves)} seed{'' if len(curves) == 1 else 's'})")
     for name, value in (references or {}).items():
         ax.axhline(100 * value, linestyle="--", color="grey", linewidth=1)
         ax.annotate(name, (0, 100 * value), textcoords="offset points", xytext=(2, -10), fontsize=8, color="grey")
