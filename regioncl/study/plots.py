@@ -90,14 +90,15 @@ def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     return fig
 
 
-def plot_pair(runs: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLike, title: str | None = None,
+def plot_pair(runs: dict[str, Sequence[Sequence[tuple[float, float]]]], out: str | os.PathLike, title: str | None = None,
               references: dict[str, float] | None = None) -> Any:
-    """kNN top-1 per epoch of two (or more) configurations, each seed a thin line and the mean
-    over seeds a thick one in the same colour; ``references`` as dashed lines. Saved as a PNG."""
+    """kNN top-1 per epoch of two (or more) configurations, each given as one ``[(epoch, top1), ...]``
+    curve per seed (a study row's ``knn_by_epoch``): each seed a thin line and the mean over seeds a
+    thick one in the same colour; ``references`` as dashed lines. Saved as a PNG."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for colour, (name, run_dirs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
-        curves = [dict(zip(*_series(read_metrics(run), "knn_top1", x="epoch"))) for run in run_dirs]
+    for colour, (name, seed_curves) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], runs.items()):
+        curves = [{float(e): v for e, v in curve} for curve in seed_curves]
         for curve in curves:
             ax.plot(list(curve), [100 * v for v in curve.values()], color=colour, alpha=0.35, linewidth=1)
         # The mean over the seeds at the epochs every seed evaluated.

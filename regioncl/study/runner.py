@@ -29,10 +29,18 @@ The runner is idempotent: a finished run (``encoder.safetensors`` and ``result.j
 a run with a checkpoint is resumed from it, a finished run without ``linear.json`` gets only its
 probe. Every command it starts is printed first (``==`` lines), and each run records the commit of
 the code that trained and probed it (``RUN/study_run.json``).
+
+A study may outlive its run folders (runs spread over machines, a scratch disk wiped between
+sessions): a row of the committed ``RESULTS/results.json`` whose run has no finished folder under
+OUT is a *recorded* run. It counts as done, stays in the table and the plots, and is never trained
+again; delete its row to run it again. A row carries the digest of the options that made it
+(``options_digest``): a recorded row made with other options than the study now gives is refused,
+as a run folder is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -49,7 +57,8 @@ from ..errors import UserError
 from ..files import list_checkpoints
 from ..processes import regioncl_command, regioncl_env
 from ..train.config import DEFAULT_RECIPE, deep_merge, load_recipe, make_config, nest
-from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
+from .report import (PAIR_METRICS, configuration_summary, pair_difference, pair_summary, run_group, study_markdown,
+                     summarize_run)
 
 #: the repository's root (a clone's): the commit of the code is read there.
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,6 +246,12 @@ def _leaves(options: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, fields in nest(options).items() for k, v in fields.items()}
 
 
+def options_digest(recipe: dict[str, Any], probe: dict[str, Any]) -> str:
+    """A short digest of what makes a run's numbers: its pretraining recipe and its probe's options."""
+    text = json.dumps({"recipe": _leaves(recipe), "probe": probe}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class StudyError(UserError):
     """A study that cannot run as asked (its file, or run folders made otherwise): a message, not a trace."""
 
@@ -266,7 +281,7 @@ class StudyRunner:
         path.write_text(json.dumps(info, indent=1))
 
     def _check_options(self, run: Path, spec: RunSpec) -> None:
-        """Refuse a run folder made with other options than the study now gives."""
+        """Refuse a run folder, or a recorded row, made with other options than the study now gives."""
         path = run / "recipe.yaml"
         if path.is_file():
             before = _leaves(yaml.safe_load(path.read_text()))
@@ -278,6 +293,18 @@ class StudyRunner:
                     f"{run} was made with other options than the study now gives ({detail}); give the study "
                     "another --out, or remove the folder to run it again"
                 )
+        row = None if run_finished(run) else self.recorded().get(run.name)
+        if row is not None and row.get("options_digest") not in (None, self._digest(spec)):
+            raise StudyError(
+                f"the row {run.name} of {self.study.results / 'results.json'} was made with other options than "
+                "the study now gives (its options_digest differs); remove the row to run it again"
+            )
+
+    def _digest(self, spec: RunSpec) -> str:
+        return options_digest(spec.options, self._probe_options(spec, seed=None))
+
+    def _probe_options(self, spec: RunSpec, seed: int | None) -> dict[str, Any]:
+        return {"image_size": spec.image_size, **({} if seed is None else {"seed": seed}), **self.study.probe}
 
     def _call(self, command: list[str], stdout_to: Path | None = None) -> None:
         self.echo("== " + shlex.join(command) + (f" > {stdout_to}" if stdout_to else ""))
@@ -295,7 +322,7 @@ class StudyRunner:
         """Train (or resume, or skip) one run; True when it started a process."""
         run = self.study.run_dir(spec.name, seed)
         self._check_options(run, spec)
-        if run_finished(run):
+        if self.done(spec.name, seed):
             return False
         command = [*regioncl_command("pretrain", self.study.launcher), "--config", str(run / "recipe.yaml"),
                    "--run.seed", str(seed), "--run.output_dir", str(run)]
@@ -313,8 +340,8 @@ class StudyRunner:
         """The linear probe of a finished run, unless it has one; True when it started a process."""
         run = self.study.run_dir(spec.name, seed)
         if not spec.probe or (run / "linear.json").is_file() or not (self.dry_run or run_finished(run)):
-            return False
-        options = {"image_size": spec.image_size, "seed": seed, **self.study.probe}
+            return False  # a recorded run has no folder here to probe: its row keeps what it has
+        options = self._probe_options(spec, seed)
         command = [*regioncl_command("probe", self.study.launcher), str(run), *option_flags(options)]
         if not self.dry_run:
             self._record(run, "probe", seed, spec)
@@ -344,19 +371,63 @@ class StudyRunner:
             found += [self.study.run_dir(spec.name, s) for s in sorted(seeds) if run_finished(self.study.run_dir(spec.name, s))]
         return found
 
+    def recorded(self) -> dict[str, dict[str, Any]]:
+        """The rows of the committed results (``RESULTS/results.json``) of the study's configurations
+        whose run has no finished folder under OUT, by run name: runs done elsewhere."""
+        path = self.study.results / "results.json" if self.study.results is not None else None
+        if path is None or not path.is_file():
+            return {}
+        try:
+            rows = json.loads(path.read_text())["runs"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise StudyError(f"{path} is not a study's results file ({e}); fix or remove it") from None
+        names = {s.name for s in self.study.runs}
+        return {r["run"]: r for r in rows
+                if r.get("group") in names and not run_finished(self.study.run_dir(r["group"], int(r["seed"])))}
+
+    def done(self, name: str, seed: int) -> bool:
+        """Finished here, or recorded in the committed results."""
+        run = self.study.run_dir(name, seed)
+        return run_finished(run) or run.name in self.recorded()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per finished run here and per recorded run, in study order, each with the commits
+        that made it and its options' digest."""
+        here = {run.name: run for run in self.finished_runs()}
+        recorded = self.recorded()
+        rows = []
+        for spec in self.study.runs:
+            seeds = {int(r["seed"]) for r in recorded.values() if r["group"] == spec.name}
+            seeds |= {int(n[len(spec.name) + 2:]) for n in here if run_group(n) == spec.name}
+            for seed in sorted(seeds):
+                name = self.study.run_dir(spec.name, seed).name
+                if name not in here:
+                    rows.append(recorded[name])
+                    continue
+                run = here[name]
+                row = summarize_run(run)
+                info_path = run / "study_run.json"
+                row["commits"] = sorted({c["commit"] for c in json.loads(info_path.read_text()).get("commits", [])
+                                         if c["commit"]}) if info_path.is_file() else []
+                recipe = run / "recipe.yaml"
+                row["options_digest"] = (options_digest(yaml.safe_load(recipe.read_text()), self._probe_options(spec, None))
+                                         if recipe.is_file() else None)
+                rows.append(row)
+        return rows
+
     def extra_seeds(self) -> dict[str, set[int]]:
         """Seeds to add: both sides of a pair whose difference is within ``within`` standard errors
         on any of the chosen metrics get their next seed, until ``max`` seeds."""
         rule = self.study.extra_seeds
         if not rule:
             return {}
-        summaries = [summarize_run(r) for r in self.finished_runs()]
+        summaries = self.rows()
         wanted: dict[str, set[int]] = {}
         for a, b in self.study.pairs:
             seeds_a, seeds_b = self.seeds(self.study.spec(a)), self.seeds(self.study.spec(b))
             if min(len(seeds_a), len(seeds_b)) >= rule["max"]:
                 continue
-            if not all(run_finished(self.study.run_dir(n, s)) for n, ss in ((a, seeds_a), (b, seeds_b)) for s in ss):
+            if not all(self.done(n, s) for n, ss in ((a, seeds_a), (b, seeds_b)) for s in ss):
                 continue  # decide on complete evidence only
             diffs = [pair_difference(summaries, a, b, m) for m in rule["metrics"]]
             if any(d is not None and d["resolved_at"] is not None and d["resolved_at"] < rule["within"] for d in diffs):
@@ -392,12 +463,10 @@ class StudyRunner:
         """results.json, summary.md and one kNN-per-epoch plot per pair, in OUT (and in ``results``)."""
         if self.dry_run:
             return {}
-        runs = self.finished_runs()
-        rows = [summarize_run(r) for r in runs]
-        for row, run in zip(rows, runs):
-            info_path = run / "study_run.json"
-            row["commits"] = sorted({c["commit"] for c in json.loads(info_path.read_text()).get("commits", [])
-                                     if c["commit"]}) if info_path.is_file() else []
+        recorded = sorted(self.recorded())
+        if recorded:
+            self.echo(f"== recorded in {self.study.results / 'results.json'} (no run folder here): {', '.join(recorded)}")
+        rows = self.rows()
         configs = [configuration_summary(rows, s.name) for s in self.study.runs if any(r["group"] == s.name for r in rows)]
         pairs = [pair_summary(rows, a, b) for a, b in self.study.pairs]
         result = {"study": self.study.name, "runs": rows, "configurations": configs, "pairs": pairs}
@@ -421,12 +490,12 @@ class StudyRunner:
         refs = {r["run"]: r["knn_final"] for r in rows
                 if self.study.spec(r["group"]).reference and r["knn_final"] is not None}
         for a, b in self.study.pairs:
-            runs = {name: [self.study.run_dir(name, r["seed"]) for r in rows if r["group"] == name] for name in (a, b)}
-            if not all(runs.values()):
+            curves = {name: [r["knn_by_epoch"] for r in rows if r["group"] == name] for name in (a, b)}
+            if not all(curves.values()):
                 continue
             path = self.study.out / f"knn_{a}_vs_{b}.png"
             try:
-                plot_pair(runs, path, title=f"{self.study.name}: {a} vs {b}", references=refs)
+                plot_pair(curves, path, title=f"{self.study.name}: {a} vs {b}", references=refs)
             except ImportError:
                 return written
             written.append(path)

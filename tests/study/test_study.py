@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from regioncl.study.report import configuration_summary, pair_difference, study_markdown
-from regioncl.study.runner import StudyRunner, load_study, option_flags, parse_assignments
+from regioncl.study.runner import StudyError, StudyRunner, load_study, option_flags, parse_assignments
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,6 +139,45 @@ def test_an_unresolved_pair_earns_a_seed_each_side_and_a_resolved_one_does_not(t
     summary = fresh.summarize()
     assert [r["run"] for r in summary["runs"]] == ["mocov2_s0", "mocov2_s1", "mocov2_s2",
                                                   "regioncl_m_s0", "regioncl_m_s1", "regioncl_m_s2"]
+
+
+def test_recorded_rows_stand_for_runs_whose_folders_are_gone(tmp_path):
+    """Rows of the committed results whose folders are gone (another machine, a wiped scratch disk)
+    count as done, stay in the table and the plots and weigh in the extra-seed rule; a folder here
+    wins over its row; a row made with other options is refused."""
+    path = write_study(tmp_path, seeds=[0, 1], results=str(tmp_path / "docs"), extra_seeds={"max": 3, "within": 2.0})
+    study = load_study(path)
+    runs = tmp_path / "runs"
+    for name, values in {"regioncl_m": [(0.80, 0.90), (0.82, 0.91)], "mocov2": [(0.79, 0.89), (0.83, 0.90)]}.items():
+        for seed, (knn, linear) in enumerate(values):
+            fake_finished(runs / f"{name}_s{seed}", name, seed, knn, linear)
+            (runs / f"{name}_s{seed}" / "recipe.yaml").write_text(yaml.safe_dump(study.spec(name).options))
+    first = StudyRunner(study, echo=lambda line: None).summarize()
+    assert all(r["options_digest"] for r in first["runs"])
+    shutil.rmtree(runs)
+
+    lines = []
+    runner = StudyRunner(load_study(path), echo=lines.append)
+    assert sorted(runner.recorded()) == ["mocov2_s0", "mocov2_s1", "regioncl_m_s0", "regioncl_m_s1"]
+    assert runner.done("mocov2", 1) and not runner.done("mocov2", 2)
+    assert runner.pretrain(runner.study.spec("mocov2"), 0) is False and not (runs / "mocov2_s0").exists()
+    assert runner.extra_seeds() == {"regioncl_m": {2}, "mocov2": {2}}  # decided on the recorded evidence
+    again = runner.summarize()
+    assert again["runs"] == json.loads(json.dumps(first["runs"])) and again["pairs"] == first["pairs"]
+    assert any("no run folder here" in line and "mocov2_s0" in line for line in lines)
+    pytest.importorskip("matplotlib")
+    assert (runs / "knn_regioncl_m_vs_mocov2.png").is_file()
+
+    # A finished folder here is the truth for its run, over the row.
+    fake_finished(runs / "mocov2_s0", "mocov2", 0, 0.5, 0.5)
+    rows = {r["run"]: r for r in StudyRunner(load_study(path), echo=lambda line: None).summarize()["runs"]}
+    assert rows["mocov2_s0"]["knn_final"] == 0.5 and rows["mocov2_s1"]["knn_final"] == 0.83
+    shutil.rmtree(runs / "mocov2_s0")
+
+    # The study now gives other options: a recorded row made with the old ones is not reused.
+    changed = StudyRunner(load_study(path, {"optim.lr": 0.5}), echo=lambda line: None)
+    with pytest.raises(StudyError, match="row mocov2_s1 of .* other options"):
+        changed.pretrain(changed.study.spec("mocov2"), 1)
 
 
 def _drive(study: Path, *args: str) -> str:
