@@ -72,7 +72,9 @@ def test_golden_run_is_unchanged(tmp_path, method):
     for step, values in expected["losses"].items():
         assert got["losses"][step].keys() == values.keys()
         for key, value in values.items():
-            assert got["losses"][step][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (step, key)
+            # abs: SimSiam's loss is a mean of cosines near ±1 that can sum to near 0, where another
+            # CPU's rounding (a few 1e-7 per term) is far larger than rel × the value.
+            assert got["losses"][step][key] == pytest.approx(value, rel=1e-4, abs=1e-5), (step, key)
     assert got["weight_norm"] == pytest.approx(expected["weight_norm"], rel=1e-5)
     assert got["weight_projection"] == pytest.approx(expected["weight_projection"], rel=1e-4, abs=1e-3)
 
