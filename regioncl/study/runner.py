@@ -382,8 +382,9 @@ class StudyRunner:
         except (ValueError, KeyError, TypeError) as e:
             raise StudyError(f"{path} is not a study's results file ({e}); fix or remove it") from None
         names = {s.name for s in self.study.runs}
-        return {r["run"]: r for r in rows
-                if r.get("group") in names and not run_finished(self.study.run_dir(r["group"], int(r["seed"])))}
+        runs = {r["run"]: self.study.run_dir(r["group"], int(r["seed"])) for r in rows if r.get("group") in names}
+        return {r["run"]: r for r in rows if r["run"] in runs and runs[r["run"]].name == r["run"]
+                and not run_finished(runs[r["run"]])}
 
     def done(self, name: str, seed: int) -> bool:
         """Finished here, or recorded in the committed results."""
