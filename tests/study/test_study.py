@@ -220,6 +220,9 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
     longer = yaml.safe_load(study.read_text())
     longer["options"].update(max_steps=100, checkpoint_every=5)
     longer["out"] = str(tmp_path / "runs_long")
+    # Its own results too: the committed rows of the first study were made with other options and
+    # would be refused as recorded runs of this one.
+    longer["results"] = str(tmp_path / "docs_long")
     study.write_text(yaml.safe_dump(longer))
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "study.py"), str(study), "--only", "mocov2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
