@@ -382,9 +382,12 @@ class StudyRunner:
         except (ValueError, KeyError, TypeError) as e:
             raise StudyError(f"{path} is not a study's results file ({e}); fix or remove it") from None
         names = {s.name for s in self.study.runs}
-        runs = {r["run"]: self.study.run_dir(r["group"], int(r["seed"])) for r in rows if r.get("group") in names}
-        return {r["run"]: r for r in rows if r["run"] in runs and runs[r["run"]].name == r["run"]
-                and not run_finished(runs[r["run"]])}
+        kept = {}
+        for r in rows:
+            run = self.study.run_dir(r["group"], int(r["seed"])) if r.get("group") in names else None
+            if run is not None and run.name == r["run"] and not run_finished(run):
+                kept[r["run"]] = r
+        return kept
 
     def done(self, name: str, seed: int) -> bool:
         """Finished here, or recorded in the committed results."""
