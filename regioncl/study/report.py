@@ -35,7 +35,9 @@ def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     run = Path(run_dir)
     records = read_metrics(run)
     cfg = json.loads((run / "config.json").read_text())
-    knn = [(r["epoch"], r["knn_top1"]) for r in records if "knn_top1" in r]
+    # One score per epoch (the last), so that a folder holding two at one epoch (a run that took no
+    # step, scored before and after) gives one point.
+    knn = list({r["epoch"]: r["knn_top1"] for r in records if "knn_top1" in r}.items())
     ips = [r["images_per_s"] for r in records if "images_per_s" in r]
     steps = max((r["step"] for r in records), default=0)
     linear = json.loads((run / "linear.json").read_text()) if (run / "linear.json").is_file() else {}

@@ -57,7 +57,7 @@ from ..errors import UserError
 from ..files import list_checkpoints
 from ..processes import regioncl_command, regioncl_env
 from ..train.config import DEFAULT_RECIPE, deep_merge, load_recipe, make_config, nest
-from .report import (PAIR_METRICS, configuration_summary, pair_difference, pair_summary, run_group, study_markdown,
+from .report import (PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown,
                      summarize_run)
 
 #: the repository's root (a clone's): the commit of the code is read there.
@@ -271,6 +271,9 @@ class StudyRunner:
         self.echo = echo or (lambda line: print(line, flush=True))
         self.commit = code_commit()
         self._extra: dict[str, set[int]] = {}  # seeds the pairs earned (extra_seeds), by configuration
+        # The committed results' rows, read once: which of them stand for missing runs is decided on
+        # each call (recorded()), as run folders finish.
+        self._committed: list[dict[str, Any]] | None = None
 
     # ---------------------------------------------------------------- one run
     def _record(self, run: Path, stage: str, seed: int, spec: RunSpec) -> None:
@@ -362,28 +365,28 @@ class StudyRunner:
         """The seeds of a configuration: its own, plus those its pairs earned (see :meth:`extra_seeds`)."""
         return sorted(set(spec.seeds) | self._extra.get(spec.name, set()))
 
+    def finished_seeds(self, spec: RunSpec) -> list[int]:
+        """The seeds of a configuration whose run folder under OUT is finished, extra seeds included."""
+        prefix = f"{spec.name}_s"
+        seeds = {int(p.name[len(prefix):]) for p in self.study.out.glob(f"{prefix}*") if p.name[len(prefix):].isdigit()}
+        return sorted(s for s in seeds if run_finished(self.study.run_dir(spec.name, s)))
+
     def finished_runs(self) -> list[Path]:
         """Every finished run folder of the study's configurations, extra seeds included, in study order."""
-        found = []
-        for spec in self.study.runs:
-            seeds = {int(p.name[len(spec.name) + 2:]) for p in self.study.out.glob(f"{spec.name}_s*")
-                     if p.name[len(spec.name) + 2:].isdigit()}
-            found += [self.study.run_dir(spec.name, s) for s in sorted(seeds) if run_finished(self.study.run_dir(spec.name, s))]
-        return found
+        return [self.study.run_dir(spec.name, s) for spec in self.study.runs for s in self.finished_seeds(spec)]
 
     def recorded(self) -> dict[str, dict[str, Any]]:
         """The rows of the committed results (``RESULTS/results.json``) of the study's configurations
         whose run has no finished folder under OUT, by run name: runs done elsewhere."""
-        path = self.study.results / "results.json" if self.study.results is not None else None
-        if path is None or not path.is_file():
-            return {}
-        try:
-            rows = json.loads(path.read_text())["runs"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise StudyError(f"{path} is not a study's results file ({e}); fix or remove it") from None
+        if self._committed is None:
+            path = self.study.results / "results.json" if self.study.results is not None else None
+            try:
+                self._committed = json.loads(path.read_text())["runs"] if path is not None and path.is_file() else []
+            except (ValueError, KeyError, TypeError) as e:
+                raise StudyError(f"{path} is not a study's results file ({e}); fix or remove it") from None
         names = {s.name for s in self.study.runs}
         kept = {}
-        for r in rows:
+        for r in self._committed:
             run = self.study.run_dir(r["group"], int(r["seed"])) if r.get("group") in names else None
             if run is not None and run.name == r["run"] and not run_finished(run):
                 kept[r["run"]] = r
@@ -397,18 +400,16 @@ class StudyRunner:
     def rows(self) -> list[dict[str, Any]]:
         """One row per finished run here and per recorded run, in study order, each with the commits
         that made it and its options' digest."""
-        here = {run.name: run for run in self.finished_runs()}
         recorded = self.recorded()
         rows = []
         for spec in self.study.runs:
-            seeds = {int(r["seed"]) for r in recorded.values() if r["group"] == spec.name}
-            seeds |= {int(n[len(spec.name) + 2:]) for n in here if run_group(n) == spec.name}
+            here = set(self.finished_seeds(spec))
+            seeds = here | {int(r["seed"]) for r in recorded.values() if r["group"] == spec.name}
             for seed in sorted(seeds):
-                name = self.study.run_dir(spec.name, seed).name
-                if name not in here:
-                    rows.append(recorded[name])
+                run = self.study.run_dir(spec.name, seed)
+                if seed not in here:
+                    rows.append(recorded[run.name])
                     continue
-                run = here[name]
                 row = summarize_run(run)
                 info_path = run / "study_run.json"
                 row["commits"] = sorted({c["commit"] for c in json.loads(info_path.read_text()).get("commits", [])

@@ -218,7 +218,9 @@ class Trainer:
         if self.state.step >= self.total_steps:
             self.share_eval_buffers()
             self.save_encoder()
-            result["knn_top1_after"] = self.knn("after training")
+            # No step taken (max_steps 0, a random-init reference): the weights are those just scored.
+            untrained = self.state.step == 0 and "knn_top1_before" in result
+            result["knn_top1_after"] = result["knn_top1_before"] if untrained else self.knn("after training")
         result.update(step=self.state.step, epoch=self.state.epoch)
         for tracker in acc.trackers:  # the process group stays up: the caller may go on using it
             tracker.finish()

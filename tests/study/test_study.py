@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from regioncl.study.report import configuration_summary, pair_difference, study_markdown
+from regioncl.study.report import configuration_summary, pair_difference, study_markdown, summarize_run
 from regioncl.study.runner import StudyError, StudyRunner, load_study, option_flags, parse_assignments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +53,22 @@ def test_configuration_and_pair_arithmetic_on_synthetic_runs():
     assert lines[3].startswith("| c | c | 3 | 0 | 50.00 | ")
     se = 100 * d["se"]
     assert lines[-1] == f"| a − b | +10.00 ± {se:.2f} | – | +2.00 ± {100 * lin['se']:.2f} | – |"
+
+
+def test_a_run_is_summarised_from_its_folder_with_one_knn_score_per_epoch(tmp_path):
+    run = tmp_path / "random_init_s0"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"method": "mocov2"}, "run": {"seed": 0},
+                                                 "optim": {"epochs": 3, "batch_size": 8}}))
+    records = [{"step": 0, "epoch": 0.0, "knn_top1": 0.75}, {"step": 2, "epoch": 0.0, "images_per_s": 4.0},
+               {"step": 4, "epoch": 0.0, "images_per_s": 8.0}, {"step": 4, "epoch": 0.0, "knn_top1": 0.75}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    s = summarize_run(run)
+    assert (s["group"], s["method"], s["epochs"], s["seed"]) == ("random_init", "mocov2", 3, 0)
+    # A folder scored twice at one epoch (a run that took no step) gives one point, and no trained best.
+    assert s["knn_by_epoch"] == [(0.0, 0.75)] and s["knn_before"] == s["knn_final"] == 0.75 and s["knn_best"] is None
+    # 4 steps of 8 images at the median 6 images/s; no probe yet.
+    assert s["train_minutes"] == pytest.approx(4 * 8 / 6.0 / 60) and s["linear_top1"] is None
 
 
 def test_option_flags_and_assignments():

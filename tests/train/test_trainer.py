@@ -370,6 +370,16 @@ def test_knn_before_and_after_training_is_logged(tmp_path):
     assert all(0.0 <= r["knn_top1"] <= 1.0 for r in knn)
 
 
+def test_a_run_of_no_steps_is_scored_once(tmp_path):
+    """The random-init reference of a study (max_steps 0): its weights are scored once, at step 0,
+    and that score is both the before and the after; its encoder is still written."""
+    result, recs = run(tmp_path, knn=True, max_steps=0)
+    knn = [r for r in recs if "knn_top1" in r]
+    assert [(r["step"], r["epoch"]) for r in knn] == [(0, 0.0)]
+    assert result["knn_top1_before"] == result["knn_top1_after"] == knn[0]["knn_top1"] and result["step"] == 0
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
 def test_knn_monitor_every_epoch(tmp_path):
     write_folder(tmp_path / "imgs", good=16, bad=0)
     data = str(tmp_path / "imgs")
