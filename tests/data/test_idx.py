@@ -39,24 +39,59 @@ def test_truncated_or_foreign_files_are_refused(tmp_path):
         read_idx(tmp_path / "png.idx")
 
 
-def test_prepare_fashion_mnist_writes_class_folders(tmp_path):
-    src = tmp_path / "src"
+def write_fake_fashion_mnist(src: Path, n_train: int, n_test: int) -> None:
     src.mkdir()
     rng = np.random.default_rng(0)
-    for prefix, n in (("train", 12), ("t10k", 5)):
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
         (src / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
         (src / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
-    out = tmp_path / "fm"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_fashion_mnist.py"), str(out), "--source", str(src)],
+
+
+def prepare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_fashion_mnist.py"), *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def test_prepare_fashion_mnist_writes_class_folders(tmp_path):
+    src = tmp_path / "src"
+    write_fake_fashion_mnist(src, 12, 5)
+    out = tmp_path / "fm"
+    proc = prepare(str(out), "--source", str(src))
     assert proc.returncode == 0, proc.stderr
     train = build_source(str(out / "train"))
     assert len(train) == 12 and len(build_source(str(out / "test"))) == 5
     assert sorted(train.classes) == train.classes and len(train.classes) == 10
     img, label = train[0]
     assert img.size == (28, 28) and img.mode == "RGB" and 0 <= label < 10
-    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_fashion_mnist.py"), str(out),
-                              "--source", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    missing = prepare(str(out), "--source", str(tmp_path / "nowhere"))
     assert missing.returncode != 0 and "dataset-fashion-mnist" in missing.stderr
+
+
+def names(folder: Path) -> set[str]:
+    return {f"{p.parent.name}/{p.name}" for p in folder.rglob("*.png")}
+
+
+def test_prepare_fashion_mnist_derived_sets(tmp_path):
+    src = tmp_path / "src"
+    write_fake_fashion_mnist(src, 100, 10)
+    out = tmp_path / "fm"
+    # A folder left half-written by a killed run is discarded, not kept as done.
+    stale = out / "holdout20" / "val.partial" / "bag"
+    stale.mkdir(parents=True)
+    (stale / "stale.png").write_bytes(b"")
+    proc = prepare(str(out), "--source", str(src), "--holdout", "20", "--subset", "20", "--holdout-subset", "30")
+    assert proc.returncode == 0, proc.stderr
+    val, rest = names(out / "holdout20" / "val"), names(out / "holdout20" / "train")
+    small = names(out / "holdout20" / "subset30" / "train")
+    assert len(val) == 20 and len(rest) == 80 and not val & rest and len(small) == 30
+    assert small <= rest  # the small tuning set never contains a holdout image
+    assert names(out / "subset20" / "train") == val  # same size and seed: the documented coincidence
+    for folder, per_class in ((out / "holdout20" / "val", 2), (out / "holdout20" / "subset30" / "train", 3)):
+        assert sorted(len(list(d.glob("*.png"))) for d in folder.iterdir()) == [per_class] * 10
+    assert not list(out.rglob("*.partial")) and not list(out.rglob("stale.png"))
+    alone = prepare(str(out), "--source", str(src), "--holdout-subset", "30")
+    assert alone.returncode != 0 and "--holdout" in alone.stderr
+    too_big = prepare(str(out), "--source", str(src), "--holdout", "20", "--holdout-subset", "80")
+    assert too_big.returncode != 0 and "between 1 and 79" in too_big.stderr

@@ -262,3 +262,12 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "study.py"), str(study), "--only", "mocov2"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "made with other options" in proc.stderr and "optim.lr: 0.03 → 0.5" in proc.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_studies_load_and_never_score_on_their_pretraining_images(path):
+    study = load_study(path)  # every run's recipe resolves to a valid config
+    for spec in study.runs:
+        source = spec.options["data"]["source"]
+        scored_on = {spec.options["knn"].get("val_data"), study.probe.get("val_data")} - {None}
+        assert source not in scored_on, f"{spec.name} is scored on the images it pretrains on"
