@@ -462,6 +462,16 @@ class StudyRunner:
             for name, added in grown.items():
                 self.echo(f"== {name}: the pair is not resolved yet; seeds {sorted(added)} added")
                 self._extra.setdefault(name, set()).update(added)
+        # A seed the study never plans would otherwise be a silent no-op that looks like success.
+        planned = {seed for spec in specs for seed in self.seeds(spec)}
+        unplanned = sorted(set(seeds or ()) - planned)
+        if unplanned:
+            message = (f"--seeds {unplanned}: not a seed of {[s.name for s in specs]} (they run "
+                       f"{sorted(planned)}); a study runs the seeds its file gives (`seeds:`, or a run's own) "
+                       "and those its extra_seeds rule adds to an unresolved pair: add the seed to the file")
+            if not self.dry_run:
+                raise StudyError(message)
+            self.echo(f"== {message} (a dry run does not apply the extra_seeds rule)")
         return self.summarize()
 
     def summarize(self) -> dict[str, Any]:

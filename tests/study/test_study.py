@@ -157,6 +157,19 @@ def test_an_unresolved_pair_earns_a_seed_each_side_and_a_resolved_one_does_not(t
                                                   "regioncl_m_s0", "regioncl_m_s1", "regioncl_m_s2"]
 
 
+def test_a_seed_the_study_never_plans_is_refused_not_silently_skipped(tmp_path):
+    path = write_study(tmp_path, seeds=[0, 1], extra_seeds={"max": 3, "within": 2.0})
+    for name, values in {"regioncl_m": [(0.80, 0.90), (0.82, 0.91), (0.81, 0.90)],
+                         "mocov2": [(0.79, 0.89), (0.83, 0.90), (0.81, 0.90)]}.items():
+        for seed, (knn, linear) in enumerate(values):
+            fake_finished(tmp_path / "runs" / f"{name}_s{seed}", name, seed, knn, linear)
+    # Seed 2 is planned by the extra_seeds rule (the pair is within 2 SE on two seeds), seed 3 by
+    # nothing (the rule stops at 3): every run is finished, so nothing trains either way.
+    StudyRunner(load_study(path), echo=lambda line: None).run(seeds=[2])
+    with pytest.raises(StudyError, match=r"--seeds \[3\]: not a seed of \['regioncl_m'\] \(they run \[0, 1, 2\]\)"):
+        StudyRunner(load_study(path), echo=lambda line: None).run(only=["regioncl_m"], seeds=[2, 3])
+
+
 def test_recorded_rows_stand_for_runs_whose_folders_are_gone(tmp_path):
     """Rows of the committed results whose folders are gone (another machine, a wiped scratch disk)
     count as done, stay in the table and the plots and weigh in the extra-seed rule; a folder here
