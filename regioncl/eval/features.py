@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.images import BadImageError, load_decodable
+from ..data.workers import WorkerLoader
 from ..distributed import concat_all_gather, rank, world_size
 from ..errors import UserError
 from ..export.checkpoints import load_encoder
@@ -76,7 +77,7 @@ def _share_loader(source: Any, transform: Any, batch_size: int, num_workers: int
     images = LabelledImages(source, transform)
     world = world_size()
     mine = Subset(images, range(rank(), len(images), world)) if world > 1 else images
-    return DataLoader(mine, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping,
+    return WorkerLoader(mine, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping,
                       pin_memory=torch.cuda.is_available())
 
 

@@ -8,13 +8,11 @@ by shards, each reader (process × DataLoader worker) reading its own, and its p
 
 from __future__ import annotations
 
-import functools
 import logging
-import signal
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from ..data import (
     BatchedMoCoV2,
@@ -25,19 +23,13 @@ from ..data import (
     build_source,
     normalize,
 )
+from ..data.workers import WorkerLoader
 from ..errors import UserError
 from ..rng import derive_seed
 from .config import PretrainConfig
 from .stream import StreamPositions
 
 logger = logging.getLogger("regioncl")
-
-
-def ignore_signals(names: list[str], worker_id: int) -> None:
-    """A DataLoader worker leaves the stop signals to the main process: a SIGTERM sent to every
-    process of a job must not kill a worker before the main process has saved its checkpoint."""
-    for name in names:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class ShardedBatchSampler(Sampler):
@@ -92,8 +84,7 @@ class TrainData:
         self.streaming = bool(getattr(source, "is_streaming", False))
         workers = self._stream_workers(source.num_shards, d.workers) if self.streaming else d.workers
         loader_args: dict[str, Any] = dict(
-            num_workers=workers, pin_memory=accelerator.device.type == "cuda" if d.pin_memory is None else d.pin_memory,
-            worker_init_fn=functools.partial(ignore_signals, list(cfg.run.stop_signals)) if workers > 0 else None)
+            num_workers=workers, pin_memory=accelerator.device.type == "cuda" if d.pin_memory is None else d.pin_memory)
         if workers > 0:
             loader_args["prefetch_factor"] = d.prefetch_factor
         self.positions = StreamPositions(max(1, workers), accelerator)
@@ -108,13 +99,13 @@ class TrainData:
                                                    rank=accelerator.process_index, world_size=self.world,
                                                    read_retries=d.read_retries)
             # Workers are re-created each epoch: they read the epoch and the resume positions when they start.
-            self.loader = DataLoader(self.dataset, batch_size=batch_per_process, drop_last=True, **loader_args)
+            self.loader = WorkerLoader(self.dataset, batch_size=batch_per_process, drop_last=True, **loader_args)
             self.steps_per_epoch = self.dataset_size = None
         else:
             self.dataset = TwoViewDataset(source, transform, seed=seed)
             self.sampler = EpochSampler(len(self.dataset), seed=seed)
             batches = ShardedBatchSampler(self.sampler, batch_per_process, self.world, accelerator.process_index)
-            self.loader = DataLoader(self.dataset, batch_sampler=batches,
+            self.loader = WorkerLoader(self.dataset, batch_sampler=batches,
                                      persistent_workers=workers > 0 and d.persistent_workers, **loader_args)
             self.dataset_size = len(self.dataset)
             self.steps_per_epoch = len(self.dataset) // cfg.optim.batch_size

@@ -5,8 +5,10 @@ minutes before the end; SLURM, Kubernetes and spot instances send SIGTERM, then 
 later). The handler only sets a flag. At each step boundary the processes agree on it through one
 small collective on the CPU (a gloo group beside Accelerate's, started one step and read the next,
 so it never waits for the device); once any process has seen a signal, all save a checkpoint at
-the same step, flush their metrics and stop with :data:`EXIT_STOPPED`. Under SLURM the run can
-requeue itself first (``run.requeue_on_signal``)::
+the same step, flush their metrics and stop with :data:`EXIT_STOPPED`. A signal sent to every
+process of the job (``scancel``) reaches the DataLoader workers too: they leave it to the trainer
+(:mod:`regioncl.data.workers`). Under SLURM the run can requeue itself first
+(``run.requeue_on_signal``)::
 
     #SBATCH --signal=USR1@120     # SIGUSR1 two minutes before the time limit
     #SBATCH --requeue             # the job may be requeued
@@ -25,9 +27,12 @@ import os
 import shutil
 import signal
 import subprocess
+from contextlib import ExitStack
 from typing import Any
 
 import torch
+
+from ..data.workers import main_handles
 
 logger = logging.getLogger("regioncl")
 
@@ -59,6 +64,7 @@ class StopSignals:
         self._flag: torch.Tensor | None = None
         self._pending: Any = None
         self._group: Any = None
+        self._shield = ExitStack()
 
     def _handler(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -71,6 +77,7 @@ class StopSignals:
     def __enter__(self) -> "StopSignals":
         for sig in self.signals:
             self.previous[sig] = signal.signal(sig, self._handler)
+        self._shield.enter_context(main_handles(self.signals))  # a worker killed first would fail the step
         if self.accelerator.num_processes > 1:
             import torch.distributed as dist
 
@@ -82,6 +89,7 @@ class StopSignals:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous.clear()
+        self._shield.close()
         if self._pending is not None:
             self._pending.wait()  # leave no collective in flight
 

@@ -55,19 +55,23 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def signalled_run(out: Path, sig: int, extra: dict | None = None, env: dict | None = None):
-    """scripts/pretrain.py on one thread, signalled once it has logged step 3: ``(exit status, stderr)``."""
+def signalled_run(out: Path, sig: int, extra: dict | None = None, env: dict | None = None, group: bool = False):
+    """scripts/pretrain.py on one thread, signalled once it has logged step 3: ``(exit status, stderr)``.
+    With ``group`` every process of it gets the signal (as from ``scancel`` or ``kill -- -PGID``)."""
     options = {**TINY, "optim.max_steps": 400, "run.checkpoint_every": 1000, **(extra or {}), "run.output_dir": str(out)}
     command = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *cli(options)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out.parent,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=group)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     return proc.returncode, err
 
@@ -87,6 +91,18 @@ def test_a_stop_signal_saves_at_the_step_reached_and_the_resumed_run_matches(tmp
         trainer(out, **{"optim.max_steps": 400, "run.stop_at_step": stop_at, "run.resume": "latest"}).train()
         trainer(tmp_path / "whole", **{"optim.max_steps": 400, "run.stop_at_step": stop_at}).train()
     assert_same_losses(step_losses(tmp_path / "whole"), step_losses(out))
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_every_process_of_the_job_leaves_the_workers_to_the_trainer(tmp_path):
+    """scancel signals the DataLoader workers too: they must go on serving the trainer until it
+    has saved at the step reached, and then let it exit (not keep it waiting for them)."""
+    out = tmp_path / "run"
+    status, err = signalled_run(out, signal.SIGTERM, {"data.num_workers": 2}, group=True)
+    assert status == EXIT_STOPPED, err[-3000:]
+    reached = max(step_losses(out))
+    assert [p.name for p in list_checkpoints(out)] == [f"step_{reached:08d}"]
+    assert f"stopped by SIGTERM at step {reached}" in err and "DataLoader worker" not in err
 
 
 @pytest.mark.slow
