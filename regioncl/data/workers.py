@@ -76,10 +76,10 @@ class WorkerLoader(DataLoader):
 
     def _get_iterator(self) -> Any:
         signals = _handled if SUPPORTED and self.num_workers > 0 else frozenset()
-        self.worker_init_fn = (functools.partial(leave_to_main, signals, os.getpid(), self._own_init)
-                               if signals else self._own_init)
         if not signals:
+            self.worker_init_fn = self._own_init
             return super()._get_iterator()
+        self.worker_init_fn = functools.partial(leave_to_main, signals, os.getpid(), self._own_init)
         before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         try:
             return super()._get_iterator()
