@@ -8,7 +8,9 @@ main process handles stop signals (:func:`main_handles`), the workers of a :clas
 
 - are born with those signals blocked: the main process blocks them while it starts the workers
   and unblocks them once they are started (a signal that arrived meanwhile is then delivered to
-  it), so no worker is exposed between its birth and its own set-up;
+  it), so no worker is exposed between its birth and its own set-up. A forked or spawned worker
+  inherits the mask; one forked by a forkserver gets the server's, so under that start method a
+  worker is exposed until its ``worker_init_fn`` runs;
 - hand them to a thread that discards them, except from the main process itself: it sends
   SIGTERM to shut its workers down (multiprocessing does so at interpreter exit, for instance
   after an exception left an iterator alive), and a worker deaf to that would keep the exit
@@ -24,6 +26,7 @@ Where the platform has no ``sigwaitinfo`` (macOS, Windows) workers keep torch's 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import signal
 import threading
@@ -60,7 +63,7 @@ def leave_to_main(signals: frozenset[signal.Signals], main_pid: int, init: Calla
                   worker_id: int) -> None:
     """A worker's ``worker_init_fn``: ``signals`` blocked in every thread of the worker and taken
     by a thread that discards them unless ``main_pid`` sent them; then ``init``."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # already so when forked; not when spawned
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # already so unless a forkserver forked this worker
     threading.Thread(target=_discard_unless_from, args=(signals, main_pid), name="stop-signals", daemon=True).start()
     if init is not None:
         init(worker_id)
@@ -80,6 +83,13 @@ class WorkerLoader(DataLoader):
             self.worker_init_fn = self._own_init
             return super()._get_iterator()
         self.worker_init_fn = functools.partial(leave_to_main, signals, os.getpid(), self._own_init)
+        if (self.multiprocessing_context or multiprocessing).get_start_method() != "fork":
+            # Starting multiprocessing's resource tracker, which the workers' queues need under
+            # spawn and forkserver, unblocks SIGINT and SIGTERM in this thread when done: if that
+            # happened inside the block below, the workers would be born with them unblocked.
+            from multiprocessing import resource_tracker  # POSIX only, as SUPPORTED is
+
+            resource_tracker.ensure_running()
         before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         try:
             return super()._get_iterator()

@@ -39,8 +39,8 @@ def test_workers_signalled_by_another_process_as_they_start_still_deliver_every_
                 time.sleep(0.01)
         seed(*args)
 
-    monkeypatch.setattr(random, "seed", held_seed)
-    loader = WorkerLoader(Numbers(), batch_size=4, num_workers=2)
+    monkeypatch.setattr(random, "seed", held_seed)  # the forked workers inherit the patch
+    loader = WorkerLoader(Numbers(), batch_size=4, num_workers=2, multiprocessing_context="fork")
     with main_handles([signal.SIGTERM]):
         it = iter(loader)
         deadline = time.time() + 60
@@ -55,6 +55,52 @@ def test_workers_signalled_by_another_process_as_they_start_still_deliver_every_
         finally:
             it._shutdown_workers()  # else a failure here is reported from wherever its SIGCHLD lands
         assert got == list(range(16))
+
+
+def test_spawned_workers_signalled_as_they_start_still_deliver_every_batch(tmp_path):
+    """A spawned worker inherits the signal mask too: held while it unpickles its dataset (before
+    torch installs any handler, so SIGTERM would still kill it by default) and signalled then by
+    another process, it still delivers its batches."""
+    script = tmp_path / "spawned.py"
+    script.write_text(textwrap.dedent("""
+        import os, pathlib, signal, subprocess, sys, time, torch
+        from regioncl.data.workers import WorkerLoader, main_handles
+
+        FLAGS = pathlib.Path(sys.argv[1])
+
+        class Held(torch.utils.data.Dataset):
+            def __init__(self):
+                self.n = 16  # pickle calls __setstate__ only for a non-empty state
+
+            def __len__(self):
+                return self.n
+
+            def __getitem__(self, i):
+                return torch.tensor([i])
+
+            def __setstate__(self, state):  # runs in the worker as it unpickles its arguments
+                (FLAGS / f"started-{os.getpid()}").touch()
+                deadline = time.time() + 60
+                while not (FLAGS / "signalled").exists() and time.time() < deadline:
+                    time.sleep(0.01)
+                self.__dict__.update(state)
+
+        if __name__ == "__main__":
+            loader = WorkerLoader(Held(), batch_size=4, num_workers=2, multiprocessing_context="spawn")
+            with main_handles([signal.SIGTERM]):
+                it = iter(loader)
+                deadline = time.time() + 60
+                while len(list(FLAGS.glob("started-*"))) < 2 and time.time() < deadline:
+                    time.sleep(0.01)
+                pids = [p.name.split("-")[1] for p in FLAGS.glob("started-*")]
+                assert len(pids) == 2, pids
+                subprocess.run(["kill", "-TERM", *pids], check=True)
+                (FLAGS / "signalled").touch()
+                print(torch.cat(list(it)).flatten().tolist())
+    """))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(list(range(16)))
 
 
 def test_workers_outside_main_handles_keep_torchs_behaviour(tmp_path):
