@@ -1,92 +1,42 @@
 """DataLoader workers leave the stop signals to the main process, yet obey its own shutdown."""
 
-import os
-import random
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-import torch
-from torch.utils.data import Dataset
 
-from regioncl.data.workers import SUPPORTED, WorkerLoader, main_handles
+from regioncl.data.workers import SUPPORTED, WorkerLoader
 
 pytestmark = pytest.mark.skipif(not SUPPORTED, reason="no sigwaitinfo on this platform")
 
 
-class Numbers(Dataset):
-    def __len__(self) -> int:
-        return 16
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.tensor([i])
-
-
-def test_workers_signalled_by_another_process_as_they_start_still_deliver_every_batch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_workers_signalled_by_another_process_as_they_start_still_deliver_every_batch(tmp_path, start_method):
     """A scheduler's SIGTERM to every process of a job may land while a worker starts, before any
     worker_init_fn runs (torch's worker installs a SIGTERM handler that dies first thing): the
-    signal must not kill it. Each worker is held in that gap until the signal has been sent."""
-    parent, seed = os.getpid(), random.seed
-
-    def held_seed(*args):  # torch's worker loop seeds `random` between its handlers and worker_init_fn
-        if os.getpid() != parent:
-            (tmp_path / f"started-{os.getpid()}").touch()
-            deadline = time.time() + 30
-            while not (tmp_path / "signalled").exists() and time.time() < deadline:
-                time.sleep(0.01)
-        seed(*args)
-
-    monkeypatch.setattr(random, "seed", held_seed)  # the forked workers inherit the patch
-    loader = WorkerLoader(Numbers(), batch_size=4, num_workers=2, multiprocessing_context="fork")
-    with main_handles([signal.SIGTERM]):
-        it = iter(loader)
-        deadline = time.time() + 60
-        while len(list(tmp_path.glob("started-*"))) < 2 and time.time() < deadline:
-            time.sleep(0.01)
-        pids = [p.name.split("-")[1] for p in tmp_path.glob("started-*")]
-        assert len(pids) == 2
-        subprocess.run(["kill", "-TERM", *pids], check=True)  # sent by `kill`, not by this process
-        (tmp_path / "signalled").touch()
-        try:
-            got = torch.cat(list(it)).flatten().tolist()
-        finally:
-            it._shutdown_workers()  # else a failure here is reported from wherever its SIGCHLD lands
-        assert got == list(range(16))
-
-
-def test_spawned_workers_signalled_as_they_start_still_deliver_every_batch(tmp_path):
-    """A spawned worker inherits the signal mask too: held while it unpickles its dataset (before
-    torch installs any handler, so SIGTERM would still kill it by default) and signalled then by
-    another process, it still delivers its batches."""
-    script = tmp_path / "spawned.py"
+    signal must not kill it, whether the worker was forked or spawned. Each worker is held in that
+    gap until another process has signalled it."""
+    script = tmp_path / "held.py"
     script.write_text(textwrap.dedent("""
-        import os, pathlib, signal, subprocess, sys, time, torch
+        import multiprocessing, os, pathlib, random, signal, subprocess, sys, time, torch
         from regioncl.data.workers import WorkerLoader, main_handles
 
-        FLAGS = pathlib.Path(sys.argv[1])
+        FLAGS, START_METHOD = pathlib.Path(sys.argv[1]), sys.argv[2]
+        seed = random.seed
 
-        class Held(torch.utils.data.Dataset):
-            def __init__(self):
-                self.n = 16  # pickle calls __setstate__ only for a non-empty state
-
-            def __len__(self):
-                return self.n
-
-            def __getitem__(self, i):
-                return torch.tensor([i])
-
-            def __setstate__(self, state):  # runs in the worker as it unpickles its arguments
+        def held_seed(*args):  # torch's worker loop seeds `random` between its handlers and worker_init_fn
+            if multiprocessing.parent_process() is not None:
                 (FLAGS / f"started-{os.getpid()}").touch()
                 deadline = time.time() + 60
                 while not (FLAGS / "signalled").exists() and time.time() < deadline:
                     time.sleep(0.01)
-                self.__dict__.update(state)
+            seed(*args)
+
+        random.seed = held_seed  # at the top level: a spawned worker runs it again as it imports this file
 
         if __name__ == "__main__":
-            loader = WorkerLoader(Held(), batch_size=4, num_workers=2, multiprocessing_context="spawn")
+            loader = WorkerLoader(torch.arange(16), batch_size=4, num_workers=2, multiprocessing_context=START_METHOD)
             with main_handles([signal.SIGTERM]):
                 it = iter(loader)
                 deadline = time.time() + 60
@@ -94,11 +44,12 @@ def test_spawned_workers_signalled_as_they_start_still_deliver_every_batch(tmp_p
                     time.sleep(0.01)
                 pids = [p.name.split("-")[1] for p in FLAGS.glob("started-*")]
                 assert len(pids) == 2, pids
-                subprocess.run(["kill", "-TERM", *pids], check=True)
+                subprocess.run(["kill", "-TERM", *pids], check=True)  # sent by `kill`, not by the main process
                 (FLAGS / "signalled").touch()
-                print(torch.cat(list(it)).flatten().tolist())
+                print(torch.cat(list(it)).tolist())
     """))
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), start_method],
+                          capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(list(range(16)))
 
@@ -106,12 +57,18 @@ def test_spawned_workers_signalled_as_they_start_still_deliver_every_batch(tmp_p
 def test_workers_outside_main_handles_keep_torchs_behaviour(tmp_path):
     """Only the signals the main process handles are left to it: a SIGTERM to a worker of a loader
     started outside :func:`main_handles` still ends that worker, and the loader says so."""
-    loader = WorkerLoader(Numbers(), batch_size=1, num_workers=1, persistent_workers=True, prefetch_factor=1)
+    # plain lists as batches: a tensor batch in flight is passed as a file descriptor by its worker,
+    # and a worker killed meanwhile would fail that hand-over first, with another error
+    loader = WorkerLoader(list(range(16)), batch_size=1, num_workers=1, persistent_workers=True,
+                          prefetch_factor=1, collate_fn=list)
     it = iter(loader)
     next(it)
-    with pytest.raises(RuntimeError, match="DataLoader worker"):
-        subprocess.run(["kill", "-TERM", str(it._workers[0].pid)], check=True)
-        list(it)
+    try:
+        with pytest.raises(RuntimeError, match="DataLoader worker"):
+            subprocess.run(["kill", "-TERM", str(it._workers[0].pid)], check=True)
+            list(it)
+    finally:
+        it._shutdown_workers()  # else torch reports the dead worker again at the next SIGCHLD, anywhere
 
 
 def test_a_crash_with_live_workers_exits_instead_of_waiting_for_them(tmp_path):
