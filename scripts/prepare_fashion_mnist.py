@@ -17,6 +17,10 @@ carved from the *training* images only (the official test split stays for final 
 
 With the same size and seed, subsetN/train and holdoutN/val are the same images (one draw from the
 same labels): never score a model pretrained on subsetN/train on holdoutN/val.
+
+    --frame 0.25     every image (all the folders above) shrunk so that the garment's 28 × 28 frame
+                     covers this fraction of the image's area, centred on an empty (black) 28 × 28
+                     canvas: small centred objects at the same input size. Give it its own OUT.
 """
 
 from __future__ import annotations
@@ -51,6 +55,19 @@ def stratified_pick(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([rng.choice(ix, k, replace=False) for ix, k in zip(per_class, take)]))
 
 
+def frame(images: np.ndarray, area: float) -> np.ndarray:
+    """``images`` ``(N, H, W)`` shrunk to cover ``area`` of their own size (box filter, the side
+    rounded to a pixel), centred on a black canvas of the original size."""
+    n, h, w = images.shape
+    side_h, side_w = round(h * area ** 0.5), round(w * area ** 0.5)
+    top, left = (h - side_h) // 2, (w - side_w) // 2
+    out = np.zeros_like(images)
+    for i in range(n):
+        small = Image.fromarray(images[i], mode="L").resize((side_w, side_h), Image.Resampling.BOX)
+        out[i, top : top + side_h, left : left + side_w] = np.asarray(small)
+    return out
+
+
 def write_folder(out: Path, images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
     """One PNG per image, named by its index in the official split, under ``out/CLASS/``.
 
@@ -78,7 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--holdout-subset", type=int,
                    help="with --holdout: write holdoutN/subsetM/train, a class-balanced M of holdoutN/train")
     p.add_argument("--seed", type=int, default=0, help="seed of the holdout and subset draws")
+    p.add_argument("--frame", type=float, default=1.0,
+                   help="area fraction the garment covers, centred on an empty canvas of the same size (default 1)")
     a = p.parse_args(argv)
+    if not 0 < a.frame <= 1:
+        p.error(f"--frame is a fraction of the image's area in (0, 1], got {a.frame}")
     if a.holdout_subset is not None and a.holdout is None:
         p.error("--holdout-subset draws from holdoutN/train: give --holdout N too")
     data = {}
@@ -90,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         images, labels = (read_idx(f) for f in files)
         if len(images) != len(labels):
             p.error(f"{split}: {len(images)} images but {len(labels)} labels")
-        data[split] = images, labels
+        data[split] = (frame(images, a.frame) if a.frame < 1 else images), labels
     images, labels = data["train"]
     for n in (a.holdout, a.subset):
         if n is not None and not 0 < n < len(labels):

@@ -13,6 +13,7 @@ A study is a YAML file (``studies/fmnist.yaml``)::
     probe: {train_data: ..., val_data: ..., standardize: true, lr: 0.1}   # `regioncl probe` options
     runs:
       - {name: mocov2, recipe: fmnist_mocov2}
+      - {name: mocov2_small, recipe: fmnist_mocov2, options: {data.source: ...}, probe: {train_data: ...}}
       - {name: regioncl_m, recipe: fmnist_regioncl_m}
       - {name: random_init, recipe: fmnist_mocov2, options: {optim: {max_steps: 0}}, seeds: [0], reference: true}
     pairs: [[regioncl_m, mocov2]]       # RegionCL-X − X: the difference and its standard error, one plot each
@@ -78,6 +79,8 @@ class RunSpec:
         reference: a reference line (the random-init encoder, say), in the table but in no pair.
         probe: whether the linear probe runs on it.
         image_size: the pretraining image size, at which the probe runs too.
+        probe_options: the probe's options for this configuration (the study's ``probe``, then
+            the run's own, then ``--probe-set``).
     """
 
     name: str
@@ -86,6 +89,7 @@ class RunSpec:
     reference: bool = False
     probe: bool = True
     image_size: int = 224
+    probe_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,6 +157,7 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     default_seeds = [int(s) for s in raw.get("seeds", [0])]
+    study_probe = _mapping(raw.get("probe"), f"{where}: probe")
     runs: list[RunSpec] = []
     for i, entry in enumerate(raw.get("runs") or []):
         entry = _mapping(entry, f"{where}: runs[{i}]")
@@ -178,8 +183,11 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
         except (OSError, ValueError) as e:
             raise ValueError(f"{where}: run {name!r}: {e}") from None
         seeds = [int(s) for s in entry.get("seeds", default_seeds)]
-        runs.append(RunSpec(name, options, seeds, bool(entry.get("reference", False)), bool(entry.get("probe", True)),
-                            config.data.image_size))
+        # `probe: false` leaves the probe out; a mapping is this run's own probe options (its data, say).
+        own_probe = entry.get("probe", True)
+        probe_options = {**study_probe, **(own_probe if isinstance(own_probe, dict) else {}), **(probe_overrides or {})}
+        runs.append(RunSpec(name, options, seeds, bool(entry.get("reference", False)), own_probe is not False,
+                            config.data.image_size, probe_options))
     if not runs:
         raise ValueError(f"{where} lists no runs")
     names = {r.name for r in runs}
@@ -197,7 +205,7 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
         bad = sorted(set(extra["metrics"]) - set(PAIR_METRICS))
         if bad:
             raise ValueError(f"{where}: extra_seeds metrics {bad} unknown; known: {list(PAIR_METRICS)}")
-    probe = {**_mapping(raw.get("probe"), f"{where}: probe"), **(probe_overrides or {})}
+    probe = {**study_probe, **(probe_overrides or {})}
     prepare = [_mapping(p, f"{where}: prepare[{i}]") for i, p in enumerate(raw.get("prepare") or [])]
     for i, step in enumerate(prepare):
         if not step.get("creates") or not step.get("run"):
@@ -307,7 +315,7 @@ class StudyRunner:
         return options_digest(spec.options, self._probe_options(spec, seed=None))
 
     def _probe_options(self, spec: RunSpec, seed: int | None) -> dict[str, Any]:
-        return {"image_size": spec.image_size, **({} if seed is None else {"seed": seed}), **self.study.probe}
+        return {"image_size": spec.image_size, **({} if seed is None else {"seed": seed}), **spec.probe_options}
 
     def _call(self, command: list[str], stdout_to: Path | None = None) -> None:
         self.echo("== " + shlex.join(command) + (f" > {stdout_to}" if stdout_to else ""))
@@ -342,7 +350,8 @@ class StudyRunner:
     def probe(self, spec: RunSpec, seed: int) -> bool:
         """The linear probe of a finished run, unless it has one; True when it started a process."""
         run = self.study.run_dir(spec.name, seed)
-        if not spec.probe or (run / "linear.json").is_file() or not (self.dry_run or run_finished(run)):
+        if (not spec.probe or (run / "linear.json").is_file() or run.name in self.recorded()
+                or not (self.dry_run or run_finished(run))):
             return False  # a recorded run has no folder here to probe: its row keeps what it has
         options = self._probe_options(spec, seed)
         command = [*regioncl_command("probe", self.study.launcher), str(run), *option_flags(options)]

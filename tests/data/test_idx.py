@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from regioncl.data import build_source
@@ -95,3 +96,22 @@ def test_prepare_fashion_mnist_derived_sets(tmp_path):
     assert alone.returncode != 0 and "--holdout" in alone.stderr
     too_big = prepare(str(out), "--source", str(src), "--holdout", "20", "--holdout-subset", "80")
     assert too_big.returncode != 0 and "between 1 and 79" in too_big.stderr
+
+
+def test_prepare_fashion_mnist_frames_each_garment_small_and_centred(tmp_path):
+    src = tmp_path / "src"
+    write_fake_fashion_mnist(src, 10, 10)
+    plain, framed = tmp_path / "fm", tmp_path / "fm-frame"
+    assert prepare(str(plain), "--source", str(src)).returncode == 0
+    proc = prepare(str(framed), "--source", str(src), "--frame", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    for name in sorted(names(plain / "test")):
+        before = np.asarray(Image.open(plain / "test" / name))
+        after = np.asarray(Image.open(framed / "test" / name))
+        assert after.shape == before.shape == (28, 28)
+        # The garment is the central 14 × 14 (a quarter of the area), the box-filtered original; the rest is empty.
+        assert after[7:21, 7:21].any() and not after[:7].any() and not after[21:].any()
+        assert not after[:, :7].any() and not after[:, 21:].any()
+        assert np.abs(after[7:21, 7:21].astype(float) - before.reshape(14, 2, 14, 2).mean((1, 3))).max() <= 1
+    bad = prepare(str(tmp_path / "x"), "--source", str(src), "--frame", "1.5")
+    assert bad.returncode != 0 and "--frame" in bad.stderr

@@ -100,6 +100,26 @@ def write_study(tmp_path: Path, **extra) -> Path:
     return path
 
 
+def test_a_run_may_give_its_own_probe_options_over_the_studys(tmp_path):
+    path = write_study(tmp_path, runs=[
+        {"name": "mocov2", "options": {"method": "mocov2"}},
+        {"name": "small", "options": {"method": "mocov2"}, "probe": {"train_data": "/small", "lr": 0.5}},
+        {"name": "unprobed", "options": {"method": "mocov2"}, "probe": False}], pairs=[])
+    study = load_study(path, probe_overrides={"epochs": 3})
+    assert study.spec("mocov2").probe_options == {**study.probe, "epochs": 3}
+    small = study.spec("small").probe_options
+    assert small["train_data"] == "/small" and small["lr"] == 0.5 and small["val_data"] == "sample"
+    assert small["epochs"] == 3 and study.spec("small").probe and not study.spec("unprobed").probe
+    runner = StudyRunner(study, dry_run=True, echo=lambda line: None)
+    commands = []
+    runner._call = lambda command, stdout_to=None: commands.append(command)
+    runner.probe(study.spec("small"), 0)
+    flags = commands[0]
+    assert flags[flags.index("--train_data") + 1] == "/small" and flags[flags.index("--lr") + 1] == "0.5"
+    # The digest of a row follows its own probe options: a row made with the study's is not reused.
+    assert runner._digest(study.spec("small")) != runner._digest(study.spec("mocov2"))
+
+
 def test_study_file_errors_name_the_place(tmp_path):
     path = write_study(tmp_path)
     study = load_study(path, {"data.image_size": 64}, {"epochs": 3})
@@ -184,6 +204,11 @@ def test_recorded_rows_stand_for_runs_whose_folders_are_gone(tmp_path):
     first = StudyRunner(study, echo=lambda line: None).summarize()
     assert all(r["options_digest"] for r in first["runs"])
     shutil.rmtree(runs)
+
+    # A dry run lists what a real run would start: nothing, neither a pretraining nor a probe.
+    planned = []
+    StudyRunner(load_study(path), dry_run=True, echo=planned.append).run()
+    assert not [line for line in planned if "pretrain" in line or "linear probe" in line], planned
 
     lines = []
     runner = StudyRunner(load_study(path), echo=lines.append)
@@ -282,5 +307,5 @@ def test_shipped_studies_load_and_never_score_on_their_pretraining_images(path):
     study = load_study(path)  # every run's recipe resolves to a valid config
     for spec in study.runs:
         source = spec.options["data"]["source"]
-        scored_on = {spec.options["knn"].get("val_data"), study.probe.get("val_data")} - {None}
+        scored_on = {spec.options["knn"].get("val_data"), spec.probe_options.get("val_data")} - {None}
         assert source not in scored_on, f"{spec.name} is scored on the images it pretrains on"
