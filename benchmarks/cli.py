@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import tempfile
+from pathlib import Path
 
 
 import torch
@@ -93,7 +94,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     pipe.add_argument("--jpeg-quality", type=int, default=90)
     pipe.add_argument("--rounds", type=int, default=5, help="timed passes per pipeline")
     pipe.add_argument("--no-draft", dest="draft", action="store_false", help="decode every JPEG at full size")
+    start = p.add_argument_group("start-up (--startup)")
+    start.add_argument("--startup", action="store_true", help="time `regioncl ... --help` in fresh processes instead")
+    start.add_argument("--roots", nargs="+", default=None,
+                       help="copies of the package to compare (folders holding regioncl/; default: this clone)")
     a = p.parse_args(argv)
+    if a.startup:
+        from benchmarks.startup import format_startup_table, startup_times
+
+        roots = a.roots or [str(Path(__file__).resolve().parents[1])]
+        times = startup_times(roots, rounds=a.rounds)
+        print(f"# python -m regioncl COMMAND in a fresh process, median of {a.rounds} rounds, the roots in turns; "
+              f"{platform.processor() or platform.machine()}, cpu_count={os.cpu_count()}, Python "
+              f"{platform.python_version()}")
+        print(format_startup_table(times))
+        return
     if (a.sides or a.processes) and a.compare != "lightly":
         p.error("--sides and --processes go with --compare lightly")
     if a.processes and not a.keep_host_memory:

@@ -87,17 +87,26 @@ class Encoder(nn.Module):
     def __init__(self, spec: BackboneSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.model = timm.create_model(
-            spec.architecture, pretrained=False, num_classes=0, global_pool="", **spec.model_args
-        )
+        if "pretrained" in spec.model_args:
+            raise UserError("backbone arguments may not set 'pretrained': start from pretrained weights with "
+                            "--model.init timm (or a run, an export, a weights file)")
+        try:
+            self.model = timm.create_model(
+                spec.architecture, pretrained=False, num_classes=0, global_pool="", **spec.model_args
+            )
+        except TypeError as e:  # an argument the architecture does not take
+            raise UserError(f"backbone {spec.name!r} does not take the arguments {spec.model_args}: {e}") from None
         self.num_features = int(self.model.num_features)
         self.stride = _output_stride(self.model)
 
     def check_image_size(self, image_size: int) -> int:
-        """Return the feature grid side G = image_size / stride.
+        """Return the feature grid side G = image_size / stride, once one image of that size has
+        gone through the backbone (in eval mode, no gradient) and come out as a ``(1, C, G, G)``
+        map: a backbone that cannot take the size, or that is not a CNN, is refused before training.
 
         Raises:
-            ValueError: if ``image_size`` is not a positive multiple of the stride.
+            ValueError: if ``image_size`` is not a positive multiple of the stride, or the backbone
+                does not return a ``(B, C, G, G)`` feature map at that size.
         """
         if image_size <= 0 or image_size % self.stride != 0:
             lo = max(self.stride, image_size // self.stride * self.stride)
@@ -106,7 +115,23 @@ class Encoder(nn.Module):
                 f"{self.stride} of backbone {self.spec.name!r}: region boxes must align "
                 f"with feature cells. Use e.g. {lo} or {lo + self.stride}."
             )
-        return image_size // self.stride
+        grid = image_size // self.stride
+        weight = next(self.model.parameters())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(torch.zeros(1, 3, image_size, image_size, device=weight.device, dtype=weight.dtype))
+        except Exception as e:  # timm's own checks: an AssertionError, a RuntimeError of a shape
+            raise UserError(f"backbone {self.spec.name!r} cannot take {image_size} px images "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}); RegionCL "
+                            "needs a CNN backbone that returns a feature map") from None
+        finally:
+            self.model.train(was_training)
+        if out.ndim != 4 or tuple(out.shape[2:]) != (grid, grid):
+            raise UserError(f"backbone {self.spec.name!r} returned a tensor of shape {tuple(out.shape)} at "
+                            f"{image_size} px, not a (1, C, {grid}, {grid}) feature map; RegionCL needs a CNN backbone")
+        return grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, 3, S, S)`` → feature map ``(B, C, S/s, S/s)``."""

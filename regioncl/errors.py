@@ -13,3 +13,21 @@ class UserError(ValueError):
 
 class UserFileNotFoundError(UserError, FileNotFoundError):
     """A file, folder, recipe, dataset or checkpoint that is not there."""
+
+
+#: stopped by a signal, a checkpoint saved at the step reached (EX_TEMPFAIL: try again).
+EXIT_STOPPED = 75
+#: stopped at a non-finite loss; no checkpoint was written from those weights (EX_DATAERR).
+EXIT_NONFINITE = 65
+#: a checkpoint could not be written (EX_IOERR); the earlier ones are intact.
+EXIT_CHECKPOINT = 74
+#: too many training images could not be read; a checkpoint was saved at the step reached (EX_NOINPUT).
+EXIT_BAD_DATA = 66
+
+
+class RunStopped(Exception):
+    """The run stopped on purpose: ``message`` for a person, ``exit_code`` for the shell."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -35,6 +35,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets one to read it, a race with
+    other threads creating files), where /proc says it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(path: str | os.PathLike) -> None:
+    """Give a file the permissions ``open()`` would have given it (0666 less the umask). safetensors
+    writes 0600 files: on a shared file system a colleague could not load the weights."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def save_safetensors(tensors: dict[str, Any], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """``tensors`` written atomically to ``path`` as safetensors, readable as every other file of the run."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        usual_mode(tmp)
+
+    return atomic_write(path, write)
+
+
 def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "regioncl"
 # Layer of each top-level name under regioncl; the package root (the public API) is exempt.
 LAYERS = {
-    **dict.fromkeys(["rng", "files", "errors", "processes", "distributed", "backbones", "swapping", "pooling", "losses", "queue", "heads",
+    **dict.fromkeys(["rng", "files", "errors", "spelling", "processes", "distributed", "backbones", "swapping", "pooling", "losses", "queue", "heads",
                      "region"], 0),
     "methods": 1, "data": 1, "export": 2, "eval": 3, "train": 4, "study": 5, "cli": 6,
 }

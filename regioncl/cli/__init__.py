@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import UserError
+from ..errors import RunStopped, UserError
 
 #: subcommand → (module under regioncl.cli, what it does)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,14 +40,12 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: regioncl COMMAND [options]   (regioncl COMMAND --help for its options)", "", "commands:"]
     lines += [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
-    lines += ["", "--debug (or REGIONCL_DEBUG=1) shows the traceback of an error."]
+    lines += ["", "--debug (or REGIONCL_DEBUG=1) shows the traceback of an error; -V, --version the version."]
     return "\n".join(lines)
 
 
 def run(command: str, argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (0, or what an error or a stop calls for)."""
-    from ..train.preemption import RunStopped
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("REGIONCL_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
@@ -71,12 +69,16 @@ def main(argv: list[str] | None = None) -> Any:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         sys.exit(0 if argv else 2)
-    if argv[0] == "--version":
+    if argv[0] in ("-V", "--version"):
         from .. import __version__
 
         print(f"regioncl {__version__}")
         sys.exit(0)
     if argv[0] not in COMMANDS:
-        print(f"regioncl: error: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        print(f"regioncl: error: unknown command {argv[0]!r}; {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(run(argv[0], argv[1:]))

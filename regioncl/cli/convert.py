@@ -16,14 +16,13 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import torch
-
-from ..export.transfer import detectron2_checkpoint, load_and_convert, timm_to_detectron2, timm_to_mmdet
 from ..files import atomic_write
 from .common import parser
 
 
 def to_detectron2(p, encoder: Path, out: Path) -> None:
+    from ..export.transfer import detectron2_checkpoint, load_and_convert, timm_to_detectron2
+
     state, mapped = load_and_convert(p, encoder, timm_to_detectron2)
     ckpt = detectron2_checkpoint(mapped)
 
@@ -40,6 +39,10 @@ def to_detectron2(p, encoder: Path, out: Path) -> None:
 
 
 def to_mmdet(p, encoder: Path, out: Path) -> None:
+    import torch
+
+    from ..export.transfer import load_and_convert, timm_to_mmdet
+
     state, converted = load_and_convert(p, encoder, timm_to_mmdet)
     # Plain str/int values only, so the file also loads under torch.load(weights_only=True).
     meta = {"converter": "regioncl convert mmdet", "source": str(encoder), "key_prefix": "backbone.",

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from typing import Any, Callable
 
-from ..data import build_source
-from ..data.sources import num_classes as num_classes_of
-from ..distributed import make_accelerator
 from ..errors import UserError
+from ..spelling import did_you_mean, underscored
 
 
 def evaluation_parser(doc: str, config_cls: type, prog: str | None = None) -> Any:
     """ENCODER, ``--train_data``/``--val_data`` (and their splits, ``--num_classes``), and one option
     per field of ``config_cls`` with its help text."""
-    from jsonargparse import ArgumentParser, set_parsing_settings
+    from ..train.config import jsonargparse_parser
 
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    p = ArgumentParser(prog=prog, description=doc, exit_on_error=False)
-    p.add_argument("encoder", help="a run/checkpoint folder, a weights file, or a timm local-dir:/hf-hub: name")
-    p.add_argument("--train_data", default="sample", help='"sample", a folder, or hf:ID[:SPLIT]')
-    p.add_argument("--val_data", default="sample")
+    p = jsonargparse_parser(prog, doc, usage=f"{prog or 'regioncl'} ENCODER [--train_data DATA --val_data DATA] "
+                                             "[--OPTION VALUE ...]")
+    p.add_argument("encoder", help="a run, checkpoint or export folder, a weights file, or a timm local-dir:/hf-hub: name")
+    p.add_argument("--train_data", default="sample", help='labelled training images: "sample", a folder, or hf:ID[:SPLIT]')
+    p.add_argument("--val_data", default="sample", help="labelled images to score, other than the training images")
     p.add_argument("--train_split", default="train")
     p.add_argument("--val_split", default="val")
     p.add_argument("--num_classes", type=int, default=None, help="default: the largest label + 1 of the training data")
@@ -41,18 +40,33 @@ def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., 
     accelerator)`` on Accelerate; the main process prints the result as one JSON line."""
     p = evaluation_parser(doc, config_cls, prog)
     try:
-        a = p.parse_args(argv)
+        a = p.parse_args(underscored(sys.argv[1:] if argv is None else argv))
     except Exception as e:  # jsonargparse's ArgumentError: a bad option or value
-        raise UserError(f"{e} (see {p.prog} --help)") from None
+        options = [o for action in p._actions for o in action.option_strings]
+        raise UserError(f"{did_you_mean(str(e), options)} (see {p.prog} --help)") from None
+    from ..data.sources import same_images
+
+    if same_images(a.train_data, a.train_split, a.val_data, a.val_split):
+        raise UserError(f"the val data ({a.val_data}, split {a.val_split}) is the training data ({a.train_data}, "
+                        f"split {a.train_split}) or a part of it: score on held-out images (--val_data)")
     cfg = config_cls(**{f.name: a[f.name] for f in dataclasses.fields(config_cls)})
+    from ..data import build_source
+    from ..data.sources import num_classes as num_classes_of
+    from ..distributed import make_accelerator
+    from ..eval.features import trained_image_size
+
+    cfg = dataclasses.replace(cfg, image_size=cfg.image_size or trained_image_size(a.encoder) or 224)
     train = build_source(a.train_data, a.train_split, image_size=cfg.image_size)
     val = build_source(a.val_data, a.val_split, image_size=cfg.image_size)
     num_classes = a.num_classes or num_classes_of(train)  # from the source's metadata: no image decoded
     if num_classes <= 0:
-        raise UserError(f"the training data {a.train_data!r} has no labels")
+        raise UserError(f"the training data {a.train_data!r} has no labels (class subfolders, or a label column)")
+    if num_classes_of(val) <= 0:
+        raise UserError(f"the val data {a.val_data!r} has no labels (class subfolders, or a label column)")
     acc = make_accelerator()
     result = evaluate(a.encoder, train, val, num_classes, cfg, acc)
-    out = {"encoder": a.encoder, "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs}
+    out = {"encoder": a.encoder, "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs,
+           "image_size": cfg.image_size, "classes": num_classes}
     if acc.is_main_process:
         print(json.dumps(out))
     acc.end_training()  # every process tears the group down together

@@ -10,20 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from ..backbones import create_encoder
-from ..data import build_source, eval_transform
-from ..files import config_value
-from ..study.plots import plot_compare, plot_composites, plot_embeddings, plot_run
-from ..swapping import region_swap
 from .common import parser
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> list[Path]:
     p = parser(__doc__, prog)
     p.add_argument("runs", nargs="*", help="pretraining output folders (with metrics.jsonl)")
-    p.add_argument("--embeddings", help="a Parquet file of `regioncl embed`: draw its 2-D map, coloured by label")
+    p.add_argument("--embeddings", help="a Parquet file of `regioncl embed`: draw its 2-D map, coloured by class")
     p.add_argument("--method", choices=["pca", "umap"], default="pca", help="for --embeddings (umap: pip install umap-learn)")
     p.add_argument("--out", default="plots")
     p.add_argument("--composites", action="store_true", help="also draw composites of the sample set")
@@ -31,6 +24,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[Path]:
     a = p.parse_args(argv)
     if not a.runs and not a.embeddings:
         p.error("give run folders, or --embeddings FILE")
+    import torch
+
+    from ..backbones import create_encoder
+    from ..data import build_source, eval_transform
+    from ..files import config_value
+    from ..study.plots import plot_compare, plot_composites, plot_embeddings, plot_run
+    from ..swapping import region_swap
+
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -1,18 +1,22 @@
 """Publish a pretrained encoder to the Hugging Face Hub as a plain timm model, with its card.
 
-    regioncl push runs/regioncl_m_r50 --zoo regioncl_m_r50 --dry-run
-    regioncl push runs/mine --repo-id me/regioncl_m_r18 --method regioncl_m --private
+    regioncl push runs/mine --repo-id me/regioncl_m_r18 --dry-run       # the release, listed; nothing uploaded
+    regioncl push runs/mine --repo-id me/regioncl_m_r18 --private --metrics '{"knn_top1": 81.3}'
+    regioncl push runs/regioncl_m_r50 --zoo regioncl_m_r50              # an entry of the model zoo
 
+The card says what the run's own record says: its method, its data (a Hub dataset by its id; a
+local folder as such, never its path), the steps and epochs trained, its settings and input size,
+the weights it started from. A zoo entry the run contradicts (method, backbone, epochs) is refused.
 The token comes from `hf auth login` or HF_TOKEN; it is never written to disk, logs or the card.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
-from ..export.hub import load_zoo, prepare_release, push
 from .common import parser
 
 
@@ -22,14 +26,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--zoo", help="publish this entry of the model zoo (the shipped hub/zoo.yaml, or --zoo-file)")
     p.add_argument("--zoo-file", help="a zoo registry of your own (the layout of hub/zoo.yaml)")
     p.add_argument("--repo-id", help="ORG/NAME (default: the zoo entry's)")
-    p.add_argument("--method", help="without --zoo: the method name for the card")
+    p.add_argument("--method", help="without --zoo: the method (default: the run's; another one is refused)")
     p.add_argument("--backbone", help="without --zoo: default is the training config's")
     p.add_argument("--metrics", type=json.loads, help="JSON of measured metrics for the card")
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to (created if missing)")
-    p.add_argument("--out", help="folder to write the release into (default: a temporary folder)")
-    p.add_argument("--dry-run", action="store_true", help="write the folder and list what would be uploaded")
+    p.add_argument("--out", help="a new folder to keep the release in (default: a temporary one, removed after)")
+    p.add_argument("--dry-run", action="store_true", help="write the release and list what would be uploaded")
     a = p.parse_args(argv)
+    from ..export.hub import load_zoo, prepare_release, push
 
     if a.zoo:
         zoo = load_zoo(a.zoo_file)
@@ -37,23 +42,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             p.error(f"no zoo entry {a.zoo!r}; entries: {sorted(zoo)}")
         entry = dict(zoo[a.zoo])
     else:
-        if not (a.repo_id and a.method):
-            p.error("without --zoo, give --repo-id and --method")
+        if not a.repo_id:
+            p.error("without --zoo, give --repo-id ORG/NAME")
         entry = {"method": a.method}
     entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", a.metrics)) if v})
-    if "backbone" not in entry:
-        from ..export.checkpoints import find_checkpoint_file
-        from ..files import config_value
-
-        entry["backbone"] = config_value(find_checkpoint_file(a.checkpoint)[1], "model.backbone")
-    out = Path(a.out or tempfile.mkdtemp(prefix="regioncl-release-"))
-    folder = prepare_release(a.checkpoint, out, entry)
-    files = sorted(folder.iterdir())
-    target = f"{entry['repo_id']}" + (f"@{a.revision}" if a.revision else "") + (" (private)" if a.private else "")
-    print(f"release folder {folder} → {target}")
-    for f in files:
-        print(f"  {f.name:20s} {f.stat().st_size:>12,d} bytes")
-    if a.dry_run:
-        print("dry run: nothing uploaded")
-        return
-    print(push(folder, entry["repo_id"], private=a.private, revision=a.revision))
+    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="regioncl-release-"))
+    try:
+        folder = prepare_release(a.checkpoint, out, entry)
+        target = f"{entry['repo_id']}" + (f"@{a.revision}" if a.revision else "") + (" (private)" if a.private else "")
+        print(f"release {folder if a.out else '(a temporary folder; --out keeps it)'} → {target}")
+        for f in sorted(folder.iterdir()):
+            print(f"  {f.name:20s} {f.stat().st_size:>12,d} bytes")
+        if a.dry_run:
+            print("dry run: nothing uploaded")
+            return
+        print(push(folder, entry["repo_id"], private=a.private, revision=a.revision))
+    finally:
+        if not a.out:
+            shutil.rmtree(out, ignore_errors=True)

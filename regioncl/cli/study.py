@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shlex
 
-from ..study.runner import StudyRunner, load_study, parse_assignments
 from .common import parser
 
 
@@ -34,6 +33,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--summarize", action="store_true", help="only write the table, the JSON and the plots")
     a = p.parse_args(argv)
+    from ..study.runner import StudyRunner, load_study, parse_assignments
+
     if (a.set or a.probe_set) and not a.out:
         p.error("--set/--probe-set change the runs: give them their own --out")
     try:

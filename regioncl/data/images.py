@@ -26,7 +26,13 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", "
 # images (logos, icons) whose designers assume a white page.
 ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
-def load_decodable(source: Any, index: int, max_retries: int = 10, draft: Callable | None = None) -> tuple[Any, int, int, int]:
+#: consecutive unreadable images an item walks past before it gives up: a folder of corrupt downloads
+#: sorted together is skipped, counted and judged by the run's limits (data.max_bad_*), not fatal at once.
+MAX_CONSECUTIVE_BAD = 100
+
+
+def load_decodable(source: Any, index: int, max_retries: int = MAX_CONSECUTIVE_BAD,
+                   draft: Callable | None = None) -> tuple[Any, int, int, int]:
     """``(image, label, index used, bad images skipped)``: ``source[index]``, or when that image
     cannot be decoded the next decodable one (``index + 1``, … wrapping around), each bad
     one logged with its id. ``draft`` goes to the source's ``load(index, draft)`` where it has
@@ -36,6 +42,7 @@ def load_decodable(source: Any, index: int, max_retries: int = 10, draft: Callab
         RuntimeError: after ``max_retries + 1`` consecutive bad images.
     """
     n = len(source)
+    max_retries = min(max_retries, n - 1)  # every image once at most
     current = index
     reasons = []
     load = getattr(source, "load", None)

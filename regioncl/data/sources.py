@@ -96,3 +96,18 @@ def num_classes(source: Any) -> int:
         return max(source.labels(), default=-1) + 1
     label_of = getattr(source, "label_of", None)
     return max((label_of(i) for i in range(len(source))), default=-1) + 1 if label_of is not None else 0
+
+
+def same_images(spec_a: str, split_a: str, spec_b: str, split_b: str) -> bool:
+    """Whether two source specs name the same images, or one a part of the other's: the same
+    split of the sample set or of a dataset, or folders one inside the other (a folder source
+    has no splits: its split is ignored)."""
+    if spec_a == "sample" or spec_b == "sample":
+        return spec_a == spec_b and split_a == split_b
+    if spec_a.startswith("hf:") or spec_b.startswith("hf:"):
+        if not (spec_a.startswith("hf:") and spec_b.startswith("hf:")):
+            return False
+        (path_a, hf_a), (path_b, hf_b) = _parse_hf_spec(spec_a[3:], split_a), _parse_hf_spec(spec_b[3:], split_b)
+        return os.path.normpath(path_a) == os.path.normpath(path_b) and hf_a == hf_b
+    a, b = os.path.realpath(spec_a), os.path.realpath(spec_b)
+    return os.path.commonpath([a, b]) in (a, b)

@@ -23,7 +23,7 @@ import torch.utils.data
 
 from ..rng import derive_seed
 from .hf import HFSource
-from .images import BadImageError, load_decodable
+from .images import MAX_CONSECUTIVE_BAD, BadImageError, load_decodable
 
 __all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset"]
 
@@ -118,7 +118,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
     (epoch, index), so a substitute is augmented differently from its own item.
     """
 
-    def __init__(self, source: Any, transform: Callable, seed: int = 0, max_retries: int = 10):
+    def __init__(self, source: Any, transform: Callable, seed: int = 0, max_retries: int = MAX_CONSECUTIVE_BAD):
         if getattr(source, "is_streaming", False):
             raise TypeError("TwoViewDataset needs a map-style source; use StreamingTwoViewDataset for streaming")
         if max_retries < 0:

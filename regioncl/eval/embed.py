@@ -1,10 +1,12 @@
 """Embeddings out: the pooled, L2-normalised features of every image of a source, as Parquet.
 
 Rows: ``index`` (the image's position in the source, or in its reader's part of a stream),
-``id`` (its path, dataset key or name), ``label`` (null without one) and ``embedding``
-(``dim`` float32, unit norm). The work is cut into chunks of images; each chunk is written as
-a Parquet file of its own under ``OUTPUT.parts/`` (atomically), so a killed run, started again,
-skips the chunks it already wrote; at the end the parts are joined into ``OUTPUT`` one row group
+``id`` (its path, dataset key or name), ``label`` (null without one), ``class`` (the label's name:
+the class folder, the dataset's class name; null without one) and ``embedding`` (``dim`` float32,
+unit norm). The file's metadata holds the class names in label order (``regioncl.classes``, JSON).
+The work is cut into chunks of images; each chunk is written as a Parquet file of its own under
+``OUTPUT.parts/`` (atomically), so a killed run, started again, skips the chunks it already
+wrote; at the end the parts are joined into ``OUTPUT`` one row group
 at a time (memory stays that of a chunk) and removed. Under ``accelerate launch`` process r
 embeds its own contiguous share of the images (of a stream: its own shards), and the parts are
 joined in rank order: a map-style source gives the same file, row for row, for any number of
@@ -82,7 +84,8 @@ def _stream_items(source: Any, transform: Any, reader: int, readers: int, skip: 
             logger.warning("left out bad image %s: %s", err.image_id, err.reason)
 
 
-def _write_part(path: Path, ids: list[str], indices: list[int], labels: list[int], vectors: torch.Tensor) -> None:
+def _write_part(path: Path, ids: list[str], indices: list[int], labels: list[int], vectors: torch.Tensor,
+                classes: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -91,8 +94,10 @@ def _write_part(path: Path, ids: list[str], indices: list[int], labels: list[int
         "index": pa.array(indices, pa.int64()),
         "id": pa.array(ids, pa.string()),
         "label": pa.array([label if label >= 0 else None for label in labels], pa.int64()),
+        "class": pa.array([classes[label] if 0 <= label < len(classes) else None for label in labels], pa.string()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.numpy().reshape(-1), pa.float32()), dim),
     })
+    table = table.replace_schema_metadata({"regioncl.classes": json.dumps(classes)})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -112,7 +117,7 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
     parts = output.with_name(output.name + ".parts")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     # The parts are this exact job's: another split (processes, chunk size) or source starts over.
-    job = {"processes": world, "chunk_size": chunk_size, "source": repr(getattr(source, "path", source)),
+    job = {"schema": 2, "processes": world, "chunk_size": chunk_size, "source": repr(getattr(source, "path", source)),
            "images": None if getattr(source, "is_streaming", False) else len(source)}
     if accelerator.is_main_process:
         written = parts / "job.json"
@@ -126,8 +131,9 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
     if channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     streaming = bool(getattr(source, "is_streaming", False))
+    classes = [str(c) for c in getattr(source, "classes", None) or []]
     if streaming:
-        _embed_stream(encoder, source, transform, parts, accelerator, batch_size, chunk_size, channels_last)
+        _embed_stream(encoder, source, transform, parts, accelerator, batch_size, chunk_size, channels_last, classes)
     else:
         n = len(source)
         share = range(rank * n // world, (rank + 1) * n // world)  # contiguous: rank order is index order
@@ -136,7 +142,8 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
         for c, indices in enumerate(chunks):
             part = parts / f"rank{rank:05d}-{c:07d}.parquet"
             if not part.is_file():  # written by an earlier, killed run: kept
-                _embed_chunk(encoder, source, transform, indices, part, device, batch_size, num_workers, channels_last)
+                _embed_chunk(encoder, source, transform, indices, part, device, batch_size, num_workers, channels_last,
+                             classes)
             bar.update(1)
         bar.close()
     accelerator.wait_for_everyone()
@@ -148,7 +155,7 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
 
 
 def _embed_chunk(encoder: nn.Module, source: Any, transform: Any, indices: range, part: Path, device: torch.device,
-                 batch_size: int, num_workers: int, channels_last: bool) -> None:
+                 batch_size: int, num_workers: int, channels_last: bool, classes: list[str]) -> None:
     loader = DataLoader(_Indexed(source, transform, indices), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate)
     ids, kept, labels, vectors = [], [], [], []
@@ -161,13 +168,13 @@ def _embed_chunk(encoder: nn.Module, source: Any, transform: Any, indices: range
         labels += batch_labels
         ids += [image_id(source, i) for i in batch_indices]
     if vectors:
-        _write_part(part, ids, kept, labels, torch.cat(vectors))
+        _write_part(part, ids, kept, labels, torch.cat(vectors), classes)
     else:  # a chunk of undecodable images only: an empty part marks it done
-        _write_part(part, [], [], [], torch.zeros(0, 1))
+        _write_part(part, [], [], [], torch.zeros(0, 1), classes)
 
 
 def _embed_stream(encoder: nn.Module, source: Any, transform: Any, parts: Path, accelerator: Any, batch_size: int,
-                  chunk_size: int, channels_last: bool) -> None:
+                  chunk_size: int, channels_last: bool, classes: list[str]) -> None:
     import pyarrow.parquet as pq
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -187,7 +194,7 @@ def _embed_stream(encoder: nn.Module, source: Any, transform: Any, parts: Path, 
         vectors = torch.cat([_encode(encoder, torch.stack([x for x, _, _, _ in rows[i : i + batch_size]]),
                                      accelerator.device, channels_last) for i in range(0, len(rows), batch_size)])
         _write_part(parts / f"rank{rank:05d}-{c:07d}.parquet", [k for _, _, _, k in rows], [p for _, _, p, _ in rows],
-                    [label for _, label, _, _ in rows], vectors)
+                    [label for _, label, _, _ in rows], vectors, classes)
         bar.update(len(rows))
         c += 1
     bar.close()

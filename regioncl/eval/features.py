@@ -3,7 +3,9 @@ and the encoder to evaluate (a run, a checkpoint, a weights file or a timm name)
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
@@ -14,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data.images import BadImageError, load_decodable
 from ..data.workers import WorkerLoader
 from ..distributed import concat_all_gather, rank, world_size
-from ..errors import UserError
-from ..export.checkpoints import load_encoder
+from ..errors import UserError, UserFileNotFoundError
+from ..export.checkpoints import encoder_facts, find_checkpoint_file, load_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +64,50 @@ def feature_map(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return forward_features(images) if forward_features is not None else encoder(images)
 
 
+#: what every command that takes an encoder says of ENCODER
+ENCODER_FORMS = "a run folder, a checkpoint folder, an export folder, a weights file, or a timm local-dir:/hf-hub: name"
+
+
 def load_eval_encoder(spec: str) -> nn.Module:
     """A frozen encoder to evaluate: a timm ``local-dir:``/``hf-hub:`` name, or anything
-    :func:`regioncl.export.hub.export` accepts (a run folder, a checkpoint folder, a weights file)."""
-    if spec.startswith(("local-dir:", "hf-hub:")):
-        import timm
+    :func:`regioncl.export.hub.export` accepts (a run folder, a checkpoint folder, a weights file).
+    Its ``regioncl_image_size`` is the input size it was trained at, where its configuration says."""
+    if not spec.startswith(("local-dir:", "hf-hub:")):
+        return load_encoder(spec)[0]
+    import timm
 
-        return timm.create_model(spec, pretrained=True, num_classes=0)
-    return load_encoder(spec)[0]
+    if spec.startswith("local-dir:") and not (Path(spec[len("local-dir:"):]) / "config.json").is_file():
+        raise UserFileNotFoundError(f"{spec}: no config.json in that folder (an export of `regioncl export`?)")
+    try:
+        model = timm.create_model(spec, pretrained=True, num_classes=0)
+    except (OSError, RuntimeError) as e:  # not in the offline cache, no network, weights that do not fit
+        raise UserError(f"cannot load {spec} with timm: {str(e).splitlines()[0]}") from e
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+    model.regioncl_image_size = int(size[-1]) if size else None
+    return model
+
+
+def eval_image_size(encoder: nn.Module, requested: int | None = None) -> int:
+    """The input size to evaluate ``encoder`` at: ``requested``, else the size it was trained at
+    (:func:`load_eval_encoder` records it), else 224."""
+    return int(requested or getattr(encoder, "regioncl_image_size", None) or 224)
+
+
+def trained_image_size(spec: str) -> int | None:
+    """The input size the encoder ``spec`` (see :func:`load_eval_encoder`) was trained at, read from
+    its configuration without its weights; None where nothing says."""
+    try:
+        if spec.startswith("local-dir:"):
+            config = json.loads((Path(spec[len("local-dir:"):]) / "config.json").read_text())
+        elif spec.startswith("hf-hub:"):
+            from huggingface_hub import hf_hub_download
+
+            config = json.loads(Path(hf_hub_download(spec[len("hf-hub:"):], "config.json")).read_text())
+        else:
+            config = find_checkpoint_file(spec)[1]
+    except Exception:  # unreadable or absent: loading the encoder says what is wrong, in its words
+        return None
+    return encoder_facts(config)[2]
 
 
 def _share_loader(source: Any, transform: Any, batch_size: int, num_workers: int) -> DataLoader:
@@ -128,27 +166,29 @@ def topk_accuracy(
     *,
     batch_size: int = 256,
     num_workers: int = 0,
-) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy of ``predict(images) -> logits`` on the decodable images of ``source``.
+) -> tuple[float, float | None]:
+    """Top-1 and top-5 accuracy of ``predict(images) -> logits`` on the decodable images of ``source``;
+    top-5 is None with five classes or fewer (it would be 100 % or close, whatever the encoder).
 
     Each process scores every world-th image and the counts are summed, so every image
     counts exactly once however many processes there are (no padding duplicates).
     ``predict`` must not communicate across processes (pass an unwrapped model, not DDP):
     the processes' shares may differ by one batch.
     """
-    counts, bad = torch.zeros(3, dtype=torch.float64), 0
+    counts, bad, classes = torch.zeros(3, dtype=torch.float64), 0, 0
     for images, labels, skipped in _share_loader(source, transform, batch_size, num_workers):
         bad += skipped
         if images is None:
             continue
         logits = predict(images.to(device, non_blocking=True)).float().cpu()
+        classes = logits.shape[1]
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         counts += torch.tensor([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(1).sum(), len(labels)],
                                dtype=torch.float64)
     _report_bad(bad, len(source), device)
     if world_size() > 1:
         counts = concat_all_gather(counts.to(device)[None]).sum(0).cpu()
-    return float(counts[0] / counts[2]), float(counts[1] / counts[2])
+    return float(counts[0] / counts[2]), (float(counts[1] / counts[2]) if classes > 5 else None)
 
 
 @torch.no_grad()

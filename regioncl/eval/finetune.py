@@ -6,7 +6,7 @@ the same code runs on a CPU, one GPU or many, in any precision Accelerate is set
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 import torch
@@ -21,33 +21,9 @@ from torch.utils.data import DataLoader
 from ..data.transforms import eval_transform
 from ..distributed import default_workers, make_accelerator, progress_bar
 from ..export.checkpoints import load_encoder
-from .features import LabelledImages, topk_accuracy
+from .configs import FinetuneConfig
+from .features import LabelledImages, eval_image_size, topk_accuracy
 from .linear import train_transform
-
-
-@dataclass
-class FinetuneConfig:
-    epochs: int = 50
-    batch_size: int = 256
-    """global: split over the processes"""
-    opt: str = "sgd"
-    """any timm optimizer name (sgd, adamw, lamb...)"""
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    sched: str = "cosine"
-    """any timm scheduler name"""
-    warmup_epochs: int = 5
-    mixup: float = 0.0
-    """mixup alpha (0: off)"""
-    cutmix: float = 0.0
-    """cutmix alpha (0: off)"""
-    label_smoothing: float = 0.1
-    image_size: int = 224
-    crop_pct: float = 0.875
-    num_workers: int | None = None
-    """DataLoader workers per process; null: one core short of all, at most 8"""
-    seed: int = 0
 
 
 def load_finetune_model(spec: str, num_classes: int) -> nn.Module:
@@ -66,6 +42,7 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
              accelerator: Accelerator | None = None) -> dict[str, Any]:
     """Train ``model`` end to end; returns ``{"top1", "top5", "history"}`` (accuracies in [0, 1])."""
     acc = accelerator or make_accelerator()
+    cfg = dataclasses.replace(cfg, image_size=eval_image_size(model, cfg.image_size))
     torch.manual_seed(cfg.seed)
     per_process = max(1, cfg.batch_size // acc.num_processes)
     mixing = cfg.mixup > 0 or cfg.cutmix > 0

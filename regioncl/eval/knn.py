@@ -16,7 +16,17 @@ import torch.distributed as dist
 from torch import nn
 
 from ..distributed import world_size
+from ..errors import UserError
 from .features import encode_source
+
+
+def check_k(k: int, bank_size: int, option: str) -> None:
+    """Refuse a ``k`` larger than the bank (every image would vote: no neighbourhood left), naming
+    the option that set it and a ``k`` that fits."""
+    if k > bank_size:
+        fits = max(1, min(20, bank_size // 3))
+        raise UserError(f"{option} {k} is more than the bank's {bank_size} images: every image would vote; give "
+                        f"{option} {fits} or so, or a larger bank")
 
 
 def knn_evaluate(

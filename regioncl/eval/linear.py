@@ -8,7 +8,7 @@ is trained. Without augmentation the features are computed once and cached.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import dataclasses
 from typing import Any
 
 import torch
@@ -21,38 +21,8 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..distributed import concat_all_gather, default_workers, make_accelerator, progress_bar
 from ..errors import UserError
 from ..rng import derive_seed
-from .features import LabelledImages, encode_source, feature_map, topk_accuracy
-
-
-@dataclass
-class ProbeConfig:
-    """MoCo's linear protocol by default: SGD lr 30, momentum 0.9, no weight decay, 100 epochs,
-    lr × 0.1 at epochs 60 and 80, batch 256, RandomResizedCrop + flip for training."""
-
-    epochs: int = 100
-    lr: float = 30.0
-    """for the global batch"""
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    """global: split over the processes"""
-    milestones: list[int] = field(default_factory=lambda: [60, 80])
-    """epochs where the lr drops ×0.1 (step schedule)"""
-    schedule: str = "step"
-    """step (MoCo) or cosine (SimSiam)"""
-    optimizer: str = "sgd"
-    """sgd, or lars (SimSiam: lr 0.02 × batch / 256, batch 4096, cosine, 90 epochs)"""
-    augment: bool = True
-    """RandomResizedCrop + flip; false caches the features once"""
-    standardize: bool = False
-    """standardise the features first (BatchNorm without affine, as MAE's probe): one lr then fits
-    encoders whose features differ in scale; off in MoCo's protocol"""
-    image_size: int = 224
-    crop_pct: float = 0.875
-    """evaluation crop: the shorter side is resized to image_size / crop_pct, then centre-cropped"""
-    num_workers: int | None = None
-    """DataLoader workers per process; null: one core short of all, at most 8"""
-    seed: int = 0
+from .configs import ProbeConfig
+from .features import LabelledImages, encode_source, eval_image_size, feature_map, topk_accuracy
 
 
 class LARS(torch.optim.SGD):
@@ -122,7 +92,7 @@ def train_transform(image_size: int) -> v2.Compose:
 def _lr(cfg: ProbeConfig, epoch: float) -> float:
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
-    return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
+    return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.lr_milestones())
 
 
 def linear_probe(
@@ -153,6 +123,7 @@ def linear_probe(
     if cfg.batch_size % world:
         raise UserError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
     per_process = cfg.batch_size // world
+    cfg = dataclasses.replace(cfg, image_size=eval_image_size(encoder, cfg.image_size))
     torch.manual_seed(cfg.seed)
     backbone = _Frozen(encoder).to(device)
     val_tf = eval_transform(cfg.image_size, crop_pct=cfg.crop_pct)

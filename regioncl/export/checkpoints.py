@@ -90,6 +90,23 @@ def find_checkpoint_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]
     raise UserFileNotFoundError(f"{p} holds no model.safetensors, encoder.safetensors or complete checkpoint")
 
 
+def is_export_config(config: dict[str, Any]) -> bool:
+    """Whether ``config`` is an export's ``config.json`` (timm's layout), not a training configuration."""
+    return "architecture" in config and isinstance(config.get("pretrained_cfg"), dict)
+
+
+def encoder_facts(config: dict[str, Any]) -> tuple[str | None, dict[str, Any], int | None]:
+    """``(backbone, backbone_args, image_size)`` of the encoder a configuration describes: a run's
+    (``model.backbone``, ``data.image_size``) or an export's (``architecture``, ``model_args``,
+    ``pretrained_cfg.input_size``); ``None`` where it does not say."""
+    if is_export_config(config):
+        size = (config["pretrained_cfg"].get("input_size") or [None])[-1]
+        name = (config.get("regioncl") or {}).get("backbone") or config["architecture"]
+        return name, dict(config.get("model_args") or {}), int(size) if size else None
+    size = config_value(config, "data.image_size")
+    return config_value(config, "model.backbone"), dict(config_value(config, "model.backbone_args", {}) or {}), size
+
+
 def strip_wrappers(key: str) -> str:
     """``module._orig_mod.encoder.model.x`` → ``encoder.model.x`` (DDP and torch.compile wrappers)."""
     parts = key.split(".")
@@ -129,23 +146,41 @@ def load_encoder(
         ValueError: naming missing and unexpected keys when the weights do not fit the backbone.
     """
     path, config = find_checkpoint_file(checkpoint)
-    backbone = backbone or config_value(config, "model.backbone")
+    trained_backbone, trained_args, image_size = encoder_facts(config)
+    backbone = backbone or trained_backbone
     if backbone is None:
         raise UserError(f"{path}: no training config beside the weights; pass the backbone name")
-    args = dict(config_value(config, "model.backbone_args", {}) if backbone_args is None else backbone_args)
+    args = dict(trained_args if backbone_args is None else backbone_args)
     spec = resolve_backbone(backbone, **args)
     model_args = {k: v for k, v in spec.model_args.items() if k not in INIT_ONLY_ARGS}
     model = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **model_args)
-    state = encoder_state(read_state_file(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{path} does not fit {backbone} ({spec.architecture}, {model_args}): "
-            f"missing keys {_few(missing)}; unexpected keys {_few(unexpected)}"
-        )
+    load_fitting(model, encoder_state(read_state_file(path)), f"{path} does not fit {backbone} "
+                 f"({spec.architecture}, {model_args})")
     model.eval()
     model.regioncl_spec = (spec.name, spec.architecture, model_args)
+    model.regioncl_image_size = image_size  # the size it was trained at, where the config says
     return model, config
+
+
+def first_difference(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str | None:
+    """The first tensor (in ``expected``'s order) in which ``given`` differs from ``expected`` by
+    name or shape, said for a person; None when every name and shape match."""
+    for name, tensor in expected.items():
+        if name not in given:
+            return f"{name} is missing ({len(expected)} tensors expected, {len(given)} given)"
+        if tuple(given[name].shape) != tuple(tensor.shape):
+            return f"{name} has shape {tuple(given[name].shape)}, not {tuple(tensor.shape)}"
+    extra = [name for name in given if name not in expected]
+    return f"{extra[0]} is not a tensor of the model ({len(extra)} such)" if extra else None
+
+
+def load_fitting(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``model``, or raise a :class:`UserError` ``"{what}: NAME ..."`` naming the
+    first tensor that does not fit (a missing, unexpected or differently shaped one)."""
+    difference = first_difference(model.state_dict(), state)
+    if difference:
+        raise UserError(f"{what}: {difference}")
+    model.load_state_dict(state)
 
 
 def _few(keys: list[str], n: int = 8) -> str:

@@ -20,11 +20,11 @@ from typing import Any, Mapping
 
 import torch
 import yaml
-from safetensors.torch import save_file
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..files import atomic_write, config_value
-from .checkpoints import load_encoder
+from ..errors import UserError
+from ..files import STATE_FILE, atomic_write, config_value, list_checkpoints, read_state, save_safetensors
+from .checkpoints import encoder_facts, find_checkpoint_file, is_export_config, load_encoder
 
 def timm_config(
     model: torch.nn.Module, *, image_size: int = 224, tag: str, metadata: Mapping[str, Any], license: str = "apache-2.0"
@@ -62,6 +62,59 @@ def timm_config(
     return config
 
 
+def dataset_name(source: str | None) -> tuple[str, str | None]:
+    """``(what the card and the metadata say the data was, its Hub dataset id or None)``: a local
+    folder's or file's path is never published."""
+    if not source:
+        return "unrecorded data", None
+    if source == "sample":
+        return "regioncl's built-in sample set (synthetic shapes)", None
+    if source.startswith("hf:"):
+        from ..data.sources import _parse_hf_spec
+
+        path, _ = _parse_hf_spec(source[3:], "train")
+        if os.path.isabs(path) or os.path.exists(path) or path.startswith("."):
+            return "a local dataset", None
+        return path, path
+    return "a local image folder", None
+
+
+def training_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The trainer's record (``trainer_state.json``) of the checkpoint behind ``checkpoint``: the
+    checkpoint folder's own, or a run folder's newest; ``{}`` for weights without one."""
+    p = Path(checkpoint)
+    folder = p.parent if p.is_file() else p
+    if (folder / STATE_FILE).is_file():
+        return read_state(folder)
+    found = list_checkpoints(folder)
+    return read_state(found[-1]) if found else {}
+
+
+def trained_facts(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """What a checkpoint's run trained, from its configuration and its trainer's record, without
+    reading the weights: method, backbone, the data (a Hub id, or "a local image folder": never a
+    local path), the steps and epochs actually trained, image size, batch, lr, weight decay,
+    precision and the weights it started from (``None`` values left out)."""
+    _, config = find_checkpoint_file(checkpoint)
+    fields = {"method": "model.method", "image_size": "data.image_size", "batch_size": "optim.batch_size",
+              "lr": "optim.lr", "weight_decay": "optim.weight_decay", "precision": "run.precision",
+              "init": "model.init"}
+    facts: dict[str, Any] = {k: config_value(config, dotted) for k, dotted in fields.items()}
+    if is_export_config(config):  # an export exported again: its own record
+        facts.update(config.get("regioncl") or {})
+    else:
+        facts["backbone"] = encoder_facts(config)[0]
+        facts["dataset"], facts["dataset_id"] = dataset_name(config_value(config, "data.source"))
+    record = training_record(checkpoint)
+    if "step" in record:
+        facts["steps"] = int(record["step"])
+        per_epoch = record.get("steps_per_epoch")
+        facts["epochs"] = round(record["step"] / per_epoch, 2) if per_epoch else record.get("epoch")
+    if record.get("init_source"):
+        facts["init"] = record["init_source"]
+    return {k: v for k, v in facts.items() if v is not None}
+
+
 def export(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -70,31 +123,40 @@ def export(
     backbone_args: Mapping[str, Any] | None = None,
     image_size: int | None = None,
     metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model.safetensors`` and ``config.json`` for plain timm into ``out_dir``.
 
+    The metadata (``config.json``'s ``regioncl`` key) says what was trained, from the run's own
+    record: method, backbone, the data (a Hub id, or "a local image folder": never a local path),
+    the steps and epochs actually trained, image size, batch, lr, precision and the weights the run
+    started from.
+
     Args:
         checkpoint: a pretraining checkpoint (see :func:`find_checkpoint_file`).
-        out_dir: the export folder (created).
+        out_dir: the export folder (created; refused when it holds files, unless ``overwrite``).
         backbone, backbone_args: override the training config's.
         image_size: the pretraining input size written to ``pretrained_cfg`` (default: the
             training config's, else 224).
-        metadata: extra top-level metadata (method, recipe, epochs, dataset, metrics...).
+        metadata: extra top-level metadata (recipe, metrics...), over the run's.
+        overwrite: write into a folder that holds files (those of the export are replaced).
     """
-    model, config = load_encoder(checkpoint, backbone, backbone_args)
-    fields = {"method": "model.method", "epochs": "optim.epochs", "data": "data.source", "image_size": "data.image_size",
-              "batch_size": "optim.batch_size", "lr": "optim.lr"}
-    meta = {k: config_value(config, dotted) for k, dotted in fields.items() if config_value(config, dotted) is not None}
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise UserError(f"{out} exists and is not an empty folder: export into a new folder, or pass --overwrite "
+                        "to replace its model.safetensors and config.json")
+    model, _ = load_encoder(checkpoint, backbone, backbone_args)
+    meta = trained_facts(checkpoint)
+    meta.pop("backbone", None)  # timm_config writes the backbone the export was built with
     meta.update(metadata or {})
     method = meta.get("method", "ssl")
     tag = meta.get("tag") or f"{method}_{meta.get('recipe', 'custom')}"
     size = int(image_size or meta.get("image_size") or 224)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    save_safetensors(tensors, out / "model.safetensors", metadata={"format": "pt"})
     cfg = timm_config(model, image_size=size, tag=tag, metadata=meta)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(cfg, indent=2) + "\n"))
     return out
 
 
@@ -119,34 +181,56 @@ def load_zoo(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]
 def render_card(entry: Mapping[str, Any], template: str | os.PathLike | None = None) -> str:
     """The Hub ``README.md`` of a model: YAML front matter, then the template's body filled in.
 
-    Only measured metrics (``entry["metrics"]``) enter the model-index; the paper's numbers
+    ``entry`` is a zoo entry (it names a ``recipe``), or what a run trained (:func:`trained_facts`)
+    with ``repo_id``: the card then says what the run's own record says (its data, the epochs and
+    steps trained, its settings, its input size, the weights it started from) and nothing it does
+    not. Only measured metrics (``entry["metrics"]``) enter the model-index; the paper's numbers
     (``entry["paper"]``) are shown as such, never as this model's.
     """
     metrics = entry.get("metrics") or {}
+    zoo = bool(entry.get("recipe"))
+    dataset = str(entry.get("dataset") or "unrecorded data")
+    hub_dataset = entry.get("dataset_id") or (dataset if zoo else None)
     front: dict[str, Any] = {
         "library_name": "timm",
         "license": entry.get("license", "apache-2.0"),
         "tags": ["image-feature-extraction", "timm", "self-supervised", "regioncl", entry["method"]],
-        "datasets": [entry.get("dataset", "imagenet-1k")],
+        **({"datasets": [hub_dataset]} if hub_dataset else {}),
         "pipeline_tag": "image-feature-extraction",
     }
     if metrics:
+        scored_on = entry.get("eval_dataset") or hub_dataset or "custom"
         front["model-index"] = [{
             "name": entry["repo_id"].split("/")[-1],
             "results": [{
                 "task": {"type": "image-classification"},
-                "dataset": {"name": entry.get("dataset", "imagenet-1k"), "type": entry.get("dataset", "imagenet-1k")},
+                "dataset": {"name": scored_on, "type": scored_on},
                 "metrics": [{"type": k, "value": v, "name": k} for k, v in metrics.items()],
             }],
         }]
+    epochs, steps = entry.get("epochs"), entry.get("steps")
+    if epochs is None:
+        trained = f"{steps:,} steps" if steps is not None else "for an unrecorded length"
+    else:
+        trained = f"{float(epochs):g} epochs" + (f" ({steps:,} steps)" if steps is not None and not zoo else "")
+    if zoo:
+        settings = f"recipe `{entry['recipe']}` (regioncl/recipes/{entry['recipe']}.yaml)"
+    else:
+        known = [(f"batch {entry.get('batch_size')}", "batch_size"), (f"lr {entry.get('lr')}", "lr"),
+                 (f"weight decay {entry.get('weight_decay')}", "weight_decay"),
+                 (f"{entry.get('image_size')} px", "image_size"), (f"{entry.get('precision')}", "precision")]
+        settings = "the run's own settings (" + ", ".join(text for text, key in known if key in entry) + ")"
+    init = entry.get("init")
     fields = {
         "repo_id": entry["repo_id"],
         "method": entry["method"],
         "method_name": METHOD_NAMES.get(entry["method"], entry["method"]),
         "backbone": entry["backbone"],
-        "recipe": entry.get("recipe", "custom"),
-        "dataset": entry.get("dataset", "imagenet-1k"),
-        "epochs": str(entry.get("epochs", "?")),
+        "dataset": dataset,
+        "trained": trained,
+        "settings": settings,
+        "image_size": str(entry.get("image_size", 224)),
+        "init": f" It started from the weights of `{init}`, not from a random initialisation." if init else "",
         "metrics_table": _table(metrics, "No evaluation of this checkpoint has been recorded yet."),
         "paper_table": _table(entry.get("paper") or {}, "The paper reports no number for this configuration."),
     }
@@ -166,13 +250,41 @@ def _table(values: Mapping[str, Any], empty: str) -> str:
 # ---------------------------------------------------------------------------- pushing
 
 
+def release_entry(checkpoint: str | os.PathLike, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What the card of ``checkpoint`` says: the run's own record (:func:`trained_facts`) with
+    ``entry`` (a zoo entry, or the repo id and metrics) over it.
+
+    Raises:
+        UserError: where the entry contradicts the record (another method or backbone, or a zoo
+            entry's epochs that the run did not train): the card would be false.
+    """
+    facts = trained_facts(checkpoint)
+    for key in ("method", "backbone"):
+        if entry.get(key) and facts.get(key) and entry[key] != facts[key]:
+            raise UserError(f"{checkpoint} was trained with {key} {facts[key]!r}, not {entry[key]!r}: its card would "
+                            f"be false")
+    if entry.get("recipe") and entry.get("epochs") is not None and facts.get("epochs") is not None:
+        if abs(float(facts["epochs"]) - float(entry["epochs"])) > 0.01 * float(entry["epochs"]):
+            raise UserError(f"{checkpoint} trained {facts['epochs']} epochs ({facts.get('steps')} steps); the zoo entry "
+                            f"says {entry['epochs']}: publish the finished run, or push it without --zoo")
+    card = {**facts, **{k: v for k, v in entry.items() if v is not None}}
+    missing = [k for k in ("method", "backbone", "repo_id") if not card.get(k)]
+    if missing:
+        raise UserError(f"{checkpoint} has no training record of its {', '.join(missing)}: give --"
+                        + " and --".join(k.replace("_", "-") for k in missing))
+    return card
+
+
 def prepare_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
-    """Export the encoder and write its card (``README.md``) into ``out_dir``."""
-    metadata = {k: entry[k] for k in ("method", "recipe", "dataset", "epochs", "metrics") if k in entry}
-    metadata["tag"] = entry.get("tag") or f"{entry['method']}.{entry.get('dataset', 'custom')}_{entry.get('epochs', 0)}ep"
+    """Export the encoder and write its card (``README.md``) into ``out_dir`` (new, or empty);
+    the card and the export's metadata say what :func:`release_entry` says."""
+    card = release_entry(checkpoint, entry)
+    metadata = {k: card[k] for k in ("method", "recipe", "dataset", "dataset_id", "epochs", "metrics") if k in card}
+    metadata["tag"] = card.get("tag") or (f"{card['method']}.{card.get('dataset_id') or 'custom'}_"
+                                          f"{card.get('epochs', 0):g}ep".replace("/", "_"))
     out = export(checkpoint, out_dir, backbone=entry.get("backbone"), backbone_args=entry.get("backbone_args"),
                  metadata=metadata)
-    (out / "README.md").write_text(render_card(entry))
+    atomic_write(out / "README.md", lambda tmp: tmp.write_text(render_card(card)))
     return out
 
 

@@ -152,16 +152,33 @@ def embedding_map(path: str | os.PathLike, method: str = "pca", max_points: int 
     return centred @ v[:2].T, labels
 
 
+def embedding_classes(path: str | os.PathLike) -> list[str]:
+    """The class names of a ``regioncl embed`` file, in label order (its metadata; empty without)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).schema_arrow.metadata or {}
+    return json.loads(metadata.get(b"regioncl.classes", b"[]"))
+
+
 def plot_embeddings(path: str | os.PathLike, out: str | os.PathLike, method: str = "pca") -> Any:
-    """A 2-D map of the embeddings in ``path`` (see :func:`embedding_map`), coloured by label; saved as a PNG."""
+    """A 2-D map of the embeddings in ``path`` (see :func:`embedding_map`), one colour per class,
+    named in the legend (labels are categories: no colour bar that would order them); saved as a PNG."""
     plt = _pyplot()
     xy, labels = embedding_map(path, method)
-    fig, ax = plt.subplots(figsize=(6, 5.5))
-    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10" if int(labels.max()) < 10 else "viridis",
-                        s=4, alpha=0.7)
-    if int(labels.max()) >= 0:
-        fig.colorbar(points, ax=ax, label="label")
-    ax.set_title(f"{Path(path).name}: {method.upper()} of {len(labels)} embeddings", fontsize=10)
+    classes = embedding_classes(path)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    present = sorted(int(v) for v in labels.unique())
+    palette = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
+    for i, label in enumerate(present):
+        mine = labels == label
+        name = "no label" if label < 0 else (classes[label] if label < len(classes) else str(label))
+        colour = "lightgrey" if label < 0 else palette(i % palette.N)
+        ax.scatter(xy[mine, 0], xy[mine, 1], color=colour, s=4, alpha=0.7, label=name)
+    if len(present) <= 20 and present != [-1]:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=3, frameon=False)
+    ax.set_title(f"{Path(path).name}: {method.upper()} of {len(labels)} embeddings, {len(present)} classes", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()

@@ -18,7 +18,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from ..files import PREFIX, STATE_FILE, checkpoint_dir, checkpoint_problems, file_manifest, list_checkpoints
+from ..files import PREFIX, STATE_FILE, checkpoint_dir, checkpoint_problems, file_manifest, list_checkpoints, usual_mode
 
 logger = logging.getLogger("regioncl")
 from ..errors import UserError, UserFileNotFoundError
@@ -36,6 +36,8 @@ class RunState:
     images_read: int = 0  # images decoded or attempted (all processes)
     # Streaming: positions each reader (process × worker, in rank order) has delivered in this epoch.
     stream_positions: list[int] = field(default_factory=list)
+    # The weights the run started from (model.init, resolved: timm's tag, a path), or None: a random init.
+    init_source: str | None = None
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> "RunState":
@@ -155,6 +157,9 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, sta
         tmp.mkdir(parents=True)
 
     def finish() -> None:
+        for file in tmp.rglob("*"):  # what Accelerate wrote (safetensors' 0600 files among them)
+            if file.is_file():
+                usual_mode(file)
         (tmp / STATE_FILE).write_text(json.dumps({**state, "files": file_manifest(tmp)}, indent=2, sort_keys=True))
         _fsync_tree(tmp)
         if final.exists():  # re-saving the same step after a resume: swap, then drop the old copy

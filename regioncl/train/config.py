@@ -34,13 +34,14 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..distributed import default_workers
 from ..errors import UserError, UserFileNotFoundError
 from ..files import legacy_name
 
 RECIPES_DIR = Path(str(resources.files("regioncl") / "recipes"))  # in the wheel too (package data)
 #: the recipe a run uses when none is given: the CPU sample run.
 DEFAULT_RECIPE = "sample"
+#: run.precision's values, and what Accelerate calls them
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 #: field metadata: this field may differ between a run and its resumption.
 MAY_CHANGE = {"may_change_on_resume": True}
 
@@ -63,6 +64,11 @@ class ModelConfig:
     backbone_args: dict[str, Any] = field(default_factory=lambda: {"zero_init_last": False})
     """extra timm.create_model arguments, e.g. {"output_stride": 8}; MoCo trains torchvision-style
     ResNets (no zero-initialised residual branch), SimSiam zero-initialises them"""
+    init: str | None = None
+    """start from these encoder weights instead of a random init: "timm" (timm's pretrained weights
+    for the backbone; "timm:TAG" for another tag; an offline Hub cache is honoured), a run,
+    checkpoint or export folder, a weights file, local-dir:PATH or hf-hub:ID; loaded into the
+    online (and key) encoder at step 0, never again on resume"""
 
 
 @dataclass
@@ -122,7 +128,10 @@ class DataConfig:
     persistent_workers: bool = _resumable(True)
     """keep workers between epochs (folders; a stream restarts them each epoch)"""
     max_bad_fraction: float = _resumable(0.01)
-    """stop when more than this fraction of the images read is unreadable"""
+    """stop (after a checkpoint) when more than this fraction of the images read is unreadable..."""
+    max_bad_images: int = _resumable(50)
+    """...and more than this many per pass over the data: a few bad files in a small folder are
+    skipped, logged and counted, never a reason to stop"""
     read_retries: int = _resumable(5)
     """a stream whose read fails (a network error) is read again from the same example this many
     times, waiting 1, 2, 4... s, before the run stops with an error naming the shard"""
@@ -130,6 +139,8 @@ class DataConfig:
     @property
     def workers(self) -> int:
         """DataLoader workers per process: ``num_workers``, or one core short of all, at most 8."""
+        from ..distributed import default_workers
+
         return default_workers(self.num_workers)
 
 
@@ -188,6 +199,9 @@ class RunConfig:
     """stop early without changing the schedule (a run split into jobs)"""
     channels_last: bool = True
     """channels_last tensors (fastest for ResNets on GPUs and on most CPUs)"""
+    precision: str | None = None
+    """fp32, bf16 or fp16 (autocast; fp16 with loss scaling, GPUs only); null: what `accelerate
+    launch --mixed_precision` says, else fp32. The run records the precision it trained in"""
     compile: bool = _resumable(False)
     """torch.compile the encoders in place (Module.compile)"""
     keep_host_memory: bool | None = _resumable(None)
@@ -238,8 +252,17 @@ class PretrainConfig:
             raise UserError(f"method.key_momentum must be in [0, 1), got {self.method.key_momentum}")
         if not 0.0 <= self.data.max_bad_fraction <= 1.0:
             raise UserError(f"data.max_bad_fraction must be in [0, 1], got {self.data.max_bad_fraction}")
+        if self.data.max_bad_images < 0:
+            raise UserError(f"data.max_bad_images must be >= 0, got {self.data.max_bad_images}")
+        if self.run.precision not in (None, *PRECISIONS):
+            raise UserError(f"run.precision must be one of {list(PRECISIONS)} (or null), got {self.run.precision!r}")
         if self.method.region_cells is not None and len(self.method.region_cells) != 2:
             raise UserError(f"method.region_cells must be [lo, hi], got {self.method.region_cells}")
+        bank, queries = self.knn_data()
+        if self.knn.enabled and (bank is None) != (queries is None):
+            given, missing = ("knn.train_data", "knn.val_data") if bank else ("knn.val_data", "knn.train_data")
+            raise UserError(f"{given} without {missing}: the kNN monitor needs a labelled bank and other labelled "
+                            "images to score, or neither (--knn.enabled false)")
         if self.data.streaming and self.optim.max_steps is None:
             raise UserError("a streamed dataset has no length: give optim.max_steps to fix the schedule")
         if self.data.num_workers is not None and self.data.num_workers < 0:
@@ -256,6 +279,12 @@ class PretrainConfig:
             raise UserError(f"run.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1, SIGINT")
         if self.data.read_retries < 0:
             raise UserError("data.read_retries must be >= 0")
+
+    def knn_data(self) -> tuple[str | None, str | None]:
+        """The kNN monitor's bank and queries: those given, or the sample set's train and val splits
+        when training on it; None where there is none."""
+        bank = self.knn.train_data or ("sample" if self.data.source == "sample" else None)
+        return bank, self.knn.val_data or ("sample" if bank == "sample" else None)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -349,19 +378,33 @@ def nest(values: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- parsing
+def jsonargparse_parser(prog: str | None = None, description: str | None = None, usage: str | None = None) -> Any:
+    """A jsonargparse parser as every regioncl command with configuration fields builds it: help
+    from the fields' docstrings, the description printed as written (its examples keep their
+    lines), errors raised (not printed) so that the command reports them in one line."""
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter, set_parsing_settings
+
+    class Formatter(DefaultHelpFormatter):
+        def _fill_text(self, text: str, width: int, indent: str) -> str:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    return ArgumentParser(prog=prog, description=description, usage=usage, exit_on_error=False,
+                          env_prefix="REGIONCL", default_env=False, formatter_class=Formatter)
+
+
 def config_parser(prog: str | None = None, description: str | None = None) -> Any:
     """The jsonargparse parser of :class:`PretrainConfig`: ``--SECTION.FIELD`` for every field,
     help from the fields' docstrings, plus ``--config RECIPE``."""
-    from jsonargparse import ArgumentParser, set_parsing_settings
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, env_prefix="REGIONCL",
-                            default_env=False)
-    parser.add_argument("--config", default=None,
-                        help=f"recipe: a YAML file or a shipped name ({', '.join(shipped_recipes())}); default: "
-                             f"{DEFAULT_RECIPE}")
+    parser = jsonargparse_parser(prog, description, usage=f"{prog or 'regioncl pretrain'} [--config RECIPE] "
+                                                          "[--SECTION.FIELD VALUE ...] [--print_recipe]")
+    parser.add_argument("--config", default=DEFAULT_RECIPE,
+                        help=f"recipe: a YAML file or a shipped name ({', '.join(shipped_recipes())})")
     for name, cls in SECTIONS.items():
         parser.add_class_arguments(cls, name, fail_untyped=False)
+        for action in parser._actions:  # the section as a whole: `--model '{backbone: resnet18}'`
+            if action.dest == name and action.option_strings == [f"--{name}"]:
+                action.help = f"the {name} section as a whole: a YAML mapping or a file of it"
     return parser
 
 
@@ -398,7 +441,9 @@ def parse_config(argv: Sequence[str] | None = None, prog: str | None = None, des
     ``--print_recipe`` prints the resolved configuration as a recipe and exits."""
     import sys
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from ..spelling import did_you_mean, underscored
+
+    argv = underscored(sys.argv[1:] if argv is None else argv)
     recipe = DEFAULT_RECIPE
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
@@ -415,7 +460,8 @@ def parse_config(argv: Sequence[str] | None = None, prog: str | None = None, des
     except UserError:
         raise
     except (ArgumentError, ValueError, KeyError) as e:  # an unknown option, a value of the wrong type
-        raise UserError(f"{e} (see {parser.prog} --help)") from None
+        options = [o for action in parser._actions for o in action.option_strings]
+        raise UserError(f"{did_you_mean(str(e), options)} (see {parser.prog} --help)") from None
     cfg = _from_namespace(ns)
     if ns["print_recipe"]:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")

@@ -65,6 +65,7 @@ class TrainData:
     the two-view dataset and the DataLoader of this process, and yields an epoch's batches.
 
     Attributes:
+        source: the image source.
         streaming: whether the source is a stream (no length).
         steps_per_epoch: global batches per epoch (None for a stream).
         dataset_size: images in the source (None for a stream).
@@ -75,8 +76,8 @@ class TrainData:
         self.cfg, self.accelerator, self.batch_per_process = cfg, accelerator, batch_per_process
         self.world = accelerator.num_processes
         d = cfg.data
-        source = build_source(d.source, "train", image_size=d.image_size, streaming=d.streaming,
-                              image_column=d.image_column, label_column=d.label_column)
+        self.source = source = build_source(d.source, "train", image_size=d.image_size, streaming=d.streaming,
+                                            image_column=d.image_column, label_column=d.label_column)
         # Workers decode and crop to uint8 views, with the colour and blur ops unless gpu_augment
         # moves those to the device (batched); normalisation always runs on the device.
         transform = MoCoV2Views(d.image_size, ops=not d.gpu_augment)

@@ -25,15 +25,17 @@ class MetricsLog:
         accelerator: the run's Accelerator (reduction, main process, trackers).
         out: the run's output folder.
         batch_size: the global batch (images per step, for images/s).
-        max_bad_fraction: stop once more than this fraction of the images read is unreadable.
+        max_bad_fraction, max_bad_images: unreadable images become too many when they are more than
+            this fraction of the images read and more than this many per pass over the data.
         dataset_size: images in the source (None for a stream), for when the fraction is checked.
         trackers: whether records also go to Accelerate's trackers.
     """
 
-    def __init__(self, accelerator: Any, out: Path, batch_size: int, max_bad_fraction: float,
+    def __init__(self, accelerator: Any, out: Path, batch_size: int, max_bad_fraction: float, max_bad_images: int,
                  dataset_size: int | None, trackers: bool) -> None:
         self.accelerator, self.out, self.batch_size = accelerator, out, batch_size
-        self.max_bad_fraction, self.dataset_size, self.trackers = max_bad_fraction, dataset_size, trackers
+        self.max_bad_fraction, self.max_bad_images = max_bad_fraction, max_bad_images
+        self.dataset_size, self.trackers = dataset_size, trackers
         self.bad_images = 0  # unreadable images skipped so far (all processes)
         self.images_read = 0  # images decoded or attempted (all processes)
         self.reset()
@@ -83,7 +85,6 @@ class MetricsLog:
         self.write(record)
         record["window"] = [self.first_step, step]  # the steps this record covers (not logged)
         self.reset()
-        self.check_bad()
         return record
 
     def write(self, record: dict[str, Any]) -> None:
@@ -102,13 +103,19 @@ class MetricsLog:
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
         atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
-    def check_bad(self, final: bool = False) -> None:
-        """Stop with a clear error once unreadable images exceed ``max_bad_fraction``."""
+    def too_many_bad(self, epoch: int, final: bool = False) -> str | None:
+        """Why the unreadable images so far are too many to go on, or None. They are too many when
+        they are more than ``max_bad_fraction`` of the images read *and* more than ``max_bad_images``
+        per pass over the data (a pass: the dataset's size in images read; for a stream, an epoch), so
+        that a few bad files in a small folder never stop a run. Before 1,000 images (or one pass over
+        a smaller set) are read, only at the end (``final``)."""
         bad, read = self.bad_images, self.images_read
         minimum = 1000 if self.dataset_size is None else min(1000, self.dataset_size)
-        if bad and (read >= minimum or final) and bad > self.max_bad_fraction * read:
-            raise RuntimeError(
-                f"{bad} of {read} images read ({bad / read:.1%}) could not be decoded, more than "
-                f"data.max_bad_fraction={self.max_bad_fraction:.1%}; see the 'regioncl.data' warnings for their "
-                "ids, fix or remove them, or raise --data.max_bad_fraction"
-            )
+        if not bad or not (read >= minimum or final):
+            return None
+        passes = max(1.0, read / self.dataset_size) if self.dataset_size else epoch + 1.0
+        if bad <= self.max_bad_fraction * read or bad <= self.max_bad_images * passes:
+            return None
+        return (f"{bad} of {read} images read ({bad / read:.1%}) could not be decoded, more than "
+                f"data.max_bad_fraction={self.max_bad_fraction:.1%} of them and more than data.max_bad_images="
+                f"{self.max_bad_images} per pass over the data; the 'regioncl.data' warnings name them")

@@ -6,7 +6,8 @@ import logging
 from typing import Any, Callable
 
 from ..data import build_source, eval_transform
-from ..eval.knn import knn_evaluate
+from ..eval.knn import check_k, knn_evaluate
+from ..errors import UserError
 from .config import PretrainConfig
 from .hostmem import release_freed_host_memory
 
@@ -21,10 +22,32 @@ class KnnMonitor:
 
     def __init__(self, cfg: PretrainConfig, accelerator: Any) -> None:
         self.cfg, self.accelerator = cfg, accelerator
-        k = cfg.knn
-        sample = cfg.data.source == "sample"
-        self.train_spec = k.train_data or (cfg.data.source if sample else None)
-        self.val_spec = k.val_data or ("sample" if self.train_spec == "sample" else None)
+        self.train_spec, self.val_spec = cfg.knn_data()
+
+    def check(self) -> None:
+        """Refuse, before any compute, a monitor that would score wrongly: queries from the bank's
+        own images (each finds itself), a bank smaller than k, or data without labels."""
+        if not self.active:
+            return
+        from ..data.sources import num_classes, same_images
+
+        k = self.cfg.knn
+        bank_split, val_split = self._splits()
+        if same_images(self.train_spec, bank_split, self.val_spec, val_split):
+            raise UserError(f"knn.val_data {self.val_spec!r} holds the images of the kNN bank ({self.train_spec!r}): "
+                            "each query would find itself; give held-out images")
+        size = self.cfg.data.image_size
+        bank, val = (build_source(spec, split, image_size=size) for spec, split in
+                     ((self.train_spec, bank_split), (self.val_spec, val_split)))
+        for name, spec, source in (("knn.train_data", self.train_spec, bank), ("knn.val_data", self.val_spec, val)):
+            if num_classes(source) == 0:
+                raise UserError(f"{name} {spec!r} has no labels (class subfolders, or a label column): the kNN monitor "
+                                "needs them; --knn.enabled false runs without it")
+        check_k(k.k, len(bank), "knn.k")
+
+    def _splits(self) -> tuple[str, str]:
+        # Rendered at the training size, the sample set has a val split; a dataset's is "validation".
+        return ("train", "val") if self.train_spec == "sample" else ("train", "validation")
 
     @property
     def active(self) -> bool:
@@ -39,7 +62,7 @@ class KnnMonitor:
         on_sample = self.train_spec == "sample"
         # Rendered at the training size, the sample set needs no resize; other images get the usual crop.
         transform = eval_transform(size, crop_pct=1.0 if on_sample else 0.875)
-        splits = ("train", "val") if on_sample else ("train", "validation")
+        splits = self._splits()
         bank, val = (build_source(spec, split, image_size=size)
                      for spec, split in ((self.train_spec, splits[0]), (self.val_spec, splits[1])))
         top1 = knn_evaluate(encoder, bank, val, transform, self.accelerator.device, k=cfg.knn.k,

@@ -17,7 +17,9 @@ process of the job (``scancel``) reaches the DataLoader workers too: they leave 
 
 Exit statuses of ``scripts/pretrain.py``: 0 done, :data:`EXIT_STOPPED` stopped by a signal after
 saving (resume with ``--run.resume latest``), :data:`EXIT_NONFINITE` stopped at a non-finite loss
-without saving those weights, :data:`EXIT_CHECKPOINT` a checkpoint could not be written.
+without saving those weights, :data:`EXIT_CHECKPOINT` a checkpoint could not be written,
+:data:`EXIT_BAD_DATA` too many images could not be read (after saving). They are defined in
+:mod:`regioncl.errors`, which the command imports without torch.
 """
 
 from __future__ import annotations
@@ -33,24 +35,9 @@ from typing import Any
 import torch
 
 from ..data.workers import main_handles
+from ..errors import EXIT_BAD_DATA, EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_STOPPED, RunStopped  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("regioncl")
-
-#: stopped by a signal, a checkpoint saved at the step reached (EX_TEMPFAIL: try again).
-EXIT_STOPPED = 75
-#: stopped at a non-finite loss; no checkpoint was written from those weights (EX_DATAERR).
-EXIT_NONFINITE = 65
-#: a checkpoint could not be written (EX_IOERR); the earlier ones are intact.
-EXIT_CHECKPOINT = 74
-
-
-class RunStopped(Exception):
-    """The run stopped on purpose: ``message`` for a person, ``exit_code`` for the shell."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 class StopSignals:
     """Flags the stop signals of ``names`` while installed; :meth:`agreed` tells, at a step

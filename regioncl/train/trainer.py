@@ -17,21 +17,22 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from safetensors.torch import save_file
 from timm.layers import convert_sync_batchnorm
 
 from ..backbones import compile_encoders, create_encoder
 from ..distributed import make_accelerator, progress_bar
 from ..errors import UserError
-from ..files import list_checkpoints, read_state
+from ..files import atomic_write, list_checkpoints, read_state, save_safetensors
 from ..methods import SSLMethod, build_method
 from . import checkpoint as ckpt
-from .config import PretrainConfig, config_json
+from .config import PRECISIONS, PretrainConfig, config_json
+from .init import initialise_encoder
 from .hostmem import keep_host_memory_for
 from .loaders import TrainData
 from .metrics import MetricsLog
 from .monitor import KnnMonitor
-from .preemption import EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_STOPPED, RunStopped, StopSignals, requeue_slurm_job
+from .preemption import (EXIT_BAD_DATA, EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_STOPPED, RunStopped, StopSignals,
+                         requeue_slurm_job)
 
 logger = logging.getLogger("regioncl")
 
@@ -86,17 +87,28 @@ class Trainer:
             log_with=cfg.run.log_with, project_dir=cfg.run.output_dir,
             # Each process keeps an identical queue; re-broadcasting 65,536 keys every step is waste.
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+            **({"mixed_precision": PRECISIONS[cfg.run.precision]} if cfg.run.precision else {}),
         )
         self.world = acc.num_processes
+        cfg.run.precision = self._precision()  # the run records the precision it trains in
+        self.out = Path(cfg.run.output_dir)
+        # Where the run starts is decided before anything is built or written: a run refused here
+        # leaves its folder (and the earlier run in it) exactly as it was.
+        self.start_from: Path | None = self.on_main(self._start_point)
         if acc.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed image and batch sizes: let cuDNN pick its kernels
         if cfg.optim.batch_size % self.world:
             raise UserError(f"optim.batch_size {cfg.optim.batch_size} (global) is not divisible by {self.world} processes")
         batch_per_process = cfg.optim.batch_size // self.world
         set_seed(cfg.run.seed)  # identical initial weights on every process
-        # Model first: its checks (stride, box range, batch, queue) need no data.
+        # Model first: its checks (a feature map at this size, stride, box range, batch, queue) need no data.
         self.model = build_model(cfg, self.world)
         self.model.check(cfg.data.image_size, batch_per_process, self.world)
+        self.init_source = None
+        if cfg.model.init and self.start_from is None:  # a resumed run has its weights in its checkpoint
+            self.init_source = initialise_encoder(self.model, cfg.model.init)
+        self.monitor = KnnMonitor(cfg, acc)
+        self.monitor.check()
         self.data = TrainData(cfg, acc, batch_per_process)
         spe = self.data.steps_per_epoch
         planned = cfg.optim.epochs * spe if spe else None
@@ -116,13 +128,61 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.param_groups(cfg.optim.fix_pred_lr), lr=cfg.optim.lr,
                                          momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
-        self.state = ckpt.RunState()
-        self.out = Path(cfg.run.output_dir)
+        self.state = ckpt.RunState(init_source=self.init_source)
         self.metrics = MetricsLog(acc, self.out, cfg.optim.batch_size, cfg.data.max_bad_fraction,
-                                  self.data.dataset_size, trackers=bool(cfg.run.log_with))
-        self.monitor = KnnMonitor(cfg, acc)
+                                  cfg.data.max_bad_images, self.data.dataset_size, trackers=bool(cfg.run.log_with))
         self.rollbacks = 0  # non-finite windows rolled back so far
         self.skip_through = 0  # after a rollback: batches up to this step are skipped, not trained on
+
+    def _precision(self) -> str:
+        """run.precision, resolved: the one asked for, else the launcher's (Accelerate's), else fp32."""
+        acc, asked = self.accelerator, self.cfg.run.precision
+        running = next((name for name, accelerate_name in PRECISIONS.items() if accelerate_name == acc.mixed_precision),
+                       str(acc.mixed_precision))
+        if asked and running != asked:
+            raise UserError(f"run.precision {asked} was asked for, but the Accelerator runs in {running} "
+                            "(accelerate launch --mixed_precision, or one created before): make them agree")
+        if running == "fp16" and acc.device.type == "cpu":
+            raise UserError("fp16 needs a GPU (loss scaling on CUDA): use run.precision bf16 or fp32 on the CPU")
+        return running
+
+    def _start_point(self) -> Path | None:
+        """The checkpoint this run resumes from, or None for step 0; a run that would mix with an
+        earlier one in its folder, or resume what it cannot, is refused (:class:`UserError`)."""
+        cfg = self.cfg
+        earlier = list_checkpoints(self.out)
+        resume = cfg.run.resume
+        if resume == "auto":  # a requeued job: continue where the last one stopped, if it saved anything
+            resume = "latest" if earlier else None
+        if resume:
+            path = ckpt.resolve_resume(resume, self.out)
+            ckpt.check_resumable(cfg, read_state(path).get("config", {}), path)
+            return path
+        if earlier:  # its checkpoints would be taken for this run's at the next resume
+            raise UserError(f"{self.out} holds checkpoints of an earlier run: continue it with --run.resume latest "
+                            "(or auto), or give this run another run.output_dir")
+        if (self.out / "encoder.safetensors").is_file():
+            raise UserError(f"{self.out} holds the encoder of a finished run (encoder.safetensors): give this run "
+                            "another run.output_dir")
+        return None
+
+    def summary(self) -> str:
+        """One paragraph of what this run will do, for the log as it starts."""
+        cfg, data = self.cfg, self.data
+        source = data.source
+        classes = len(getattr(source, "classes", None) or [])
+        images = ("a stream" if data.streaming else f"{data.dataset_size:,} images") + f" from {cfg.data.source}" + (
+            f" ({classes} classes)" if classes else "")
+        per_process = cfg.optim.batch_size // self.world
+        epochs = (f"{self.total_steps / data.steps_per_epoch:g} epochs of {data.steps_per_epoch:,} steps"
+                  if data.steps_per_epoch else "a stream")
+        warmup = int(cfg.optim.warmup_epochs * self.nominal_epoch_steps)
+        start = (f"resumes at {self.start_from}" if self.start_from else
+                 f"starts from {self.init_source}" if self.init_source else "starts from a random init")
+        return (f"{cfg.model.method} on {cfg.model.backbone}, {cfg.data.image_size} px: {images}; batch "
+                f"{cfg.optim.batch_size} ({self.world} process{'es' if self.world > 1 else ''} × {per_process}), "
+                f"{epochs} = {self.total_steps:,} steps; lr {cfg.optim.lr:g} with {warmup:,} warm-up steps, then "
+                f"cosine; {cfg.run.precision} on {self.accelerator.device.type}; {start}; output in {self.out}")
 
     def _sync_batch_norm(self) -> None:
         """SyncBN across processes (SimSiam), where torch's SyncBatchNorm supports the device."""
@@ -150,18 +210,13 @@ class Trainer:
         """
         cfg, acc = self.cfg, self.accelerator
         if acc.is_main_process:
+            logger.info("%s", self.summary())
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(config_json(cfg))
+            atomic_write(self.out / "config.json", lambda tmp: tmp.write_text(config_json(cfg)))
         if cfg.run.log_with:
             acc.init_trackers("regioncl", config={k: str(v) for k, v in cfg.leaves().items()})
-        resume, earlier = cfg.run.resume, self.on_main(lambda: bool(list_checkpoints(self.out)))
-        if resume == "auto":  # a requeued job: continue where the last one stopped, if it saved anything
-            resume = "latest" if earlier else None
-        if resume:
-            self.resume(resume)
-        elif earlier:  # its checkpoints would be taken for this run's at the next resume
-            raise UserError(f"{self.out} holds checkpoints of an earlier run: continue it with --run.resume latest "
-                            "(or auto), or give this run another run.output_dir")
+        if self.start_from is not None:
+            self.resume(self.start_from)
         else:  # a run started again from step 0 in its folder (killed before its first checkpoint)
             self.metrics.truncate(-1)
         result: dict[str, Any] = {}
@@ -193,6 +248,7 @@ class Trainer:
                             self.roll_back_or_stop(record["window"])
                             rolled_back = True
                             break
+                        self.stop_if_too_many_bad()
                     if self.state.step >= stop:
                         break
                     if signals.agreed():
@@ -213,7 +269,7 @@ class Trainer:
                     bar.reset(total=self.total_steps)
                     bar.update(self.state.step)
         bar.close()
-        self.metrics.check_bad(final=True)
+        self.stop_if_too_many_bad(final=True)
         self.save()
         if self.state.step >= self.total_steps:
             self.share_eval_buffers()
@@ -245,6 +301,18 @@ class Trainer:
             requeue_slurm_job()
         raise RunStopped(f"stopped by {name or 'a signal to another process'} at step {self.state.step}: "
                          f"checkpoint {path or 'saved'}; continue with --run.resume latest", EXIT_STOPPED)
+
+    def stop_if_too_many_bad(self, final: bool = False) -> None:
+        """Stop once unreadable images are too many (:meth:`MetricsLog.too_many_bad`), after a
+        checkpoint at the step reached: the steps paid for are kept (bad images are skipped, never
+        trained on), and the run continues from there once the files are fixed or the limits raised."""
+        why = self.metrics.too_many_bad(self.state.epoch, final)
+        if why is None:
+            return
+        path = self.save()
+        raise RunStopped(f"{why}. Checkpoint {path or 'saved'} at step {self.state.step}: fix or remove those files "
+                         "(or raise --data.max_bad_fraction / --data.max_bad_images) and continue with --run.resume "
+                         "latest", EXIT_BAD_DATA)
 
     def on_main(self, decide: Any) -> Any:
         """``decide()`` on the main process, its answer (or its exception) given to every process:
@@ -291,7 +359,7 @@ class Trainer:
             logger.warning("non-finite loss in steps %d–%d: rolling back to %s and skipping the batches up to step %d "
                            "(rollback %d of at most %d)", first, last, good, last, self.rollbacks,
                            self.cfg.run.max_rollbacks)
-            self.resume(str(good))
+            self.resume(good)
             self.skip_through = last
             if self.accelerator.is_main_process:
                 self.metrics.write({"step": last, "nonfinite_steps": [first, last], "rolled_back_to": self.state.step})
@@ -344,7 +412,8 @@ class Trainer:
         if self.data.streaming:
             self.state.stream_positions = self.data.positions.gather()
         self.state.bad_images, self.state.images_read = self.metrics.bad_images, self.metrics.images_read
-        state = {**vars(self.state), "config": self.cfg.to_dict()}
+        state = {**vars(self.state), "config": self.cfg.to_dict(), "steps_per_epoch": self.nominal_epoch_steps,
+                 "total_steps": self.total_steps}
         try:
             path = ckpt.save_checkpoint(self.accelerator, self.out, state, self.cfg.run.keep_checkpoints)
         except ckpt.CheckpointError as e:
@@ -356,12 +425,10 @@ class Trainer:
             logger.info("checkpoint saved: %s", path)
         return path
 
-    def resume(self, where: str) -> None:
+    def resume(self, path: Path) -> None:
         """Load model, key encoder, queue, optimizer and RNG states, and the run position, from the
-        checkpoint ``where`` names (verified on the main process, which tells the others)."""
-        path = Path(self.on_main(lambda: ckpt.resolve_resume(where, self.out)))
+        checkpoint ``path`` (verified, on the main process: :meth:`_start_point`, :meth:`last_good`)."""
         saved = read_state(path)
-        ckpt.check_resumable(self.cfg, saved.get("config", {}), path)
         self.accelerator.load_state(str(path))
         self.state = ckpt.RunState.from_saved(saved)
         self.metrics.bad_images, self.metrics.images_read = self.state.bad_images, self.state.images_read
@@ -376,7 +443,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             encoder = self.unwrapped.encoder
             state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
-            save_file(state, str(self.out / "encoder.safetensors"), metadata={"architecture": encoder.spec.architecture})
+            save_safetensors(state, self.out / "encoder.safetensors", metadata={"architecture": encoder.spec.architecture})
             logger.info("encoder weights saved: %s", self.out / "encoder.safetensors")
 
 

@@ -1,6 +1,7 @@
 """The benchmark's machinery: speed options never change the method; lightly's steps are real steps."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,8 @@ import torch
 from regioncl import build_method, create_encoder
 from benchmarks.steps import Setup, compare_lightly, format_compare
 from benchmarks.against_lightly import LIGHTLY_METHODS, lightly_step
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _needs_lightly():
@@ -164,3 +167,13 @@ def test_counted_flops_match_the_backbone_pass_units():
         assert 0 < row.peak_fraction
     table = format_table(rows)
     assert "regioncl_m" in table and "of matmul peak" in table
+
+
+def test_startup_benchmark_times_each_command_from_each_copy(tmp_path):
+    from benchmarks.startup import format_startup_table, startup_times
+
+    times = startup_times([str(ROOT)], commands=[("--help",), ("knn", "--help")], rounds=2)
+    assert sorted(times) == [(str(ROOT), ("--help",)), (str(ROOT), ("knn", "--help"))]
+    assert all(len(t) == 2 and all(0 < s < 60 for s in t) for t in times.values())
+    table = format_startup_table(times)
+    assert "`regioncl knn --help`" in table and table.count("\n") == 3

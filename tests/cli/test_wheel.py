@@ -61,7 +61,7 @@ def test_the_wheel_works_outside_the_clone(tmp_path):
     assert "regioncl_m_r50" in regioncl("pretrain", "--config", "regioncl_m_r50", "--print_recipe")
     regioncl("export", "run", "exported")
     assert (work / "exported" / "model.safetensors").is_file()
-    out = regioncl("push", "run", "--zoo", "regioncl_m_r50", "--dry-run", "--out", "release")
+    out = regioncl("push", "run", "--repo-id", "me/mocov2_r50", "--dry-run", "--out", "release")
     assert "dry run: nothing uploaded" in out
     card = (work / "release" / "README.md").read_text()
-    assert "RegionCL-M" in card and "library_name: timm" in card
+    assert "MoCo v2" in card and "library_name: timm" in card and "(2 steps)" in card and "32 px inputs" in card

@@ -111,9 +111,12 @@ def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
         dark = (images.mean((1, 2, 3)) < 0).float()
         return torch.stack([dark, 1 - dark], 1)
 
-    assert topk_accuracy(predict, bad[1], tf, cpu, batch_size=5) == (1.0, 1.0)
+    assert topk_accuracy(predict, bad[1], tf, cpu, batch_size=5) == (1.0, None)  # two classes: no top-5
     always_zero = topk_accuracy(lambda im: torch.tensor([[1.0, 0.0]]).repeat(len(im), 1), bad[1], tf, cpu, batch_size=5)
-    assert always_zero == (0.5, 1.0)
+    assert always_zero == (0.5, None)
+    # Six classes: top-5 counts; the constant predictor's five highest scores hold classes 0–4.
+    six = topk_accuracy(lambda im: torch.tensor([[6.0, 5, 4, 3, 2, 1]]).repeat(len(im), 1), bad[1], tf, cpu, batch_size=5)
+    assert six == (0.5, 1.0)
 
 
 def test_an_all_bad_source_is_an_error(tmp_path):

@@ -29,7 +29,7 @@ def test_probe_learns_a_separable_set_and_leaves_the_backbone_untouched(separabl
     cfg = ProbeConfig(epochs=40 if lars else 15, lr=2.0 if lars else 1.0, batch_size=8, milestones=[30 if lars else 10],
                       augment=augment, image_size=16, crop_pct=1.0, optimizer=optimizer, standardize=standardize)
     result = linear_probe(encoder, train, val, 2, cfg)
-    assert result["top1"] >= 0.9 and result["top5"] == 1.0
+    assert result["top1"] >= 0.9 and result["top5"] is None  # two classes: no top-5
     assert result["history"][-1] < result["history"][0]
     after = encoder.state_dict()
     # Weights and BN running statistics (and the batch counters) are exactly as before.

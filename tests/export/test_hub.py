@@ -126,8 +126,14 @@ def test_missing_or_unexpected_keys_are_refused_by_name(tmp_path):
     state = {"encoder.model." + k: v for k, v in trained_like("resnet18").model.state_dict().items()}
     del state["encoder.model.layer4.1.conv2.weight"]
     state["encoder.model.layer9.weird"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing keys layer4\.1\.conv2\.weight.*unexpected keys layer9\.weird"):
+    with pytest.raises(ValueError, match=r"does not fit resnet18.*: layer4\.1\.conv2\.weight is missing"):
         export(write_checkpoint(tmp_path / "c", state, "resnet18", {}), tmp_path / "e")
+    state["encoder.model.layer4.1.conv2.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"layer4\.1\.conv2\.weight has shape \(1,\), not \(512, 512, 3, 3\)"):
+        export(write_checkpoint(tmp_path / "c2", state, "resnet18", {}), tmp_path / "e2")
+    state["encoder.model.layer4.1.conv2.weight"] = trained_like("resnet18").model.state_dict()["layer4.1.conv2.weight"]
+    with pytest.raises(ValueError, match=r"layer9\.weird is not a tensor of the model"):
+        export(write_checkpoint(tmp_path / "c3", state, "resnet18", {}), tmp_path / "e3")
 
 
 def test_method_weights_without_an_encoder_are_refused():

@@ -209,6 +209,9 @@ def test_recorded_rows_stand_for_runs_whose_folders_are_gone(tmp_path):
     planned = []
     StudyRunner(load_study(path), dry_run=True, echo=planned.append).run()
     assert not [line for line in planned if "pretrain" in line or "linear probe" in line], planned
+    listed = subprocess.run([sys.executable, "-m", "regioncl", "study", str(path), "--dry-run"], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert listed.returncode == 0 and "== " not in listed.stdout.replace("== recorded", ""), listed.stdout
 
     lines = []
     runner = StudyRunner(load_study(path), echo=lines.append)

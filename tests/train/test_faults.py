@@ -426,5 +426,7 @@ def test_a_new_run_in_a_folder_with_checkpoints_is_refused_and_old_checkpoints_a
     flat = {"method": "regioncl_m", "backbone": "resnet10t", "backbone_args": {}, "lr": 0.05}  # an earlier layout
     with pytest.raises(UserError, match="earlier version of regioncl"):
         ckpt.check_resumable(make_config(overrides=TINY), flat, tmp_path)
+    # The configuration as the trainer resolves it (run.precision: the Accelerator's, fp32 here).
     ckpt.check_resumable(make_config(overrides={**TINY, "optim.max_steps": 2, "run.checkpoint_every": 2,
-                                                "run.output_dir": str(tmp_path / "r")}), saved["config"], tmp_path)
+                                                "run.output_dir": str(tmp_path / "r"), "run.precision": "fp32"}),
+                         saved["config"], tmp_path)

@@ -261,10 +261,19 @@ def test_folder_with_bad_images_is_trained_with_counted_skips(tmp_path, caplog):
     assert any("trunc" in m or "empty" in m for m in caplog.messages)
 
 
-def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path):
+def test_too_many_bad_images_stop_the_run_after_a_checkpoint(tmp_path):
+    from regioncl.errors import EXIT_BAD_DATA, RunStopped
+    from regioncl.files import list_checkpoints
+
     write_folder(tmp_path / "imgs", good=10, bad=6)
-    with pytest.raises(RuntimeError, match="could not be decoded.*max_bad_fraction"):
-        run(tmp_path, data=str(tmp_path / "imgs"), max_steps=8, max_bad_fraction=0.05, epochs=4)
+    # Over the fraction but within the per-pass allowance: skipped and counted, the run goes on.
+    _, recs = run(tmp_path, "tolerated", data=str(tmp_path / "imgs"), max_steps=8, max_bad_fraction=0.05, epochs=4)
+    assert recs[-1]["bad_images"] >= 6 and recs[-1]["step"] == 8
+    with pytest.raises(RunStopped, match="could not be decoded.*max_bad_fraction.*max_bad_images=2 per pass") as stop:
+        run(tmp_path, data=str(tmp_path / "imgs"), max_steps=8, max_bad_fraction=0.05, max_bad_images=2, epochs=4)
+    assert stop.value.exit_code == EXIT_BAD_DATA
+    saved = list_checkpoints(tmp_path / "run")
+    assert saved and f"at step {int(saved[-1].name[5:])}" in str(stop.value)  # the steps paid for are kept
 
 
 def write_parquet(root: Path, n: int = 24, files: int = 2):
@@ -382,9 +391,10 @@ def test_a_run_of_no_steps_is_scored_once(tmp_path):
 
 def test_knn_monitor_every_epoch(tmp_path):
     write_folder(tmp_path / "imgs", good=16, bad=0)
+    write_folder(tmp_path / "held_out", good=8, bad=0)
     data = str(tmp_path / "imgs")
-    _, recs = run(tmp_path, data=data, knn=True, knn_every=1, knn_train_data=data, knn_val_data=data,
-                  max_steps=6, epochs=3)
+    _, recs = run(tmp_path, data=data, knn=True, knn_every=1, knn_train_data=data, knn_k=5,
+                  knn_val_data=str(tmp_path / "held_out"), max_steps=6, epochs=3)
     assert [r["step"] for r in recs if "knn_top1" in r] == [0, 2, 4, 6]  # before, after epochs 1 and 2, after
 
 
