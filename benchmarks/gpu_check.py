@@ -1,12 +1,15 @@
 """The prepared check for a lent GPU: does every method run there, how fast, and does the CPU keep up.
 
-    scripts/gpu_check.sh OUT_DIR              # installs with the project's command (make venv), then runs
+    scripts/gpu_check.sh OUT_DIR              # installs what is missing from the wheel bundle, then runs
     python -m benchmarks.gpu_check OUT_DIR     # in an environment that has regioncl's dependencies
     python -m benchmarks.gpu_check OUT_DIR --dry-run --device cpu    # every stage, tiny, on a CPU
 
 Stages, each in a process of its own with its own time budget; after each, its record (status
-ok / failed / timeout, seconds, result or error) is written to OUT_DIR/gpu_check.json, so a run
-cut short still returns what it did, and a stage that fails or times out does not stop the next:
+ok / failed / timeout / missing, seconds, result or error) is written to OUT_DIR/gpu_check.json,
+so a run cut short still returns what it did, and a stage that fails, times out or lacks a
+package does not stop the next. The first record, ``environment``, names the interpreter, the
+packages and where each was loaded from, the GPU and its driver, and the wheel bundle with the
+seconds its install took:
 
 * ``methods``: every method for 20 steps on ResNet-50 at 224 px, bf16 autocast, channels_last,
   with and without the device augmentation, at the largest power-of-two batch that fits (a
@@ -18,7 +21,8 @@ cut short still returns what it did, and a stage that fails or times out does no
   ops in the workers, and decode + crop only for ``--gpu-augment``), times the machine's cores,
   against the GPU's step rate of the ``methods`` stage: does the CPU feed the GPU;
 * ``fmnist``: if time is left, RegionCL-M against MoCo v2 on Fashion-MNIST at 64 px for a few
-  epochs each (needs ``data/fashion-mnist``, see scripts/prepare_fashion_mnist.py).
+  epochs each (needs ``data/fashion-mnist``: scripts/prepare_fashion_mnist.py, which
+  scripts/gpu_check.sh runs from the IDX files of a bundle made with ``--fashion-mnist``).
 """
 
 from __future__ import annotations
@@ -40,7 +44,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from regioncl.files import atomic_write
 
 STAGES = ("methods", "throughput", "pipeline", "fmnist")
-BUDGET_S = {"methods": 150, "throughput": 180, "pipeline": 90, "fmnist": 150}
+# Together (510 s) with the install from the bundle and Fashion-MNIST's folders, inside one call of
+# the device tool (600 s at most), so that the first lent machine gives every figure in one run.
+BUDGET_S = {"methods": 150, "throughput": 180, "pipeline": 60, "fmnist": 120}
+# The modules each stage imports beyond torch: a stage whose modules are absent is recorded as
+# "missing" with their names, without spending its budget, and the next stage runs.
+NEEDS = {"methods": ("timm", "safetensors"), "throughput": ("timm", "safetensors"), "pipeline": ("timm", "PIL"),
+         "fmnist": ("timm", "accelerate", "safetensors", "jsonargparse", "docstring_parser", "datasets", "yaml",
+                    "tqdm", "PIL")}
+# The packages whose versions the environment record names.
+PACKAGES = ("torch", "torchvision", "timm", "accelerate", "safetensors", "huggingface-hub", "datasets",
+            "jsonargparse", "docstring-parser", "numpy", "pillow", "pyarrow", "lightly")
 
 
 class HostReads(TorchDispatchMode):
@@ -197,6 +211,47 @@ def stage_fmnist(dry: bool, device: torch.device, data: Path = Path("data/fashio
     return out
 
 
+def absent_modules(names: tuple[str, ...]) -> list[str]:
+    import importlib.util
+
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def environment(device: str) -> dict[str, Any]:
+    """What ran the check: interpreter, packages (and where from), the device, the bundle used."""
+    import importlib.metadata
+    import platform
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            dist = importlib.metadata.distribution(name)
+            versions[name] = {"version": dist.version, "at": str(dist.locate_file(""))}
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    out: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable,
+                           "platform": platform.platform(), "cpus": os.cpu_count(), "packages": versions,
+                           "device": device, "torch_cuda": torch.version.cuda}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        out["gpu"] = {"name": props.name, "memory_gib": props.total_memory / 2**30,
+                      "multiprocessors": props.multi_processor_count, "capability": f"{props.major}.{props.minor}"}
+        try:
+            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30)
+            out["gpu"]["driver"] = smi.stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            out["gpu"]["driver"] = None
+    bundle = Path(os.environ.get("REGIONCL_BUNDLE", ".bundle")) / "bundle.json"
+    if bundle.is_file():
+        manifest = json.loads(bundle.read_text())
+        out["bundle"] = {"wheels": {k: v["version"] for k, v in manifest["wheels"].items()},
+                         "missing": manifest["missing"], "python": manifest["python"],
+                         "install_seconds": (float(os.environ["REGIONCL_BUNDLE_INSTALL_S"])
+                                             if os.environ.get("REGIONCL_BUNDLE_INSTALL_S") else None)}
+    return out
+
+
 def _write(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(records, indent=1, default=str) + "\n"))
 
@@ -208,7 +263,17 @@ def run_all(out: Path, dry: bool, device: str, stages: list[str], budgets: dict[
     path, records = out / "gpu_check.json", []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
+    records.append({"stage": "environment", "status": "ok", "result": environment(device)})
+    _write(path, records)
     for name in stages:
+        absent = absent_modules(NEEDS[name])
+        if absent:
+            records.append({"stage": name, "status": "missing", "seconds": 0.0,
+                            "error": f"needs {', '.join(absent)}, not installed here (carry them: "
+                                     "python scripts/wheel_bundle.py, then scripts/gpu_check.sh installs them)"})
+            _write(path, records)
+            print(f"{name}: missing {', '.join(absent)}", flush=True)
+            continue
         result = out / f"{name}.json"
         command = [sys.executable, "-m", "benchmarks.gpu_check", str(out), "--stage", name, "--device", device,
                    "--fmnist-data", str(fmnist_data)]
