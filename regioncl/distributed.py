@@ -65,7 +65,19 @@ def make_accelerator(**kwargs):
     ``accelerate launch --multi_gpu --num_processes N`` starts N processes anywhere, but
     Accelerate forms a gloo group of CPU processes only when asked for the CPU; so ask for
     it exactly when no accelerator is present (a GPU machine is left to Accelerate's choice).
+
+    Refused in a DataLoader worker that is importing the main module as it starts (see
+    :mod:`regioncl.data.workers`): a script that makes its accelerator outside an
+    ``if __name__ == "__main__":`` block would otherwise have every worker join the job as a process.
     """
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        from .errors import UserError
+
+        raise UserError("a DataLoader worker, importing the main script as it starts, was made to start a run: put "
+                        "the script's work under `if __name__ == \"__main__\":` (its workers import it), or use "
+                        "no workers (num_workers 0)")
     from accelerate import Accelerator
 
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()

@@ -163,6 +163,26 @@ def test_uneven_stream_stops_every_process_together(tmp_path):
     assert len(epoch0) == len(set(epoch0)) == 48 and set(epoch0) <= set(ids)
 
 
+def test_streamed_epochs_with_loader_workers_in_two_processes(tmp_path):
+    """Two processes with two DataLoader workers each (re-created every epoch, from each process's
+    fork server: never forked from a process whose gloo threads run) read three epochs of a stream:
+    every epoch is every example once, reshuffled, in the same steps on both processes."""
+    ids = _parquet_ids(tmp_path / "pq", [8, 8], row_group_size=2)  # 8 shards for 2 × 2 readers
+    out = tmp_path / "run"
+    overrides = {**_stream_overrides(tmp_path / "pq", out, 2, 12), "num_workers": 2, "epochs": 3}
+    launch([str(ROOT / "tests" / "dist_stream_worker.py"), json.dumps(overrides), "all"], tmp_path)
+    ranks = [json.loads((out / f"seen_rank{r}_all.json").read_text()) for r in range(2)]
+    orders = []
+    for epoch in range(3):
+        parts = [[i for e, _, batch, _ in seen if e == epoch for i in batch] for seen in ranks]
+        assert sorted(parts[0] + parts[1]) == ids, epoch  # all, once
+        assert [sum(e == epoch for e, *_ in seen) for seen in ranks] == [4, 4]
+        orders.append(parts)
+    assert orders[0] != orders[1] != orders[2]  # each epoch reshuffled
+    state = json.loads((out / "checkpoints" / "step_00000012" / "trainer_state.json").read_text())
+    assert len(state["stream_positions"]) == 4  # 2 processes × 2 workers read the stream
+
+
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series in the TensorBoard event files under ``folder``, as a reader parses them."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

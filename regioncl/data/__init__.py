@@ -10,7 +10,7 @@ Typical use::
     dataset = TwoViewDataset(source, MoCoV2Views(64), seed=0)  # uint8 views: normalize() them
     sampler = EpochSampler(len(dataset), seed=0)
     sampler.set_epoch(epoch)
-    loader = DataLoader(dataset, batch_size=256, sampler=sampler, num_workers=4)
+    loader = WorkerLoader(dataset, batch_size=256, sampler=sampler, num_workers=4)  # regioncl.data.workers
 """
 
 from __future__ import annotations

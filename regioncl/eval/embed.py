@@ -26,9 +26,10 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..data.images import BadImageError
+from ..data.workers import WorkerLoader
 from ..distributed import progress_bar
 from ..errors import UserError
 from ..files import atomic_write
@@ -156,8 +157,8 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
 
 def _embed_chunk(encoder: nn.Module, source: Any, transform: Any, indices: range, part: Path, device: torch.device,
                  batch_size: int, num_workers: int, channels_last: bool, classes: list[str]) -> None:
-    loader = DataLoader(_Indexed(source, transform, indices), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate)
+    loader = WorkerLoader(_Indexed(source, transform, indices), batch_size=batch_size, num_workers=num_workers,
+                          collate_fn=_collate)
     ids, kept, labels, vectors = [], [], [], []
     for batch in loader:
         if batch is None:

@@ -16,9 +16,9 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..data.transforms import eval_transform
+from ..data.workers import WorkerLoader
 from ..distributed import default_workers, make_accelerator, progress_bar
 from ..export.checkpoints import load_encoder
 from .configs import FinetuneConfig
@@ -46,9 +46,9 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
     torch.manual_seed(cfg.seed)
     per_process = max(1, cfg.batch_size // acc.num_processes)
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
-    train_loader = DataLoader(LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), batch_size=per_process,
-                              shuffle=True, drop_last=mixing, num_workers=default_workers(cfg.num_workers),
-                              pin_memory=torch.cuda.is_available())
+    train_loader = WorkerLoader(LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), batch_size=per_process,
+                                shuffle=True, drop_last=mixing, num_workers=default_workers(cfg.num_workers),
+                                pin_memory=torch.cuda.is_available())
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     **({"momentum": cfg.momentum} if cfg.opt in ("sgd", "momentum") else {}))
     scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from ..data.workers import WorkerLoader
 from ..distributed import concat_all_gather, default_workers, make_accelerator, progress_bar
 from ..errors import UserError
 from ..rng import derive_seed
@@ -138,7 +138,7 @@ def linear_probe(
     head, opt = acc.prepare(head, opt)
 
     if cfg.augment:
-        train_loader = acc.prepare(DataLoader(
+        train_loader = acc.prepare(WorkerLoader(
             LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), shuffle=True,
             batch_size=per_process, num_workers=default_workers(cfg.num_workers), pin_memory=device.type == "cuda"))
     else:  # the features never change: compute this process's share once

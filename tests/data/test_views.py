@@ -63,8 +63,10 @@ def test_parameters_follow_torchvision_distributions():
     torch.manual_seed(2)
     jitter, blur = v2.ColorJitter(0.4, 0.4, 0.4, 0.1), v2.GaussianBlur(5, sigma=(0.1, 2.0))
     dummy = [torch.zeros(3, 4, 4)]
-    theirs = [jitter.make_params(dummy) for _ in range(n)]
-    sigmas = torch.tensor([blur.make_params(dummy)["sigma"][0] for _ in range(n)])
+    # torchvision < 0.21 names it _get_params
+    jitter_params, blur_params = (getattr(t, "make_params", None) or t._get_params for t in (jitter, blur))
+    theirs = [jitter_params(dummy) for _ in range(n)]
+    sigmas = torch.tensor([blur_params(dummy)["sigma"][0] for _ in range(n)])
 
     def close(a: torch.Tensor, b: torch.Tensor) -> None:
         a, b = a.double(), b.double()
