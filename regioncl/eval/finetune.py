@@ -46,8 +46,10 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
     torch.manual_seed(cfg.seed)
     per_process = max(1, cfg.batch_size // acc.num_processes)
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    workers = default_workers(cfg.num_workers)
+    # persistent: workers started once, not once an epoch (each start imports the main module)
     train_loader = WorkerLoader(LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), batch_size=per_process,
-                                shuffle=True, drop_last=mixing, num_workers=default_workers(cfg.num_workers),
+                                shuffle=True, drop_last=mixing, num_workers=workers, persistent_workers=workers > 0,
                                 pin_memory=torch.cuda.is_available())
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     **({"momentum": cfg.momentum} if cfg.opt in ("sgd", "momentum") else {}))

@@ -138,9 +138,12 @@ def linear_probe(
     head, opt = acc.prepare(head, opt)
 
     if cfg.augment:
+        workers = default_workers(cfg.num_workers)
+        # persistent: workers started once, not once an epoch (each start imports the main module)
         train_loader = acc.prepare(WorkerLoader(
             LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), shuffle=True,
-            batch_size=per_process, num_workers=default_workers(cfg.num_workers), pin_memory=device.type == "cuda"))
+            batch_size=per_process, num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda"))
     else:  # the features never change: compute this process's share once
         feats, labels = encode_source(backbone.encoder, train_source, val_tf, device, batch_size=per_process,
                                       num_workers=default_workers(cfg.num_workers), normalize=False, gather=False)
