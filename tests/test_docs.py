@@ -108,8 +108,8 @@ def commands(path: Path) -> list[tuple[str, list[str]]]:
     for block in code_blocks(path.read_text()):
         for line in block.replace("\\\n", " ").splitlines():
             tokens = shlex.split(line, comments=True)
-            while any(" " in t for t in tokens):  # a quoted command line inside the line
-                tokens = [s for t in tokens for s in (shlex.split(t) if " " in t else [t])]
+            # A command line passed whole to a shell (`srun bash -c '...'`) is read as its words.
+            tokens = [w for i, t in enumerate(tokens) for w in (shlex.split(t) if i and tokens[i - 1] == "-c" else [t])]
             for i, token in enumerate(tokens):
                 script = re.fullmatch(r"(?:.*/)?scripts/(\w+)\.py", token)
                 if token == "regioncl" and (i == 0 or tokens[i - 1] == "-m") and i + 1 < len(tokens):
