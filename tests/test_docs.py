@@ -20,15 +20,20 @@ FENCE = re.compile(r"^(```|~~~)")
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
-def prose(text: str) -> str:
-    """``text`` without its fenced code blocks and inline code, where a link is not a link."""
+def unfenced(text: str) -> list[str]:
+    """The lines of ``text`` outside its fenced code blocks."""
     kept, fenced = [], False
     for line in text.splitlines():
         if FENCE.match(line.strip()):
             fenced = not fenced
         elif not fenced:
-            kept.append(re.sub(r"`[^`]*`", "", line))
-    return "\n".join(kept)
+            kept.append(line)
+    return kept
+
+
+def prose(text: str) -> str:
+    """``text`` without its code, fenced or inline, where a link is not a link."""
+    return "\n".join(re.sub(r"`[^`]*`", "", line) for line in unfenced(text))
 
 
 def code_blocks(text: str, language: str = "bash") -> list[str]:
@@ -47,7 +52,7 @@ def anchors(path: Path) -> set[str]:
     """Every heading's anchor in ``path``, a repeated one numbered ``-1``, ``-2``... as GitHub does."""
     seen: dict[str, int] = {}
     found = set()
-    for line in prose(path.read_text()).splitlines():
+    for line in unfenced(path.read_text()):
         match = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not match:
             continue
