@@ -2,10 +2,10 @@
 
 Everything here runs the console script the package installs, in a folder outside the clone, on a
 small folder of images made here (66 files in three classes, two of them unreadable), offline, with
-timm's "pretrained" weights served from a Hugging Face cache laid out here. The README's own-images
-walk-through is read from README.md and run line by line (at a smaller scale); then each mistake a
-user makes must be refused in one line, exit status 2, with every file that existed before left
-byte for byte as it was; and each answer must be the right one.
+timm's "pretrained" weights served from a Hugging Face cache laid out here. The own-images
+walk-through is read from docs/own-images.md and run line by line (at a smaller scale); then each
+mistake a user makes must be refused in one line, exit status 2, with every file that existed before
+left byte for byte as it was; and each answer must be the right one.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def timm_cache(cache: Path, name: str, state: dict[str, torch.Tensor]) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, str(repo / "snapshots" / commit / "model.safetensors"))
 
 
-def readme_walk_through() -> list[list[str]]:
-    """The commands of the README's own-images walk-through, each as an argument list."""
-    text = (ROOT / "README.md").read_text()
+def walk_through() -> list[list[str]]:
+    """The commands of the own-images walk-through (docs/own-images.md), each as an argument list."""
+    text = (ROOT / "docs" / "own-images.md").read_text()
     block = text.split("<!-- own-images walk-through", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
@@ -132,7 +132,7 @@ class User:
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory) -> User:
-    """The README's walk-through, run: a user folder with a trained run, an export, an evaluation and a release."""
+    """The own-images walk-through, run: a user folder with a trained run, an export, an evaluation and a release."""
     me = User(tmp_path_factory.mktemp("user"))
     draw_images(me.work / "my_images" / "train", (20, 22, 22), seed=0)
     me.bad = break_images(me.work / "my_images" / "train", 2)  # 64 images and 2 unreadable files: 66
@@ -142,11 +142,11 @@ def user(tmp_path_factory) -> User:
     torch.manual_seed(1)
     me.timm_weights = timm.create_model("resnet18", num_classes=0).state_dict()
     timm_cache(me.work / "hub", "resnet18.a1_in1k", me.timm_weights)
-    me.outputs = [me.run(*smaller(args)) for args in readme_walk_through()]
+    me.outputs = [me.run(*smaller(args)) for args in walk_through()]
     return me
 
 
-def test_the_readme_walk_through_gives_the_right_answers(user):
+def test_the_walk_through_gives_the_right_answers(user):
     pretrain, export, timm_load, knn, probe, embed, plot, push = user.outputs
     result = user.json(pretrain)
     assert result["step"] == 4 and result["knn_top1_before"] is not None and result["knn_top1_after"] is not None

@@ -63,7 +63,7 @@ def test_an_unexpected_exception_keeps_its_traceback(monkeypatch):
 
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_module(tmp_path):
-    """`accelerate launch -m regioncl pretrain`: the form the README gives for several processes."""
+    """`accelerate launch -m regioncl pretrain`: the form docs/cluster.md gives for several processes."""
     from launch import ACCELERATE, free_port
 
     launch = [a for a in ACCELERATE if a != "--multi_gpu"]
