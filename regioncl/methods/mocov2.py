@@ -8,6 +8,7 @@ canvas rows to the query's projector call and one more loss, L_reg.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,10 @@ class MoCoV2(SSLMethod):
     def key_heads(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
         """MoCo's key: ``k`` ``(B, dim)``, the L2-normalised projection of the pooled key map."""
         return {"k": F.normalize(self.key_projector(fmap.mean((2, 3))), dim=1)}
+
+    def instance_chance(self) -> float:
+        """log(K + 1): InfoNCE over the positive and the queue's K keys, all alike."""
+        return math.log(self.queue.keys.shape[0] + 1)
 
     @torch.no_grad()
     def keys(self, view_k: torch.Tensor, step: int) -> dict[str, torch.Tensor]:

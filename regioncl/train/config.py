@@ -217,6 +217,10 @@ class RunConfig:
     past the offending steps; never a checkpoint from those weights"""
     max_rollbacks: int = _resumable(3)
     """rollbacks allowed in one run before it stops anyway"""
+    region_warning: float | None = _resumable(0.15)
+    """RegionCL runs: warn once (log and metrics.jsonl) when the instance loss has climbed back this
+    fraction of the way from its lowest to chance, for three records in a row: the region task working
+    against the instance task, where the base method may give the better encoder; null: never"""
     on_save_error: str = _resumable("stop")
     """when a periodic checkpoint cannot be written (a full disk): stop (exit status 74), or continue
     training and try again at the next one"""

@@ -87,12 +87,13 @@ class MetricsLog:
         self.reset()
         return record
 
-    def write(self, record: dict[str, Any]) -> None:
-        """One record to ``metrics.jsonl`` (main process) and to the trackers."""
+    def write(self, record: dict[str, Any], trackers: bool = True) -> None:
+        """One record to ``metrics.jsonl`` (main process) and, unless ``trackers`` is False (a record
+        of text), to the trackers."""
         if self.accelerator.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        if self.trackers:
+        if self.trackers and trackers:
             self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
     def truncate(self, step: int) -> None:

@@ -30,6 +30,7 @@ from .init import initialise_encoder
 from .hostmem import keep_host_memory_for
 from .loaders import TrainData
 from .metrics import MetricsLog
+from .region_check import WARNING, region_check
 from .monitor import KnnMonitor
 from .preemption import (EXIT_BAD_DATA, EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_STOPPED, RunStopped, StopSignals,
                          requeue_slurm_job)
@@ -131,6 +132,8 @@ class Trainer:
         self.state = ckpt.RunState(init_source=self.init_source)
         self.metrics = MetricsLog(acc, self.out, cfg.optim.batch_size, cfg.data.max_bad_fraction,
                                   cfg.data.max_bad_images, self.data.dataset_size, trackers=bool(cfg.run.log_with))
+        self.region_check = region_check(cfg.model.method, self.unwrapped, cfg.run.region_warning, self.total_steps,
+                                         int(cfg.optim.warmup_epochs * self.nominal_epoch_steps))
         self.rollbacks = 0  # non-finite windows rolled back so far
         self.skip_through = 0  # after a rollback: batches up to this step are skipped, not trained on
 
@@ -249,6 +252,8 @@ class Trainer:
                             rolled_back = True
                             break
                         self.stop_if_too_many_bad()
+                        if self.region_check is not None and "loss_ins" in record:
+                            self.warn(self.region_check.see(record["step"], record["loss_ins"]))
                     if self.state.step >= stop:
                         break
                     if signals.agreed():
@@ -425,6 +430,12 @@ class Trainer:
             logger.info("checkpoint saved: %s", path)
         return path
 
+    def warn(self, message: str | None) -> None:
+        """A warning about the run's course, in the log and as a record of ``metrics.jsonl`` (main process)."""
+        if message and self.accelerator.is_main_process:
+            logger.warning("%s", message)
+            self.metrics.write({"step": self.state.step, "warning": WARNING, "message": message}, trackers=False)
+
     def resume(self, path: Path) -> None:
         """Load model, key encoder, queue, optimizer and RNG states, and the run position, from the
         checkpoint ``path`` (verified, on the main process: :meth:`_start_point`, :meth:`last_good`)."""
@@ -436,6 +447,8 @@ class Trainer:
             self.data.positions.restore(self.state.stream_positions, self.state.step_in_epoch, path)
         self.metrics.truncate(self.state.step)
         self.metrics.reset()
+        if self.region_check is not None:
+            self.warn(self.region_check.replay(self.out / "metrics.jsonl"))
         logger.info("resumed from %s at step %d (epoch %d)", path, self.state.step, self.state.epoch)
 
     def save_encoder(self) -> None:
