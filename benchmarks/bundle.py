@@ -212,7 +212,7 @@ def build(out: Path, python_version: str | None = None, image_path: Path = IMAGE
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        for version, wheel in bundle.wheels.values():
+        for _version, wheel in bundle.wheels.values():
             shutil.copy2(wheel, out / wheel.name)
     data_files = []
     if fashion_mnist is not None:
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f" with {len(manifest['data'])} data files" if manifest["data"] else "")
           + f"; the working tree {tree / 2**20:.1f} MiB; together {(tree + manifest['bytes']) / 2**20:.1f} MiB "
           f"of the {TRAVEL_LIMIT // 2**20} MiB that may travel")
-    for name, why in manifest["missing"].items():
+    for why in manifest["missing"].values():
         print(f"missing: {why}")
     if tree + manifest["bytes"] > TRAVEL_LIMIT:
         print("regioncl: error: the working tree and the bundle are over what may travel", file=sys.stderr)

@@ -17,9 +17,10 @@ import platform
 import tempfile
 from pathlib import Path
 
-
 import torch
 
+from benchmarks.against_lightly import LIGHTLY_METHODS
+from benchmarks.pipeline import format_pipeline_table, pipeline_benchmark, write_jpegs
 from benchmarks.steps import (
     SIDE_LABELS,
     SIDES,
@@ -32,11 +33,9 @@ from benchmarks.steps import (
     format_table,
     matmul_flops_per_s,
 )
-from benchmarks.against_lightly import LIGHTLY_METHODS
 from regioncl.cli.common import parser
-from regioncl.train.hostmem import keep_host_memory_for
 from regioncl.methods import METHODS
-from benchmarks.pipeline import format_pipeline_table, pipeline_benchmark, write_jpegs
+from regioncl.train.hostmem import keep_host_memory_for
 
 
 def run_pipeline(a: argparse.Namespace) -> None:

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from regioncl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from regioncl.data.views import MoCoV2Views, normalize
 from regioncl.data.folder import ImageFolderSource
+from regioncl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from regioncl.data.twoview import TwoViewDataset
+from regioncl.data.views import MoCoV2Views, normalize
 
 __all__ = ["PipelineRow", "format_pipeline_table", "official_mocov2_views", "pipeline_benchmark", "synthetic_photo", "write_jpegs"]
 

@@ -12,8 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 COMMANDS = (("--help",), ("pretrain", "--help"), ("knn", "--help"), ("probe", "--help"))
 

@@ -14,16 +14,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from regioncl.backbones import compile_encoders, create_encoder
-from regioncl.train.hostmem import keep_freed_host_memory, minor_page_faults
 from regioncl.methods import BASE_OF, build_method
+from regioncl.train.hostmem import keep_freed_host_memory, minor_page_faults
 
 # Backbone work per step in units of one forward pass (a backward counts 2), heads left out.
 # MoCo v2 / DenseCL: query fwd+bwd (3) + key fwd (1) = 4; SimSiam: two views fwd+bwd = 6.
@@ -134,10 +134,10 @@ class Timing:
         self.seconds.append(seconds)
         self.faults.append(faults)
 
-    def first(self, n: int) -> "Timing":
+    def first(self, n: int) -> Timing:
         return Timing(self.seconds[:n], self.faults[:n])
 
-    def extend(self, other: "Timing") -> None:
+    def extend(self, other: Timing) -> None:
         self.seconds += other.seconds
         self.faults += other.faults
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 #: the folder holding this copy of the package.
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]

@@ -86,7 +86,7 @@ def recipe_summary(path: Path) -> tuple[str, str]:
         if not line.startswith("#"):
             break
         comment.append(line.lstrip("# ").rstrip())
-    base = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("base:")), "")
+    base = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("base:")), "")
     return base, " ".join(comment)
 
 

@@ -2,14 +2,14 @@
 
 import json
 import sys
+from pathlib import Path
 
 import torch
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regioncl.train.config import make_config  # noqa: E402
 from regioncl.methods import METHODS  # noqa: E402
+from regioncl.train.config import make_config  # noqa: E402
 from regioncl.train.trainer import Trainer  # noqa: E402
 
 out = Path(sys.argv[1])

@@ -7,8 +7,8 @@ is trained. Without augmentation the features are computed once and cached.
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -56,7 +56,7 @@ class _Frozen(nn.Module):
         super().__init__()
         self.encoder = encoder.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "_Frozen":
+    def train(self, mode: bool = True) -> _Frozen:
         return super().train(False)
 
     @torch.no_grad()

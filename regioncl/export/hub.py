@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import yaml
@@ -25,6 +26,7 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import UserError
 from ..files import STATE_FILE, atomic_write, config_value, list_checkpoints, read_state, save_safetensors
 from .checkpoints import encoder_facts, find_checkpoint_file, is_export_config, load_encoder
+
 
 def timm_config(
     model: torch.nn.Module, *, image_size: int = 224, tag: str, metadata: Mapping[str, Any], license: str = "apache-2.0"

@@ -23,6 +23,7 @@ from ..queue import KeyQueue
 from ..region import RegionCL
 from .base import SSLMethod
 
+
 class MoCoV2(SSLMethod):
     """MoCo v2 with an optional RegionCL mechanism; DenseCL extends it.
 

@@ -13,8 +13,9 @@ import math
 import os
 import re
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..files import config_value
 from .plots import read_metrics

@@ -48,9 +48,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -58,8 +59,7 @@ from ..errors import UserError
 from ..files import list_checkpoints
 from ..processes import regioncl_command, regioncl_env
 from ..train.config import DEFAULT_RECIPE, deep_merge, load_recipe, make_config, nest
-from .report import (PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown,
-                     summarize_run)
+from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_summary, study_markdown, summarize_run
 
 #: the repository's root (a clone's): the commit of the code is read there.
 ROOT = Path(__file__).resolve().parents[2]

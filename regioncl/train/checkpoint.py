@@ -18,11 +18,11 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from ..errors import UserError, UserFileNotFoundError
 from ..files import PREFIX, STATE_FILE, checkpoint_dir, checkpoint_problems, file_manifest, list_checkpoints, usual_mode
+from .config import PretrainConfig, dotted, may_change_on_resume
 
 logger = logging.getLogger("regioncl")
-from ..errors import UserError, UserFileNotFoundError
-from .config import PretrainConfig, dotted, may_change_on_resume
 
 
 @dataclass
@@ -40,7 +40,7 @@ class RunState:
     init_source: str | None = None
 
     @classmethod
-    def from_saved(cls, saved: dict[str, Any]) -> "RunState":
+    def from_saved(cls, saved: dict[str, Any]) -> RunState:
         return cls(**{k: saved[k] for k in vars(cls()) if k in saved})
 
 

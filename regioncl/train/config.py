@@ -27,10 +27,11 @@ import copy
 import dataclasses
 import json
 import os
-from importlib import resources
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 

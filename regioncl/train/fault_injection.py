@@ -16,12 +16,12 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..files import checkpoint_dir, list_checkpoints
 from ..processes import regioncl_command, regioncl_env
-
 
 
 def step_losses(output_dir: str | os.PathLike) -> dict[int, dict[str, float]]:

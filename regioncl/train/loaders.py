@@ -9,7 +9,8 @@ by shards, each reader (process × DataLoader worker) reading its own, and its p
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler

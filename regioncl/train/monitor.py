@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..data import build_source, eval_transform
-from ..eval.knn import check_k, knn_evaluate
 from ..errors import UserError
+from ..eval.knn import check_k, knn_evaluate
 from .config import PretrainConfig
 from .hostmem import release_freed_host_memory
 

@@ -61,7 +61,7 @@ class StopSignals:
             logger.warning("%s received: saving a checkpoint at the next step boundary, then stopping", name)
         self.received = name
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         for sig in self.signals:
             self.previous[sig] = signal.signal(sig, self._handler)
         self._shield.enter_context(main_handles(self.signals))  # a worker killed first would fail the step

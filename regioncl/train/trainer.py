@@ -26,14 +26,21 @@ from ..files import atomic_write, list_checkpoints, read_state, save_safetensors
 from ..methods import SSLMethod, build_method
 from . import checkpoint as ckpt
 from .config import PRECISIONS, PretrainConfig, config_json
-from .init import initialise_encoder
 from .hostmem import keep_host_memory_for
+from .init import initialise_encoder
 from .loaders import TrainData
 from .metrics import MetricsLog
-from .region_check import WARNING, region_check
 from .monitor import KnnMonitor
-from .preemption import (EXIT_BAD_DATA, EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_STOPPED, RunStopped, StopSignals,
-                         requeue_slurm_job)
+from .preemption import (
+    EXIT_BAD_DATA,
+    EXIT_CHECKPOINT,
+    EXIT_NONFINITE,
+    EXIT_STOPPED,
+    RunStopped,
+    StopSignals,
+    requeue_slurm_job,
+)
+from .region_check import WARNING, region_check
 
 logger = logging.getLogger("regioncl")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from regioncl import build_method, create_encoder
-from benchmarks.steps import Setup, compare_lightly, format_compare
 from benchmarks.against_lightly import LIGHTLY_METHODS, lightly_step
+from benchmarks.steps import Setup, compare_lightly, format_compare
+from regioncl import build_method, create_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
 

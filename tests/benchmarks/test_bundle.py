@@ -8,10 +8,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from benchmarks import bundle as bundle_module
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from benchmarks import bundle as bundle_module
 
 
 def fake_wheel(folder: Path, name: str, version: str, requires: list[str]) -> Path:

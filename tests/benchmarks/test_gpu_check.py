@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from benchmarks import gpu_check as gpu_check_module
 from benchmarks.rehearsal import rehearse
 

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from regioncl.eval.finetune import FinetuneConfig, finetune, load_finetune_model
-
 from regioncl.data import build_source
+from regioncl.eval.finetune import FinetuneConfig, finetune, load_finetune_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

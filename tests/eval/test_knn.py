@@ -49,8 +49,8 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     import sys
     from pathlib import Path
 
-    from regioncl.train.config import make_config
     from regioncl.export.hub import export
+    from regioncl.train.config import make_config
     from regioncl.train.trainer import Trainer
 
     root = Path(__file__).resolve().parents[2]

@@ -45,8 +45,8 @@ def test_lars_scales_the_update_by_the_trust_ratio():
 
 
 def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path, separable_folder):
-    from regioncl.train.config import make_config
     from regioncl.export.hub import export
+    from regioncl.train.config import make_config
     from regioncl.train.trainer import Trainer
 
     Trainer(make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16,

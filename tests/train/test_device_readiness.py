@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from benchmarks.gpu_check import HostReads
 
+from benchmarks.gpu_check import HostReads
 from regioncl.backbones import create_encoder
 from regioncl.data.views import BatchedMoCoV2, sample_params
 from regioncl.train.config import make_config

@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from regioncl.data import EpochSampler
 from regioncl.files import list_checkpoints
+from regioncl.methods import METHODS
 from regioncl.train.checkpoint import resolve_resume
 from regioncl.train.config import make_config
-from regioncl.methods import METHODS
 from regioncl.train.loaders import ShardedBatchSampler, TrainData
 from regioncl.train.trainer import Trainer, lr_at
-from regioncl.data import EpochSampler
 
 TINY = dict(
     backbone="resnet10t", image_size=16, batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16,
