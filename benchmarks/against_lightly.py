@@ -86,8 +86,10 @@ def lightly_step(
     else:
         model.projection_head_global = DenseCLProjectionHead(width, 2048, 128)
         model.projection_head_local = DenseCLProjectionHead(width, 2048, 128)
-        pairs += [("projection_head_global", "projection_head_global_momentum"),
-                  ("projection_head_local", "projection_head_local_momentum")]
+        pairs += [
+            ("projection_head_global", "projection_head_global_momentum"),
+            ("projection_head_local", "projection_head_local_momentum"),
+        ]
         model.criterion_global = criterion_global = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
         model.criterion_local = criterion_local = NTXentLoss(temperature=0.2, memory_bank_size=(queue_size, 128))
     for online, key in pairs:

@@ -40,8 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "benchmarks" / "device_image.json"
 TRAVEL_LIMIT = 64 * 2**20
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 # The extras of regioncl that the GPU check uses beyond its requirements: lightly for the
 # step comparison; dev's pytest, matplotlib and tensorboard are in the image.
 EXTRAS = ("bench",)
@@ -63,10 +67,19 @@ def project_requirements(pyproject: Path = ROOT / "pyproject.toml", extras: tupl
 def marker_environment(python_version: str) -> dict[str, str]:
     """PEP 508 marker values of CPython ``python_version`` on Linux x86-64."""
     full = python_version if python_version.count(".") == 2 else python_version + ".0"
-    return {"python_version": ".".join(full.split(".")[:2]), "python_full_version": full, "os_name": "posix",
-            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-            "platform_python_implementation": "CPython", "implementation_name": "cpython",
-            "implementation_version": full, "platform_release": "", "platform_version": ""}
+    return {
+        "python_version": ".".join(full.split(".")[:2]),
+        "python_full_version": full,
+        "os_name": "posix",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "platform_python_implementation": "CPython",
+        "implementation_name": "cpython",
+        "implementation_version": full,
+        "platform_release": "",
+        "platform_version": "",
+    }
 
 
 def applies(req: Requirement, env: dict[str, str], extras: set[str]) -> bool:
@@ -80,10 +93,10 @@ class Bundle:
     """What was resolved: the wheels carried, what the image is trusted for, what could not be had."""
 
     wheels: dict[str, tuple[str, Path]] = field(default_factory=dict)  # name → (version, file)
-    from_image: dict[str, str | None] = field(default_factory=dict)    # name → image's version, if known
-    missing: dict[str, str] = field(default_factory=dict)              # name → why
+    from_image: dict[str, str | None] = field(default_factory=dict)  # name → image's version, if known
+    missing: dict[str, str] = field(default_factory=dict)  # name → why
     needed_by: dict[str, set[str]] = field(default_factory=dict)
-    extras: dict[str, set[str]] = field(default_factory=dict)          # name → extras walked
+    extras: dict[str, set[str]] = field(default_factory=dict)  # name → extras walked
 
 
 class Conflict(Exception):
@@ -98,8 +111,11 @@ def requires_dist(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         text = z.read(meta).decode("utf-8", "replace")
-    return [line.split(":", 1)[1].strip() for line in text.split("\n\n", 1)[0].splitlines()
-            if line.startswith("Requires-Dist:")]
+    return [
+        line.split(":", 1)[1].strip()
+        for line in text.split("\n\n", 1)[0].splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
 
 
 def download(requirement: str, python_version: str, platforms: list[str], dest: Path) -> Path:
@@ -107,35 +123,78 @@ def download(requirement: str, python_version: str, platforms: list[str], dest: 
     with the target's tags, so that it works from any machine that reaches a registry."""
     req = Requirement(requirement)
     name = canonicalize_name(req.name)
-    cached = [w for w in dest.glob("*.whl") if parse_wheel_filename(w.name)[0] == name
-              and req.specifier.contains(parse_wheel_filename(w.name)[1], prereleases=True)]
+    cached = [
+        w
+        for w in dest.glob("*.whl")
+        if parse_wheel_filename(w.name)[0] == name
+        and req.specifier.contains(parse_wheel_filename(w.name)[1], prereleases=True)
+    ]
     if cached:
         return max(cached, key=lambda w: parse_wheel_filename(w.name)[1])
     before = set(dest.glob("*.whl"))
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--disable-pip-version-check", "--python-version", python_version, "--implementation", "cp",
-               "--dest", str(dest), *(a for p in platforms for a in ("--platform", p)), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "--dest",
+        str(dest),
+        *(a for p in platforms for a in ("--platform", p)),
+        requirement,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:  # no wheel for the target: a pure-Python source release built here serves any
-        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--no-binary", name,
-                                "--disable-pip-version-check", "--wheel-dir", str(dest), requirement],
-                               capture_output=True, text=True)
+        built = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--quiet",
+                "--no-binary",
+                name,
+                "--disable-pip-version-check",
+                "--wheel-dir",
+                str(dest),
+                requirement,
+            ],
+            capture_output=True,
+            text=True,
+        )
         pure = [w for w in set(dest.glob("*.whl")) - before if parse_wheel_filename(w.name)[0] == name]
-        if built.returncode or not all(t.abi == "none" and t.platform == "any"
-                                       for w in pure for t in parse_wheel_filename(w.name)[3]):
+        if built.returncode or not all(
+            t.abi == "none" and t.platform == "any" for w in pure for t in parse_wheel_filename(w.name)[3]
+        ):
             for w in pure:
                 w.unlink()
             reason = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
-            raise LookupError((reason[-1] if reason else f"pip download exited with {done.returncode}")
-                              + "; no pure-Python source release to build")
+            raise LookupError(
+                (reason[-1] if reason else f"pip download exited with {done.returncode}")
+                + "; no pure-Python source release to build"
+            )
     matches = [w for w in set(dest.glob("*.whl")) - before if parse_wheel_filename(w.name)[0] == name]
     if not matches:
         raise LookupError(f"pip download gave no wheel of {name}")
     return max(matches, key=lambda w: parse_wheel_filename(w.name)[1])
 
 
-def resolve(roots: list[str], image: dict, python_version: str, cache: Path,
-            pins: dict[str, SpecifierSet] | None = None, log=print) -> Bundle:
+def resolve(
+    roots: list[str],
+    image: dict,
+    python_version: str,
+    cache: Path,
+    pins: dict[str, SpecifierSet] | None = None,
+    log=print,
+) -> Bundle:
     """Walks the requirements from ``roots``: each is met by the image, carried (downloaded,
     then its own requirements walked), or missing. ``pins`` narrow a package's range after a
     conflict (see :func:`build`)."""
@@ -184,15 +243,23 @@ def _requirements_of(wheel: Path, name: str, extras: set[str], env: dict[str, st
     out = []
     for line in requires_dist(wheel):
         dep = Requirement(line)
-        if any(dep.marker is None and e == "" or dep.marker is not None and dep.marker.evaluate({**env, "extra": e})
-               for e in extras):
+        if any(
+            dep.marker is None and e == "" or dep.marker is not None and dep.marker.evaluate({**env, "extra": e})
+            for e in extras
+        ):
             dep.marker = None
             out.append((dep, name))
     return out
 
 
-def build(out: Path, python_version: str | None = None, image_path: Path = IMAGE,
-          roots: list[str] | None = None, fashion_mnist: Path | None = None, log=print) -> dict:
+def build(
+    out: Path,
+    python_version: str | None = None,
+    image_path: Path = IMAGE,
+    roots: list[str] | None = None,
+    fashion_mnist: Path | None = None,
+    log=print,
+) -> dict:
     """Fills ``out`` with the wheels (and ``bundle.json``, its manifest); returns the manifest."""
     image = load_image(image_path)
     python_version = python_version or ".".join(image["python"].split(".")[:2])
@@ -222,11 +289,17 @@ def build(out: Path, python_version: str | None = None, image_path: Path = IMAGE
             data_files.append(f"fashion-mnist/{name}")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     manifest = {
-        "python": python_version, "platforms": image["platforms"], "image_list_read": image["read"],
-        "wheels": {n: {"version": v, "file": w.name, "needed_by": sorted(bundle.needed_by[n])}
-                   for n, (v, w) in sorted(bundle.wheels.items())},
+        "python": python_version,
+        "platforms": image["platforms"],
+        "image_list_read": image["read"],
+        "wheels": {
+            n: {"version": v, "file": w.name, "needed_by": sorted(bundle.needed_by[n])}
+            for n, (v, w) in sorted(bundle.wheels.items())
+        },
         "from_image": dict(sorted(bundle.from_image.items())),
-        "missing": bundle.missing, "data": data_files, "bytes": size,
+        "missing": bundle.missing,
+        "data": data_files,
+        "bytes": size,
     }
     (out / "bundle.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -234,8 +307,16 @@ def build(out: Path, python_version: str | None = None, image_path: Path = IMAGE
 
 def travelling_files(root: Path = ROOT) -> list[str]:
     """What the device tool sends: tracked and untracked-not-ignored files, relative to ``root``."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     return [f for f in listed if f and (root / f).is_file()]
 
 
@@ -248,23 +329,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / ".bundle", help="the folder to fill (emptied first)")
     p.add_argument("--python-version", help="the target interpreter, e.g. 3.12 (default: the image's)")
     p.add_argument("--image", type=Path, default=IMAGE, help="the machine image's package list")
-    p.add_argument("--fashion-mnist", nargs="?", type=Path, const=FASHION_MNIST, default=None, metavar="DIR",
-                   help=f"also carry Fashion-MNIST's four IDX files (default folder: {FASHION_MNIST}, "
-                        "Debian's dataset-fashion-mnist)")
+    p.add_argument(
+        "--fashion-mnist",
+        nargs="?",
+        type=Path,
+        const=FASHION_MNIST,
+        default=None,
+        metavar="DIR",
+        help=f"also carry Fashion-MNIST's four IDX files (default folder: {FASHION_MNIST}, "
+        "Debian's dataset-fashion-mnist)",
+    )
     a = p.parse_args(argv)
     if a.fashion_mnist is not None:
         absent = [n for n in FASHION_MNIST_FILES if not (a.fashion_mnist / n).is_file()]
         if absent:
             p.error(f"{a.fashion_mnist} lacks {', '.join(absent)} (apt-get install dataset-fashion-mnist)")
     image = load_image(a.image)
-    print(f"resolving against the image's package list of {image['read']} ({len(image['packages'])} packages), "
-          f"for CPython {a.python_version or image['python']}:")
+    print(
+        f"resolving against the image's package list of {image['read']} ({len(image['packages'])} packages), "
+        f"for CPython {a.python_version or image['python']}:"
+    )
     manifest = build(a.out, a.python_version, a.image, fashion_mnist=a.fashion_mnist)
     tree = travelling_bytes()
-    print(f"{a.out}: {len(manifest['wheels'])} wheels, {manifest['bytes'] / 2**20:.1f} MiB"
-          + (f" with {len(manifest['data'])} data files" if manifest["data"] else "")
-          + f"; the working tree {tree / 2**20:.1f} MiB; together {(tree + manifest['bytes']) / 2**20:.1f} MiB "
-          f"of the {TRAVEL_LIMIT // 2**20} MiB that may travel")
+    print(
+        f"{a.out}: {len(manifest['wheels'])} wheels, {manifest['bytes'] / 2**20:.1f} MiB"
+        + (f" with {len(manifest['data'])} data files" if manifest["data"] else "")
+        + f"; the working tree {tree / 2**20:.1f} MiB; together {(tree + manifest['bytes']) / 2**20:.1f} MiB "
+        f"of the {TRAVEL_LIMIT // 2**20} MiB that may travel"
+    )
     for why in manifest["missing"].values():
         print(f"missing: {why}")
     if tree + manifest["bytes"] > TRAVEL_LIMIT:

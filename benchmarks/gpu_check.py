@@ -50,12 +50,38 @@ STAGES = ("methods", "throughput", "pipeline", "fmnist")
 BUDGET_S = {"methods": 150, "throughput": 180, "pipeline": 60, "fmnist": 120}
 # The modules each stage imports beyond torch: a stage whose modules are absent is recorded as
 # "missing" with their names, without spending its budget, and the next stage runs.
-NEEDS = {"methods": ("timm", "safetensors"), "throughput": ("timm", "safetensors"), "pipeline": ("timm", "PIL"),
-         "fmnist": ("timm", "accelerate", "safetensors", "jsonargparse", "docstring_parser", "datasets", "yaml",
-                    "tqdm", "PIL")}
+NEEDS = {
+    "methods": ("timm", "safetensors"),
+    "throughput": ("timm", "safetensors"),
+    "pipeline": ("timm", "PIL"),
+    "fmnist": (
+        "timm",
+        "accelerate",
+        "safetensors",
+        "jsonargparse",
+        "docstring_parser",
+        "datasets",
+        "yaml",
+        "tqdm",
+        "PIL",
+    ),
+}
 # The packages whose versions the environment record names.
-PACKAGES = ("torch", "torchvision", "timm", "accelerate", "safetensors", "huggingface-hub", "datasets",
-            "jsonargparse", "docstring-parser", "numpy", "pillow", "pyarrow", "lightly")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "accelerate",
+    "safetensors",
+    "huggingface-hub",
+    "datasets",
+    "jsonargparse",
+    "docstring-parser",
+    "numpy",
+    "pillow",
+    "pyarrow",
+    "lightly",
+)
 
 
 class HostReads(TorchDispatchMode):
@@ -79,16 +105,20 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _step_fn(method: str, backbone: str, backbone_args: dict, size: int, batch: int, device: torch.device,
-             gpu_augment: bool) -> Callable[[int], float]:
+def _step_fn(
+    method: str, backbone: str, backbone_args: dict, size: int, batch: int, device: torch.device, gpu_augment: bool
+) -> Callable[[int], float]:
     """One training step of ``method`` on random uint8 views (the trainer's path: to the device,
     augmented there or normalised, bf16 autocast on a GPU, backward, SGD)."""
     from regioncl.backbones import create_encoder
     from regioncl.data.views import BatchedMoCoV2, normalize
     from regioncl.methods import build_method
 
-    model = build_method(method, create_encoder(backbone, **backbone_args), queue_size=max(4096, 4 * batch),
-                         pred_dim=512).to(device).to(memory_format=torch.channels_last)
+    model = (
+        build_method(method, create_encoder(backbone, **backbone_args), queue_size=max(4096, 4 * batch), pred_dim=512)
+        .to(device)
+        .to(memory_format=torch.channels_last)
+    )
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     views = torch.randint(0, 256, (2, batch, 3, size, size), dtype=torch.uint8)
     augment = BatchedMoCoV2(size) if gpu_augment else None
@@ -114,7 +144,7 @@ def stage_methods(dry: bool, device: torch.device) -> dict[str, Any]:
     from regioncl.methods import METHODS
 
     backbone, args, size = ("resnet10t", {"output_stride": 8}, 32) if dry else ("resnet50", {}, 224)
-    steps, batches = (2, [4, 8]) if dry else (20, [2 ** k for k in range(5, 11)])
+    steps, batches = (2, [4, 8]) if dry else (20, [2**k for k in range(5, 11)])
     results = {}
     for method in METHODS:
         for gpu_augment in (False, True):
@@ -145,8 +175,11 @@ def stage_methods(dry: bool, device: torch.device) -> dict[str, Any]:
             losses = torch.stack(losses).float().tolist()
             seconds = time.perf_counter() - start
             results[f"{method}, augment on device={gpu_augment}"] = {
-                "batch": fits, "finite": all(math.isfinite(v) for v in losses), "losses": losses,
-                "host_reads_per_step": counter.count / steps, "images_per_s": fits * steps / seconds,
+                "batch": fits,
+                "finite": all(math.isfinite(v) for v in losses),
+                "losses": losses,
+                "host_reads_per_step": counter.count / steps,
+                "images_per_s": fits * steps / seconds,
                 "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             }
     return results
@@ -156,10 +189,29 @@ def stage_throughput(dry: bool, device: torch.device) -> dict[str, Any]:
     from benchmarks.steps import Setup, benchmark, compare_lightly, format_compare, format_table
     from regioncl.methods import METHODS
 
-    setup = Setup(backbone="resnet10t", backbone_args={"output_stride": 8}, image_size=32, batch_size=8, steps=2,
-                  warmup=1, device=str(device), precision="fp32") if dry else Setup(
-        backbone="resnet50", backbone_args={}, image_size=224, batch_size=128, steps=10, warmup=3,
-        device=str(device), precision="bf16")
+    setup = (
+        Setup(
+            backbone="resnet10t",
+            backbone_args={"output_stride": 8},
+            image_size=32,
+            batch_size=8,
+            steps=2,
+            warmup=1,
+            device=str(device),
+            precision="fp32",
+        )
+        if dry
+        else Setup(
+            backbone="resnet50",
+            backbone_args={},
+            image_size=224,
+            batch_size=128,
+            steps=10,
+            warmup=3,
+            device=str(device),
+            precision="bf16",
+        )
+    )
     out: dict[str, Any] = {"eager": format_table(benchmark(sorted(METHODS), setup))}
     if not dry:
         setup.compile = True
@@ -183,8 +235,11 @@ def stage_pipeline(dry: bool, device: torch.device, methods: dict[str, Any] | No
         rows = pipeline_benchmark(folder, 32 if dry else 224, rounds=1 if dry else 3)
     per_worker = {r.name: r.images_per_s for r in rows}
     ours = per_worker.get("regioncl MoCoV2Views, uint8 views")
-    out = {"per_worker_images_per_s": per_worker, "cores": cores,
-           "cpu_images_per_s_all_cores": None if ours is None else ours * max(1, cores - 1)}
+    out = {
+        "per_worker_images_per_s": per_worker,
+        "cores": cores,
+        "cpu_images_per_s_all_cores": None if ours is None else ours * max(1, cores - 1),
+    }
     if methods:
         fastest = max((v.get("images_per_s", 0) for v in methods.values() if isinstance(v, dict)), default=0)
         out["gpu_images_per_s_fastest_method"] = fastest
@@ -198,17 +253,43 @@ def stage_fmnist(dry: bool, device: torch.device, data: Path = Path("data/fashio
     out: dict[str, Any] = {}
     for method in ("regioncl_m", "mocov2"):
         with tempfile.TemporaryDirectory() as run:
-            command = [sys.executable, "-m", "regioncl", "pretrain", "--config", f"fmnist_{method}", "--data.image_size",
-                       "64", "--optim.epochs", "1" if dry else "3", "--run.output_dir", run,
-                       "--data.source", str(data / "train"), "--knn.train_data", str(data / "train"),
-                       "--knn.val_data", str(data / "test")]
+            command = [
+                sys.executable,
+                "-m",
+                "regioncl",
+                "pretrain",
+                "--config",
+                f"fmnist_{method}",
+                "--data.image_size",
+                "64",
+                "--optim.epochs",
+                "1" if dry else "3",
+                "--run.output_dir",
+                run,
+                "--data.source",
+                str(data / "train"),
+                "--knn.train_data",
+                str(data / "train"),
+                "--knn.val_data",
+                str(data / "test"),
+            ]
             if dry:
-                command += ["--optim.max_steps", "2", "--knn.enabled", "false", "--optim.batch_size", "8",
-                            "--method.queue_size", "64", "--data.image_size", "32"]
+                command += [
+                    "--optim.max_steps",
+                    "2",
+                    "--knn.enabled",
+                    "false",
+                    "--optim.batch_size",
+                    "8",
+                    "--method.queue_size",
+                    "64",
+                    "--data.image_size",
+                    "32",
+                ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(done.stderr[-2000:])
-            out[method] = json.loads(done.stdout[done.stdout.index("{"):])
+            out[method] = json.loads(done.stdout[done.stdout.index("{") :])
     return out
 
 
@@ -230,26 +311,44 @@ def environment(device: str) -> dict[str, Any]:
             versions[name] = {"version": dist.version, "at": str(dist.locate_file(""))}
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    out: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable,
-                           "platform": platform.platform(), "cpus": os.cpu_count(), "packages": versions,
-                           "device": device, "torch_cuda": torch.version.cuda}
+    out: dict[str, Any] = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": versions,
+        "device": device,
+        "torch_cuda": torch.version.cuda,
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        out["gpu"] = {"name": props.name, "memory_gib": props.total_memory / 2**30,
-                      "multiprocessors": props.multi_processor_count, "capability": f"{props.major}.{props.minor}"}
+        out["gpu"] = {
+            "name": props.name,
+            "memory_gib": props.total_memory / 2**30,
+            "multiprocessors": props.multi_processor_count,
+            "capability": f"{props.major}.{props.minor}",
+        }
         try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30)
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             out["gpu"]["driver"] = smi.stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
             out["gpu"]["driver"] = None
     bundle = Path(os.environ.get("REGIONCL_BUNDLE", ".bundle")) / "bundle.json"
     if bundle.is_file():
         manifest = json.loads(bundle.read_text())
-        out["bundle"] = {"wheels": {k: v["version"] for k, v in manifest["wheels"].items()},
-                         "missing": manifest["missing"], "python": manifest["python"],
-                         "install_seconds": (float(os.environ["REGIONCL_BUNDLE_INSTALL_S"])
-                                             if os.environ.get("REGIONCL_BUNDLE_INSTALL_S") else None)}
+        out["bundle"] = {
+            "wheels": {k: v["version"] for k, v in manifest["wheels"].items()},
+            "missing": manifest["missing"],
+            "python": manifest["python"],
+            "install_seconds": (
+                float(os.environ["REGIONCL_BUNDLE_INSTALL_S"]) if os.environ.get("REGIONCL_BUNDLE_INSTALL_S") else None
+            ),
+        }
     return out
 
 
@@ -257,41 +356,72 @@ def _write(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(records, indent=1, default=str) + "\n"))
 
 
-def run_all(out: Path, dry: bool, device: str, stages: list[str], budgets: dict[str, float],
-            fmnist_data: Path = Path("data/fashion-mnist")) -> list[dict[str, Any]]:
+def run_all(
+    out: Path,
+    dry: bool,
+    device: str,
+    stages: list[str],
+    budgets: dict[str, float],
+    fmnist_data: Path = Path("data/fashion-mnist"),
+) -> list[dict[str, Any]]:
     """Every stage in a child process under its budget; the records, each written as soon as known."""
     out.mkdir(parents=True, exist_ok=True)
     path, records = out / "gpu_check.json", []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     records.append({"stage": "environment", "status": "ok", "result": environment(device)})
     _write(path, records)
     for name in stages:
         absent = absent_modules(NEEDS[name])
         if absent:
-            records.append({"stage": name, "status": "missing", "seconds": 0.0,
-                            "error": f"needs {', '.join(absent)}, not installed here (carry them: "
-                                     "python scripts/wheel_bundle.py, then scripts/gpu_check.sh installs them)"})
+            records.append(
+                {
+                    "stage": name,
+                    "status": "missing",
+                    "seconds": 0.0,
+                    "error": f"needs {', '.join(absent)}, not installed here (carry them: "
+                    "python scripts/wheel_bundle.py, then scripts/gpu_check.sh installs them)",
+                }
+            )
             _write(path, records)
             print(f"{name}: missing {', '.join(absent)}", flush=True)
             continue
         result = out / f"{name}.json"
-        command = [sys.executable, "-m", "benchmarks.gpu_check", str(out), "--stage", name, "--device", device,
-                   "--fmnist-data", str(fmnist_data)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu_check",
+            str(out),
+            "--stage",
+            name,
+            "--device",
+            device,
+            "--fmnist-data",
+            str(fmnist_data),
+        ]
         if dry:
             command.append("--dry-run")
         start = time.perf_counter()
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=budgets[name], env=env)
-            record = {"stage": name, "status": "ok" if done.returncode == 0 else "failed",
-                      "seconds": time.perf_counter() - start}
+            record = {
+                "stage": name,
+                "status": "ok" if done.returncode == 0 else "failed",
+                "seconds": time.perf_counter() - start,
+            }
             if done.returncode == 0:
                 record["result"] = json.loads(result.read_text())
             else:
                 record["error"] = done.stderr[-3000:]
         except subprocess.TimeoutExpired:
-            record = {"stage": name, "status": "timeout", "seconds": time.perf_counter() - start,
-                      "error": f"over its budget of {budgets[name]} s"}
+            record = {
+                "stage": name,
+                "status": "timeout",
+                "seconds": time.perf_counter() - start,
+                "error": f"over its budget of {budgets[name]} s",
+            }
         records.append(record)
         _write(path, records)
         print(f"{name}: {record['status']} in {record['seconds']:.0f} s", flush=True)
@@ -317,8 +447,11 @@ def main(argv: list[str] | None = None) -> None:
         methods = a.out / "methods.json"
         result = stage_pipeline(a.dry_run, device, json.loads(methods.read_text()) if methods.is_file() else None)
     else:
-        result = (stage_fmnist(a.dry_run, device, a.fmnist_data) if a.stage == "fmnist" else
-                  {"methods": stage_methods, "throughput": stage_throughput}[a.stage](a.dry_run, device))
+        result = (
+            stage_fmnist(a.dry_run, device, a.fmnist_data)
+            if a.stage == "fmnist"
+            else {"methods": stage_methods, "throughput": stage_throughput}[a.stage](a.dry_run, device)
+        )
     result_path = a.out / f"{a.stage}.json"
     result_path.write_text(json.dumps(result, indent=1, default=str))
 

@@ -33,7 +33,14 @@ from regioncl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from regioncl.data.twoview import TwoViewDataset
 from regioncl.data.views import MoCoV2Views, normalize
 
-__all__ = ["PipelineRow", "format_pipeline_table", "official_mocov2_views", "pipeline_benchmark", "synthetic_photo", "write_jpegs"]
+__all__ = [
+    "PipelineRow",
+    "format_pipeline_table",
+    "official_mocov2_views",
+    "pipeline_benchmark",
+    "synthetic_photo",
+    "write_jpegs",
+]
 
 
 def synthetic_photo(rng: np.random.Generator, width: int = 500, height: int = 375) -> Image.Image:
@@ -63,8 +70,9 @@ def synthetic_photo(rng: np.random.Generator, width: int = 500, height: int = 37
     return image
 
 
-def write_jpegs(folder: str | os.PathLike, n: int, width: int = 500, height: int = 375, quality: int = 90,
-                seed: int = 0) -> list[Path]:
+def write_jpegs(
+    folder: str | os.PathLike, n: int, width: int = 500, height: int = 375, quality: int = 90, seed: int = 0
+) -> list[Path]:
     """Writes ``n`` synthetic photos as JPEGs (every other one portrait) to ``folder``; returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,15 +102,17 @@ def official_mocov2_views(image_size: int = 224):
     """The official MoCo v2 two-view callable (path → two normalised float views), as in its code."""
     import torchvision.transforms as T
 
-    augmentation = T.Compose([
-        T.RandomResizedCrop(image_size, scale=(0.2, 1.0)),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-        T.RandomApply([_MoCoGaussianBlur()], p=0.5),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
-    ])
+    augmentation = T.Compose(
+        [
+            T.RandomResizedCrop(image_size, scale=(0.2, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([_MoCoGaussianBlur()], p=0.5),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
+        ]
+    )
 
     def views(path: str) -> tuple[torch.Tensor, torch.Tensor]:
         with open(path, "rb") as fh:  # torchvision's pil_loader
@@ -121,8 +131,9 @@ class PipelineRow:
     std: float
 
 
-def pipeline_benchmark(folder: str | os.PathLike, image_size: int = 224, rounds: int = 5, draft: bool = True,
-                       seed: int = 0) -> list[PipelineRow]:
+def pipeline_benchmark(
+    folder: str | os.PathLike, image_size: int = 224, rounds: int = 5, draft: bool = True, seed: int = 0
+) -> list[PipelineRow]:
     """Times both pipelines on every JPEG under ``folder`` (one torch thread), interleaved.
 
     Returns one row per pipeline (official first, then ours without and with the CPU
@@ -174,9 +185,13 @@ def pipeline_benchmark(folder: str | os.PathLike, image_size: int = 224, rounds:
 
 def format_pipeline_table(rows: list[PipelineRow]) -> str:
     """Markdown table; "speed-up" is each pipeline's images/s over the first row's."""
-    lines = ["| pipeline | ms / image (2 views) | images / s per worker | speed-up | output mean | output std |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| pipeline | ms / image (2 views) | images / s per worker | speed-up | output mean | output std |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r.name} | {r.ms_per_image:.2f} | {r.images_per_s:.1f} | "
-                     f"{rows[0].ms_per_image / r.ms_per_image:.2f}× | {r.mean:.3f} | {r.std:.3f} |")
+        lines.append(
+            f"| {r.name} | {r.ms_per_image:.2f} | {r.images_per_s:.1f} | "
+            f"{rows[0].ms_per_image / r.ms_per_image:.2f}× | {r.mean:.3f} | {r.std:.3f} |"
+        )
     return "\n".join(lines)

@@ -78,16 +78,23 @@ def make_environment(env_dir: Path, image: dict, python: str, install_image: boo
     # Without a pip of its own when it sees this interpreter's: the image's pip comes with the rest.
     subprocess.run([python, "-m", "venv", *([] if install_image else ["--without-pip"]), str(env_dir)], check=True)
     env_python = str(env_dir / "bin" / "python")
-    purelib = subprocess.run([env_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [env_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not install_image:
         shown = image_view(env_dir / "image-site", image)
         (Path(purelib) / "image.pth").write_text(str(env_dir / "image-site") + "\n")
         return shown
     wanted = [f"{n}=={v}" if v else n for n, v in from_image.items()]
     subprocess.run([env_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted], check=True)
-    listed = json.loads(subprocess.run([env_python, "-m", "pip", "list", "--format", "json"], capture_output=True,
-                                       text=True, check=True).stdout)
+    listed = json.loads(
+        subprocess.run(
+            [env_python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     extra = [d["name"] for d in listed if not in_image(d["name"], image)]
     if extra:  # what pip brought that the image does not have: the machine would lack it too
         subprocess.run([env_python, "-m", "pip", "uninstall", "-q", "-y", *extra], check=True)
@@ -118,13 +125,20 @@ def offline_prefix() -> list[str]:
     return []
 
 
-def rehearse(work: Path, python: str | None = None, install_image: bool = False, bundle: Path | None = None,
-             budget_s: int = 600, log=print) -> dict:
+def rehearse(
+    work: Path,
+    python: str | None = None,
+    install_image: bool = False,
+    bundle: Path | None = None,
+    budget_s: int = 600,
+    log=print,
+) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     image = load_image()
     python = python or sys.executable
-    version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     project, times = work / "project", {}
     copy_project(project)
     start = time.perf_counter()
@@ -141,40 +155,85 @@ def rehearse(work: Path, python: str | None = None, install_image: bool = False,
     lacking = sorted(set(manifest["wheels"]) & set(holds))
     if lacking:
         raise AssertionError(f"the image-like environment holds what the bundle carries: {lacking}")
-    env = {"PATH": f"{work / 'image' / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(work / "home"),
-           "TMPDIR": str(work / "tmp"), "LANG": "C.UTF-8", "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull,
-           "PYTHONNOUSERSITE": "1", "REGIONCL_SITE": str(work / "site"), "OMP_NUM_THREADS": "1"}
+    env = {
+        "PATH": f"{work / 'image' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(work / "home"),
+        "TMPDIR": str(work / "tmp"),
+        "LANG": "C.UTF-8",
+        "PIP_NO_INDEX": "1",
+        "PIP_CONFIG_FILE": os.devnull,
+        "PYTHONNOUSERSITE": "1",
+        "REGIONCL_SITE": str(work / "site"),
+        "OMP_NUM_THREADS": "1",
+    }
     for d in ("home", "tmp"):
         (work / d).mkdir(exist_ok=True)
     prefix = offline_prefix()
     budgets = [f"{s}={budget_s}" for s in ("methods", "throughput", "pipeline", "fmnist")]
     start = time.perf_counter()
-    done = subprocess.run([*prefix, "bash", "scripts/gpu_check.sh", str(work / "out"), "--dry-run", "--device", "cpu",
-                           "--fmnist-data", str(tiny_folders(work / "fmnist")), "--budget", *budgets],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=6 * budget_s)
+    done = subprocess.run(
+        [
+            *prefix,
+            "bash",
+            "scripts/gpu_check.sh",
+            str(work / "out"),
+            "--dry-run",
+            "--device",
+            "cpu",
+            "--fmnist-data",
+            str(tiny_folders(work / "fmnist")),
+            "--budget",
+            *budgets,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=6 * budget_s,
+    )
     times["gpu_check_s"] = time.perf_counter() - start
     log(done.stdout[-3000:] + done.stderr[-3000:])
     path = work / "out" / "gpu_check.json"
     records = json.loads(path.read_text()) if path.is_file() else []
     environment = next((r["result"] for r in records if r["stage"] == "environment"), {})
     times["install_s"] = (environment.get("bundle") or {}).get("install_seconds")
-    return {"returncode": done.returncode, "python": version, "offline": bool(prefix), "holds": holds,
-            "records": records, "times": times, "bundle": manifest, "output": done.stdout + done.stderr}
+    return {
+        "returncode": done.returncode,
+        "python": version,
+        "offline": bool(prefix),
+        "holds": holds,
+        "records": records,
+        "times": times,
+        "bundle": manifest,
+        "output": done.stdout + done.stderr,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("work", type=Path, help="an empty folder for the rehearsal")
     p.add_argument("--python", help="the interpreter of the image-like environment (default: this one)")
-    p.add_argument("--install-image", action="store_true",
-                   help="install the image's packages at its versions instead of linking this interpreter's")
+    p.add_argument(
+        "--install-image",
+        action="store_true",
+        help="install the image's packages at its versions instead of linking this interpreter's",
+    )
     p.add_argument("--bundle", type=Path, help="a bundle made beforehand for the same interpreter")
     a = p.parse_args(argv)
     result = rehearse(a.work, a.python, a.install_image, a.bundle)
     status = {r["stage"]: r["status"] for r in result["records"]}
-    print(json.dumps({"python": result["python"], "offline": result["offline"], "status": status,
-                      "times": result["times"], "torch": result["records"][0]["result"]["packages"]["torch"]
-                      if result["records"] else None}, indent=1))
+    print(
+        json.dumps(
+            {
+                "python": result["python"],
+                "offline": result["offline"],
+                "status": status,
+                "times": result["times"],
+                "torch": result["records"][0]["result"]["packages"]["torch"] if result["records"] else None,
+            },
+            indent=1,
+        )
+    )
     return 0 if result["returncode"] == 0 and status and all(s == "ok" for s in status.values()) else 1
 
 

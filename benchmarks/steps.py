@@ -29,9 +29,13 @@ from regioncl.train.hostmem import keep_freed_host_memory, minor_page_faults
 # MoCo v2 / DenseCL: query fwd+bwd (3) + key fwd (1) = 4; SimSiam: two views fwd+bwd = 6.
 # RegionCL adds the composite pass with its backward (3); the no-swap ablation adds two (6).
 FLOP_UNITS = {
-    "mocov2": 4.0, "regioncl_m": 7.0, "regioncl_m_noswap": 10.0,
-    "densecl": 4.0, "regioncl_d": 7.0,
-    "simsiam": 6.0, "regioncl_s": 9.0,
+    "mocov2": 4.0,
+    "regioncl_m": 7.0,
+    "regioncl_m_noswap": 10.0,
+    "densecl": 4.0,
+    "regioncl_d": 7.0,
+    "simsiam": 6.0,
+    "regioncl_s": 9.0,
 }
 
 
@@ -48,9 +52,14 @@ class Row:
 #: datasheet dense peaks in TFLOP/s (no sparsity) as (bf16/fp16 tensor cores, tf32, fp32), matched
 #: against torch.cuda.get_device_name() in this order (the first name found in it wins).
 DATASHEET_TFLOPS: dict[str, tuple[float, float, float]] = {
-    "H200": (989.5, 494.7, 66.9), "H100 PCIe": (756.0, 378.0, 51.2), "H100": (989.5, 494.7, 66.9),
-    "A100": (312.0, 156.0, 19.5), "L40S": (362.1, 183.0, 91.6), "L4": (121.0, 60.0, 30.3),
-    "A10": (125.0, 62.5, 31.2), "V100": (125.0, 15.7, 15.7),
+    "H200": (989.5, 494.7, 66.9),
+    "H100 PCIe": (756.0, 378.0, 51.2),
+    "H100": (989.5, 494.7, 66.9),
+    "A100": (312.0, 156.0, 19.5),
+    "L40S": (362.1, 183.0, 91.6),
+    "L4": (121.0, 60.0, 30.3),
+    "A10": (125.0, 62.5, 31.2),
+    "V100": (125.0, 15.7, 15.7),
 }
 
 
@@ -67,8 +76,9 @@ def datasheet_flops_per_s(device: str, dtype: torch.dtype) -> float | None:
     return None
 
 
-def matmul_flops_per_s(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int | None = None,
-                       reps: int | None = None) -> float:
+def matmul_flops_per_s(
+    device: str = "cpu", dtype: torch.dtype = torch.float32, n: int | None = None, reps: int | None = None
+) -> float:
     """The machine's measured dense matmul throughput, FLOP/s.
 
     On a CPU: the median of ``reps`` (5) single n×n products (n = 2048). On a GPU a single
@@ -157,8 +167,7 @@ def _training_step(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor
     2.14.1, updates a channels_last parameter wrongly when its gradient is contiguous, silently;
     gradients can come with other strides.)
     """
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
-                          weight_decay=1e-4)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     def step(i: int) -> None:
         loss_fn(i).backward()
@@ -240,7 +249,7 @@ class Setup:
                 timed(runs[name], i)
         turn = 0
         while min(len(t.seconds) for t in times.values()) < self.steps:
-            for name in names[turn % len(names):] + names[: turn % len(names)]:
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
                 i = self.warmup + turn * (per_turn + 1)
                 timed(runs[name], i)  # after another model's step: not timed
                 for j in range(per_turn):
@@ -297,8 +306,12 @@ SIDES = {
     "lightly_ours": Side("lightly", True, True),
     "ours_glibc": Side("ours", True, False),
 }
-SIDE_LABELS = {"ours": "regioncl", "lightly": "lightly", "lightly_ours": "lightly, our settings",
-               "ours_glibc": "regioncl, glibc defaults"}
+SIDE_LABELS = {
+    "ours": "regioncl",
+    "lightly": "lightly",
+    "lightly_ours": "lightly, our settings",
+    "ours_glibc": "regioncl, glibc defaults",
+}
 
 
 @dataclass
@@ -330,7 +343,7 @@ def compare_lightly(
         rows = {name: CompareRow(name, {side: Timing() for side in sides}) for name in methods}
         for r in range(processes):
             for name in methods:
-                for side in sides[r % len(sides):] + sides[: r % len(sides)]:
+                for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
                     rows[name].timings[side].extend(_side_in_process(setup, side, name))
         return list(rows.values())
     rows = []
@@ -348,8 +361,9 @@ def compare_sides(sides: list[str] | None, processes: int) -> list[str]:
         raise ValueError(f"processes must be >= 0, got {processes}")
     sides = list(dict.fromkeys(["ours", *(sides or ("lightly", "lightly_ours"))]))
     if not processes and "ours_glibc" in sides:
-        raise ValueError("ours_glibc needs a process of its own (the allocator setting is per process): "
-                         "give processes >= 1")
+        raise ValueError(
+            "ours_glibc needs a process of its own (the allocator setting is per process): give processes >= 1"
+        )
     return sides
 
 
@@ -381,12 +395,18 @@ def _side_in_process(setup: Setup, side: str, method: str) -> Timing:
     in the repository's root, which ``-m`` puts first on its path: these benchmarks and this
     copy of regioncl, installed or not."""
     spec = {"setup": asdict(setup), "side": side, "method": method, "threads": torch.get_num_threads()}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.steps", json.dumps(spec)],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
-    results = [line[len(_RESULT):] for line in done.stdout.splitlines() if line.startswith(_RESULT)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.steps", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    results = [line[len(_RESULT) :] for line in done.stdout.splitlines() if line.startswith(_RESULT)]
     if done.returncode or not results:
-        raise RuntimeError(f"benchmark process for {side} {method} failed (exit {done.returncode}):\n"
-                           f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        raise RuntimeError(
+            f"benchmark process for {side} {method} failed (exit {done.returncode}):\n"
+            f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
     return Timing(**json.loads(results[-1]))
 
 
@@ -405,8 +425,12 @@ def format_compare(rows: list[CompareRow]) -> str:
     """A markdown table: ms per step of each side with its time over ours (> 1: ours faster),
     and each side's median minor page faults per step."""
     sides = [s for s in SIDES if s in rows[0].timings]
-    lines = ["| method | " + " | ".join(f"{SIDE_LABELS[s]} ms / step" for s in sides)
-             + " | page faults / step, same order |", "|---|" + "---|" * (len(sides) + 1)]
+    lines = [
+        "| method | "
+        + " | ".join(f"{SIDE_LABELS[s]} ms / step" for s in sides)
+        + " | page faults / step, same order |",
+        "|---|" + "---|" * (len(sides) + 1),
+    ]
     for r in rows:
         ours = r.ms("ours")
         cells = [f"{ours:.1f}"] + [f"{r.ms(s):.1f} ({r.ms(s) / ours:.2f}×)" for s in sides[1:]]
@@ -420,24 +444,36 @@ def format_table(rows: list[Row]) -> str:
     (backbone passes, :data:`FLOP_UNITS`, and counted FLOPs where measured), and the fraction of
     the matmul throughput achieved."""
     by_name = {r.method: r for r in rows}
-    lines = ["| method | ms / step | images / s | time vs base | FLOP ratio | measured / FLOP | GFLOP / step "
-             "| counted FLOP ratio | measured / counted | of matmul peak | MFU (datasheet) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | ms / step | images / s | time vs base | FLOP ratio | measured / FLOP | GFLOP / step "
+        "| counted FLOP ratio | measured / counted | of matmul peak | MFU (datasheet) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         base = by_name.get(BASE_OF.get(r.method, ""))
         counted = "" if r.gflop_per_step is None else f"{r.gflop_per_step:.1f}"
         peak = "" if r.peak_fraction is None else f"{100 * r.peak_fraction:.0f} %"
         mfu = "" if r.mfu is None else f"{100 * r.mfu:.0f} %"
         if base is None:
-            lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | 1.00 | 1.00 | | {counted} | 1.00 | "
-                         f"| {peak} | {mfu} |")
+            lines.append(
+                f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | 1.00 | 1.00 | | {counted} | 1.00 | "
+                f"| {peak} | {mfu} |"
+            )
             continue
         ratio = r.ms_per_step / base.ms_per_step
         flops = FLOP_UNITS[r.method] / FLOP_UNITS[base.method]
-        by_count = ("", "") if r.gflop_per_step is None or base.gflop_per_step is None else (
-            f"{r.gflop_per_step / base.gflop_per_step:.2f}", f"{ratio / (r.gflop_per_step / base.gflop_per_step):.2f}")
-        lines.append(f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | {ratio:.2f} | {flops:.2f} | "
-                     f"{ratio / flops:.2f} | {counted} | {by_count[0]} | {by_count[1]} | {peak} | {mfu} |")
+        by_count = (
+            ("", "")
+            if r.gflop_per_step is None or base.gflop_per_step is None
+            else (
+                f"{r.gflop_per_step / base.gflop_per_step:.2f}",
+                f"{ratio / (r.gflop_per_step / base.gflop_per_step):.2f}",
+            )
+        )
+        lines.append(
+            f"| {r.method} | {r.ms_per_step:.1f} | {r.images_per_s:.1f} | {ratio:.2f} | {flops:.2f} | "
+            f"{ratio / flops:.2f} | {counted} | {by_count[0]} | {by_count[1]} | {peak} | {mfu} |"
+        )
     return "\n".join(lines)
 
 

@@ -11,8 +11,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 #: public name → the module that defines it
-_LAZY = {"Encoder": ".backbones", "create_encoder": ".backbones", "METHODS": ".methods", "build_method": ".methods",
-         "RegionCL": ".region"}
+_LAZY = {
+    "Encoder": ".backbones",
+    "create_encoder": ".backbones",
+    "METHODS": ".methods",
+    "build_method": ".methods",
+    "RegionCL": ".region",
+}
 __all__ = ["METHODS", "Encoder", "RegionCL", "build_method", "create_encoder", "__version__"]
 
 

@@ -64,10 +64,7 @@ def resolve_backbone(name: str, **model_args: Any) -> BackboneSpec:
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         hint = f" Similar timm names: {', '.join(close)}." if close else ""
-        raise UserError(
-            f"Unknown backbone {name!r}: not a timm model and not one of "
-            f"{sorted(WIDE_RESNETS)}.{hint}"
-        )
+        raise UserError(f"Unknown backbone {name!r}: not a timm model and not one of {sorted(WIDE_RESNETS)}.{hint}")
     return BackboneSpec(name, name, dict(model_args))
 
 
@@ -88,8 +85,10 @@ class Encoder(nn.Module):
         super().__init__()
         self.spec = spec
         if "pretrained" in spec.model_args:
-            raise UserError("backbone arguments may not set 'pretrained': start from pretrained weights with "
-                            "--model.init timm (or a run, an export, a weights file)")
+            raise UserError(
+                "backbone arguments may not set 'pretrained': start from pretrained weights with "
+                "--model.init timm (or a run, an export, a weights file)"
+            )
         try:
             self.model = timm.create_model(
                 spec.architecture, pretrained=False, num_classes=0, global_pool="", **spec.model_args
@@ -123,14 +122,18 @@ class Encoder(nn.Module):
             with torch.no_grad():
                 out = self.model(torch.zeros(1, 3, image_size, image_size, device=weight.device, dtype=weight.dtype))
         except Exception as e:  # timm's own checks: an AssertionError, a RuntimeError of a shape
-            raise UserError(f"backbone {self.spec.name!r} cannot take {image_size} px images "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}); RegionCL "
-                            "needs a CNN backbone that returns a feature map") from None
+            raise UserError(
+                f"backbone {self.spec.name!r} cannot take {image_size} px images "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}); RegionCL "
+                "needs a CNN backbone that returns a feature map"
+            ) from None
         finally:
             self.model.train(was_training)
         if out.ndim != 4 or tuple(out.shape[2:]) != (grid, grid):
-            raise UserError(f"backbone {self.spec.name!r} returned a tensor of shape {tuple(out.shape)} at "
-                            f"{image_size} px, not a (1, C, {grid}, {grid}) feature map; RegionCL needs a CNN backbone")
+            raise UserError(
+                f"backbone {self.spec.name!r} returned a tensor of shape {tuple(out.shape)} at "
+                f"{image_size} px, not a (1, C, {grid}, {grid}) feature map; RegionCL needs a CNN backbone"
+            )
         return grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

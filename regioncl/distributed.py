@@ -75,9 +75,11 @@ def make_accelerator(**kwargs):
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         from .errors import UserError
 
-        raise UserError("a DataLoader worker, importing the main script as it starts, was made to start a run: put "
-                        "the script's work under `if __name__ == \"__main__\":` (its workers import it), or use "
-                        "no workers (num_workers 0)")
+        raise UserError(
+            "a DataLoader worker, importing the main script as it starts, was made to start a run: put "
+            'the script\'s work under `if __name__ == "__main__":` (its workers import it), or use '
+            "no workers (num_workers 0)"
+        )
     from accelerate import Accelerator
 
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
@@ -93,8 +95,12 @@ def progress_bar(accelerator: Any, iterable: Any = None, **kwargs: Any) -> Any:
 
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=not accelerator.is_local_main_process,
-                mininterval=0.5 if sys.stderr.isatty() else 30.0, **kwargs)
+    return tqdm(
+        iterable,
+        disable=not accelerator.is_local_main_process,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        **kwargs,
+    )
 
 
 def default_workers(requested: int | None = None) -> int:

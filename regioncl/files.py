@@ -95,8 +95,11 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def file_manifest(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{relative path: {"size", "sha256"}}`` of every file under ``folder`` but the state file."""
     folder = Path(folder)
-    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256(f)}
-            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != STATE_FILE}
+    return {
+        str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256(f)}
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.name != STATE_FILE
+    }
 
 
 def checkpoint_problems(folder: str | os.PathLike) -> list[str]:

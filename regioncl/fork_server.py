@@ -20,7 +20,8 @@ import sys
 
 #: what a scheduler may send every process of a job (SIGINT: the two ignore it themselves)
 SHIELDED: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
 
 
 def in_fork_server() -> bool:

@@ -21,15 +21,22 @@ def simsiam_projector(in_dim: int, hidden_dim: int = 2048, out_dim: int = 2048) 
     The linear layers before a BN have no bias (it would be cancelled by the BN).
     """
     return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim, affine=False),
+        nn.Linear(in_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim, bias=False),
+        nn.BatchNorm1d(out_dim, affine=False),
     )
 
 
 def simsiam_predictor(dim: int = 2048, hidden_dim: int = 512) -> nn.Sequential:
     """SimSiam's predictor: Linear(dim, hidden) → BN → ReLU → Linear(hidden, dim)."""
     return nn.Sequential(
-        nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+        nn.Linear(dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, dim),
     )

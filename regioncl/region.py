@@ -97,7 +97,9 @@ class RegionCL:
         return RegionFeatures(paste, canvas, views.perm, views.box)
 
     @staticmethod
-    def loss(pair_loss: PairLoss, canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    def loss(
+        pair_loss: PairLoss, canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor
+    ) -> torch.Tensor:
         """L_reg over the 2B canvas and paste rows, averaged together.
 
         Args:

@@ -116,7 +116,9 @@ def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tenso
             return perm
 
 
-def pairing_permutation(n: int, pairing: Pairing = "derangement", generator: torch.Generator | None = None) -> torch.Tensor:
+def pairing_permutation(
+    n: int, pairing: Pairing = "derangement", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The permutation π: composite i receives its paste from image π(i).
 
     ``"reverse"`` is the authors' pairing (i ↔ n−1−i); it is refused for odd

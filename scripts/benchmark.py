@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl benchmark` from a clone, without installing (see regioncl/cli/benchmark.py)."""
+
 import sys
 from pathlib import Path
 

@@ -36,8 +36,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = ast.parse(inspect.getsource(cls)).body[0].body
     docs = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
     return docs
 
@@ -107,23 +112,35 @@ def render() -> str:
         "difference from the checkpoint's configuration is refused. `regioncl pretrain --help` shows the "
         "same text with a recipe's values, `--print_recipe` the resolved configuration.",
         "",
-        "Sections: " + ", ".join(f"[`{name}`](#{name})" for name in SECTIONS)
+        "Sections: "
+        + ", ".join(f"[`{name}`](#{name})" for name in SECTIONS)
         + "; the evaluations: [`regioncl probe`](#regioncl-probe), [`regioncl finetune`](#regioncl-finetune); "
-          "[shipped recipes](#shipped-recipes).",
+        "[shipped recipes](#shipped-recipes).",
         "",
     ]
     for name, cls in SECTIONS.items():
         out += [f"## {name}", "", " ".join(inspect.cleandoc(cls.__doc__ or "").split()), ""]
         out += table(cls, f"--{name}.{{}}", sample, "sample") + [""]
     for command, cls in (("probe", ProbeConfig), ("finetune", FinetuneConfig)):
-        out += [f"## regioncl {command}", "", " ".join(inspect.cleandoc(cls.__doc__ or "").split()), "",
-                f"Besides ENCODER and the labelled data (`--train_data`, `--val_data`, `--train_split`, "
-                f"`--val_split`, `--num_classes`), `regioncl {command}` takes these options:", ""]
+        out += [
+            f"## regioncl {command}",
+            "",
+            " ".join(inspect.cleandoc(cls.__doc__ or "").split()),
+            "",
+            f"Besides ENCODER and the labelled data (`--train_data`, `--val_data`, `--train_split`, "
+            f"`--val_split`, `--num_classes`), `regioncl {command}` takes these options:",
+            "",
+        ]
         out += table(cls, "--{}") + [""]
-    out += ["## Shipped recipes", "",
-            "Found by name (`--config regioncl_m_r50`) or as files in `regioncl/recipes/`; each states only what "
-            "differs from its `base` (another recipe, or the defaults above).", "",
-            "| recipe | base | what it is |", "|---|---|---|"]
+    out += [
+        "## Shipped recipes",
+        "",
+        "Found by name (`--config regioncl_m_r50`) or as files in `regioncl/recipes/`; each states only what "
+        "differs from its `base` (another recipe, or the defaults above).",
+        "",
+        "| recipe | base | what it is |",
+        "|---|---|---|",
+    ]
     for path in sorted(RECIPES_DIR.glob("*.yaml")):
         base, what = recipe_summary(path)
         out.append(f"| `{path.stem}` | {f'`{base}`' if base else 'the defaults'} | {cell(what)} |")
@@ -132,7 +149,9 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="only compare; exit status 1 when docs/configuration.md is stale")
+    p.add_argument(
+        "--check", action="store_true", help="only compare; exit status 1 when docs/configuration.md is stale"
+    )
     a = p.parse_args(argv)
     text = render()
     if a.check:

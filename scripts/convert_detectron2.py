@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl convert detectron2` from a clone, without installing (see regioncl/cli/convert.py)."""
+
 import sys
 from pathlib import Path
 

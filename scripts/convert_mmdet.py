@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl convert mmdet` from a clone, without installing (see regioncl/cli/convert.py)."""
+
 import sys
 from pathlib import Path
 

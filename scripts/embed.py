@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl embed` from a clone, without installing (see regioncl/cli/embed.py)."""
+
 import sys
 from pathlib import Path
 

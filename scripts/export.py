@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl export` from a clone, without installing (see regioncl/cli/export.py)."""
+
 import sys
 from pathlib import Path
 

@@ -24,8 +24,22 @@ from safetensors.torch import load_file  # noqa: E402
 from regioncl.processes import regioncl_command, regioncl_env  # noqa: E402
 from regioncl.train.fault_injection import kill_and_resume, step_losses  # noqa: E402
 
-DEFAULT = ["--optim.max_steps", "30", "--run.checkpoint_every", "2", "--run.log_every", "1", "--knn.enabled", "false",
-           "--optim.batch_size", "16", "--method.queue_size", "64", "--data.num_workers", "1"]
+DEFAULT = [
+    "--optim.max_steps",
+    "30",
+    "--run.checkpoint_every",
+    "2",
+    "--run.log_every",
+    "1",
+    "--knn.enabled",
+    "false",
+    "--optim.batch_size",
+    "16",
+    "--method.queue_size",
+    "64",
+    "--data.num_workers",
+    "1",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,17 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(a.out or tempfile.mkdtemp(prefix="regioncl-faults-"))
     import subprocess
 
-    subprocess.run([*regioncl_command("pretrain"), *args, "--run.output_dir", str(root / "reference")], check=True,
-                   stdout=subprocess.DEVNULL, env=regioncl_env())
+    subprocess.run(
+        [*regioncl_command("pretrain"), *args, "--run.output_dir", str(root / "reference")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=regioncl_env(),
+    )
     report = kill_and_resume(args, root / "killed", a.kills, seed=a.seed, max_delay=a.max_delay)
     expected, got = step_losses(root / "reference"), step_losses(root / "killed")
-    differ = [s for s in expected if s not in got or any(abs(got[s][k] - v) > 1e-5 * max(1.0, abs(v))
-                                                          for k, v in expected[s].items())]
+    differ = [
+        s
+        for s in expected
+        if s not in got or any(abs(got[s][k] - v) > 1e-5 * max(1.0, abs(v)) for k, v in expected[s].items())
+    ]
     ref, end = (load_file(str(root / r / "encoder.safetensors")) for r in ("reference", "killed"))
     weights = [k for k in ref if not torch.allclose(ref[k].float(), end[k].float(), rtol=1e-4, atol=1e-6)]
-    print(f"{report['kills']} kills (after steps {report['killed_after_steps']}; {report['mid_checkpoint']} "
-          f"in the middle of a checkpoint); steps with other losses: {differ or 'none'}; "
-          f"weights that differ: {weights or 'none'}  ({root})")
+    print(
+        f"{report['kills']} kills (after steps {report['killed_after_steps']}; {report['mid_checkpoint']} "
+        f"in the middle of a checkpoint); steps with other losses: {differ or 'none'}; "
+        f"weights that differ: {weights or 'none'}  ({root})"
+    )
     return 1 if differ or weights or set(got) != set(expected) else 0
 
 

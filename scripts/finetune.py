@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl finetune` from a clone, without installing (see regioncl/cli/finetune.py)."""
+
 import sys
 from pathlib import Path
 

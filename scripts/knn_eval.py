@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl knn` from a clone, without installing (see regioncl/cli/knn.py)."""
+
 import sys
 from pathlib import Path
 

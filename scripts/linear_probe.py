@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl probe` from a clone, without installing (see regioncl/cli/probe.py)."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl plot` from a clone, without installing (see regioncl/cli/plot.py)."""
+
 import sys
 from pathlib import Path
 

@@ -59,7 +59,7 @@ def frame(images: np.ndarray, area: float) -> np.ndarray:
     """``images`` ``(N, H, W)`` shrunk to cover ``area`` of their own size (box filter, the side
     rounded to a pixel), centred on a black canvas of the original size."""
     n, h, w = images.shape
-    side_h, side_w = round(h * area ** 0.5), round(w * area ** 0.5)
+    side_h, side_w = round(h * area**0.5), round(w * area**0.5)
     top, left = (h - side_h) // 2, (w - side_w) // 2
     out = np.zeros_like(images)
     for i in range(n):
@@ -90,13 +90,24 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path)
     p.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
-    p.add_argument("--holdout", type=int, help="carve this many training images into holdoutN/val (the rest: holdoutN/train)")
-    p.add_argument("--subset", type=int, help="write a class-balanced subset of this many training images to subsetN/train")
-    p.add_argument("--holdout-subset", type=int,
-                   help="with --holdout: write holdoutN/subsetM/train, a class-balanced M of holdoutN/train")
+    p.add_argument(
+        "--holdout", type=int, help="carve this many training images into holdoutN/val (the rest: holdoutN/train)"
+    )
+    p.add_argument(
+        "--subset", type=int, help="write a class-balanced subset of this many training images to subsetN/train"
+    )
+    p.add_argument(
+        "--holdout-subset",
+        type=int,
+        help="with --holdout: write holdoutN/subsetM/train, a class-balanced M of holdoutN/train",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the holdout and subset draws")
-    p.add_argument("--frame", type=float, default=1.0,
-                   help="area fraction the garment covers, centred on an empty canvas of the same size (default 1)")
+    p.add_argument(
+        "--frame",
+        type=float,
+        default=1.0,
+        help="area fraction the garment covers, centred on an empty canvas of the same size (default 1)",
+    )
     a = p.parse_args(argv)
     if not 0 < a.frame <= 1:
         p.error(f"--frame is a fraction of the image's area in (0, 1], got {a.frame}")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl pretrain` from a clone, without installing (see regioncl/cli/pretrain.py)."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl push` from a clone, without installing (see regioncl/cli/push.py)."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`regioncl study` from a clone, without installing (see regioncl/cli/study.py)."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Wheels for the lent GPU machine, which reaches no registry (see benchmarks/bundle.py)."""
+
 import sys
 from pathlib import Path
 

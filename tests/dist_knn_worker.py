@@ -17,8 +17,15 @@ acc = make_accelerator()
 torch.manual_seed(0)
 encoder = create_encoder("resnet18", output_stride=8)
 root = Path(sys.argv[1])
-top1 = knn_evaluate(encoder, build_source(str(root / "train")), build_source(str(root / "val")),
-                    eval_transform(16, crop_pct=1.0), acc.device, k=5, batch_size=4)
+top1 = knn_evaluate(
+    encoder,
+    build_source(str(root / "train")),
+    build_source(str(root / "val")),
+    eval_transform(16, crop_pct=1.0),
+    acc.device,
+    k=5,
+    batch_size=4,
+)
 if acc.is_main_process:
     (root / "knn.json").write_text(json.dumps({"top1": top1, "world": acc.num_processes}))
 acc.wait_for_everyone()

@@ -15,10 +15,23 @@ from regioncl.train.trainer import Trainer  # noqa: E402
 out = Path(sys.argv[1])
 results = {}
 for name in METHODS:
-    cfg = make_config(overrides=dict(
-        method=name, backbone="resnet10t", image_size=16, batch_size=8, queue_size=32, proj_hidden_dim=32,
-        proj_dim=16, pred_dim=8, num_workers=0, knn=False, log_every=1, max_steps=3, output_dir=str(out / name),
-    ))
+    cfg = make_config(
+        overrides=dict(
+            method=name,
+            backbone="resnet10t",
+            image_size=16,
+            batch_size=8,
+            queue_size=32,
+            proj_hidden_dim=32,
+            proj_dim=16,
+            pred_dim=8,
+            num_workers=0,
+            knn=False,
+            log_every=1,
+            max_steps=3,
+            output_dir=str(out / name),
+        )
+    )
     trainer = Trainer(cfg)
     trainer.train()
     inner = trainer.unwrapped

@@ -21,10 +21,17 @@ def main(root: Path) -> None:
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     out = {"world": torch.tensor(acc.num_processes)}
     for augment in (False, True):
-        cfg = ProbeConfig(epochs=15, lr=1.0, batch_size=8, milestones=[10], augment=augment, image_size=16, crop_pct=1.0)
+        cfg = ProbeConfig(
+            epochs=15, lr=1.0, batch_size=8, milestones=[10], augment=augment, image_size=16, crop_pct=1.0
+        )
         result = linear_probe(encoder, build_source(str(root / "train")), build_source(str(root / "val")), 2, cfg, acc)
-        out.update({f"{augment}_top1": torch.tensor(result["top1"]), f"{augment}_history": torch.tensor(result["history"]),
-                    **{f"{augment}_head.{k}": v for k, v in result["head"].items()}})
+        out.update(
+            {
+                f"{augment}_top1": torch.tensor(result["top1"]),
+                f"{augment}_history": torch.tensor(result["history"]),
+                **{f"{augment}_head.{k}": v for k, v in result["head"].items()},
+            }
+        )
     out["unchanged"] = torch.tensor(all(torch.equal(before[k], v) for k, v in encoder.state_dict().items()))
     torch.save(out, root / f"probe_rank{acc.process_index}.pt")
     acc.wait_for_everyone()

@@ -22,8 +22,10 @@ acc.backward(out["loss"])
 inner = acc.unwrap_model(model)
 with torch.no_grad():
     k = inner.keys(xk, step=0)["k"]  # same key params and shuffle as inside the step
-torch.save({"keys": k, "queue": inner.queue.keys.clone(), "ptr": int(inner.queue.ptr),
-            "world": acc.num_processes}, Path(sys.argv[1]) / f"rank{acc.process_index}.pt")
+torch.save(
+    {"keys": k, "queue": inner.queue.keys.clone(), "ptr": int(inner.queue.ptr), "world": acc.num_processes},
+    Path(sys.argv[1]) / f"rank{acc.process_index}.pt",
+)
 # Leave together and tear the group down: a rank exiting mid-collective aborts gloo.
 acc.wait_for_everyone()
 acc.end_training()

@@ -4,7 +4,10 @@ import torch
 from regioncl.backbones import create_encoder, resolve_backbone
 
 
-@pytest.mark.parametrize("name,kwargs,stride", [("resnet18", {}, 32), ("resnet18", {"output_stride": 8}, 8), ("resnet18", {"output_stride": 16}, 16)])
+@pytest.mark.parametrize(
+    "name,kwargs,stride",
+    [("resnet18", {}, 32), ("resnet18", {"output_stride": 8}, 8), ("resnet18", {"output_stride": 16}, 16)],
+)
 def test_stride_is_read_from_the_model_and_matches_the_feature_map(name, kwargs, stride):
     enc = create_encoder(name, **kwargs)
     assert enc.stride == stride

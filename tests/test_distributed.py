@@ -55,9 +55,30 @@ def test_every_method_trains_in_two_processes(tmp_path):
 
 def test_pretrain_script_runs_in_two_processes(tmp_path):
     out = tmp_path / "run"
-    launch([str(ROOT / "scripts" / "pretrain.py"), "--model.backbone", "resnet10t", "--data.image_size", "16",
-            "--optim.batch_size", "8", "--method.queue_size", "32", "--optim.max_steps", "4", "--run.log_every", "2",
-            "--data.num_workers", "0", "--knn.enabled", "false", "--run.output_dir", str(out)], tmp_path)
+    launch(
+        [
+            str(ROOT / "scripts" / "pretrain.py"),
+            "--model.backbone",
+            "resnet10t",
+            "--data.image_size",
+            "16",
+            "--optim.batch_size",
+            "8",
+            "--method.queue_size",
+            "32",
+            "--optim.max_steps",
+            "4",
+            "--run.log_every",
+            "2",
+            "--data.num_workers",
+            "0",
+            "--knn.enabled",
+            "false",
+            "--run.output_dir",
+            str(out),
+        ],
+        tmp_path,
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
@@ -84,8 +105,15 @@ def test_two_process_knn_equals_one_process(tmp_path):
     two = json.loads((tmp_path / "knn.json").read_text())
     torch.manual_seed(0)
     encoder = create_encoder("resnet18", output_stride=8)
-    one = knn_evaluate(encoder, build_source(str(tmp_path / "train")), build_source(str(tmp_path / "val")),
-                       eval_transform(16, crop_pct=1.0), torch.device("cpu"), k=5, batch_size=4)
+    one = knn_evaluate(
+        encoder,
+        build_source(str(tmp_path / "train")),
+        build_source(str(tmp_path / "val")),
+        eval_transform(16, crop_pct=1.0),
+        torch.device("cpu"),
+        k=5,
+        batch_size=4,
+    )
     assert two["world"] == 2
     assert two["top1"] == one
     assert 0.0 < one < 1.0  # random images and labels: neither trivially right nor wrong
@@ -120,16 +148,34 @@ def _parquet_ids(folder: Path, sizes: list[int], row_group_size: int) -> list[in
     start = 0
     for f, n in enumerate(sizes):
         images = [{"bytes": buf.getvalue(), "path": f"{i}.png"} for i in range(start, start + n)]
-        pq.write_table(pa.table({"image": images, "label": list(range(start, start + n))}),
-                       folder / f"train-{f:05d}.parquet", row_group_size=row_group_size)
+        pq.write_table(
+            pa.table({"image": images, "label": list(range(start, start + n))}),
+            folder / f"train-{f:05d}.parquet",
+            row_group_size=row_group_size,
+        )
         start += n
     return list(range(start))
 
 
 def _stream_overrides(data: Path, out: Path, procs: int, steps: int) -> dict:
-    return dict(method="mocov2", backbone="resnet10t", data=f"hf:{data}", streaming=True, image_size=16,
-                batch_size=2 * procs, queue_size=24 * procs, proj_hidden_dim=32, proj_dim=16, epochs=2,
-                max_steps=steps, num_workers=0, shuffle_buffer=4, knn=False, log_every=1, output_dir=str(out))
+    return dict(
+        method="mocov2",
+        backbone="resnet10t",
+        data=f"hf:{data}",
+        streaming=True,
+        image_size=16,
+        batch_size=2 * procs,
+        queue_size=24 * procs,
+        proj_hidden_dim=32,
+        proj_dim=16,
+        epochs=2,
+        max_steps=steps,
+        num_workers=0,
+        shuffle_buffer=4,
+        knn=False,
+        log_every=1,
+        output_dir=str(out),
+    )
 
 
 @pytest.mark.parametrize("procs,files", [(2, 4), (2, 5), (3, 4), (3, 5)])
@@ -140,8 +186,16 @@ def test_streamed_epoch_is_read_once_across_processes(tmp_path, procs, files):
     ids = _parquet_ids(tmp_path / "pq", [12] * files, row_group_size=2)
     per_epoch = len(ids) // (2 * procs)
     out = tmp_path / "run"
-    launch(["--num_processes", str(procs), str(ROOT / "tests" / "dist_stream_worker.py"),
-            json.dumps(_stream_overrides(tmp_path / "pq", out, procs, 2 * per_epoch)), "all"], tmp_path)
+    launch(
+        [
+            "--num_processes",
+            str(procs),
+            str(ROOT / "tests" / "dist_stream_worker.py"),
+            json.dumps(_stream_overrides(tmp_path / "pq", out, procs, 2 * per_epoch)),
+            "all",
+        ],
+        tmp_path,
+    )
     ranks = [json.loads((out / f"seen_rank{r}_all.json").read_text()) for r in range(procs)]
     epoch0 = [[i for e, _, batch, _ in seen if e == 0 for i in batch] for seen in ranks]
     assert sorted(i for part in epoch0 for i in part) == ids  # all, once
@@ -154,8 +208,16 @@ def test_uneven_stream_stops_every_process_together(tmp_path):
     Both processes end epoch 0 after the shorter share (no hang), none trains on an example twice."""
     ids = _parquet_ids(tmp_path / "pq", [12] * 5, row_group_size=12)
     out = tmp_path / "run"
-    launch(["--num_processes", "2", str(ROOT / "tests" / "dist_stream_worker.py"),
-            json.dumps(_stream_overrides(tmp_path / "pq", out, 2, 14)), "all"], tmp_path)
+    launch(
+        [
+            "--num_processes",
+            "2",
+            str(ROOT / "tests" / "dist_stream_worker.py"),
+            json.dumps(_stream_overrides(tmp_path / "pq", out, 2, 14)),
+            "all",
+        ],
+        tmp_path,
+    )
     ranks = [json.loads((out / f"seen_rank{r}_all.json").read_text()) for r in range(2)]
     assert [sum(e == 0 for e, *_ in seen) for seen in ranks] == [12, 12]  # 24 examples / per-process batch 2
     assert [sum(e == 1 for e, *_ in seen) for seen in ranks] == [2, 2]
@@ -203,13 +265,46 @@ def test_two_machines_on_localhost_train_and_log_to_tensorboard(tmp_path):
     port = str(free_port())
     out = tmp_path / "run"
     launch = [a for a in ACCELERATE if a not in ("--num_machines", "1")]
-    procs = [subprocess.Popen([*launch, "--num_machines", "2", "--machine_rank", str(r), "--main_process_ip", "127.0.0.1",
-                               "--main_process_port", port, "-m", "regioncl", "pretrain", "--optim.max_steps", "3",
-                               "--data.num_workers", "0", "--optim.batch_size", "8", "--method.queue_size", "32",
-                               "--data.image_size", "16", "--run.log_every", "1", "--run.output_dir", str(out),
-                               "--run.log_with", '["tensorboard"]'],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                *launch,
+                "--num_machines",
+                "2",
+                "--machine_rank",
+                str(r),
+                "--main_process_ip",
+                "127.0.0.1",
+                "--main_process_port",
+                port,
+                "-m",
+                "regioncl",
+                "pretrain",
+                "--optim.max_steps",
+                "3",
+                "--data.num_workers",
+                "0",
+                "--optim.batch_size",
+                "8",
+                "--method.queue_size",
+                "32",
+                "--data.image_size",
+                "16",
+                "--run.log_every",
+                "1",
+                "--run.output_dir",
+                str(out),
+                "--run.log_with",
+                '["tensorboard"]',
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        )
+        for r in (0, 1)
+    ]
     errs = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -64,18 +64,23 @@ def anchors(path: Path) -> set[str]:
 
 
 def test_the_slug_rule_is_githubs():
-    assert github_slug("Fashion-MNIST at the paper's 7×7 feature map: the M pair") == \
-        "fashion-mnist-at-the-papers-77-feature-map-the-m-pair"
-    assert github_slug("Fashion-MNIST on 5,000 images for 15 epochs: the M pair with little data") == \
-        "fashion-mnist-on-5000-images-for-15-epochs-the-m-pair-with-little-data"
+    assert (
+        github_slug("Fashion-MNIST at the paper's 7×7 feature map: the M pair")
+        == "fashion-mnist-at-the-papers-77-feature-map-the-m-pair"
+    )
+    assert (
+        github_slug("Fashion-MNIST on 5,000 images for 15 epochs: the M pair with little data")
+        == "fashion-mnist-on-5000-images-for-15-epochs-the-m-pair-with-little-data"
+    )
     assert github_slug("`--compile`") == "--compile"
     assert github_slug("regioncl against lightly, and the FLOP floor") == "regioncl-against-lightly-and-the-flop-floor"
     assert github_slug("Kills and signals (exit status 75)") == "kills-and-signals-exit-status-75"
 
 
 def relative_links(path: Path) -> list[str]:
-    return [t for t in LINK.findall(prose(path.read_text()))
-            if not re.match(r"^[a-z][a-z0-9+.-]*:", t, flags=re.I)]  # http:, https:, mailto:
+    return [
+        t for t in LINK.findall(prose(path.read_text())) if not re.match(r"^[a-z][a-z0-9+.-]*:", t, flags=re.I)
+    ]  # http:, https:, mailto:
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -118,9 +123,9 @@ def commands(path: Path) -> list[tuple[str, list[str]]]:
             for i, token in enumerate(tokens):
                 script = re.fullmatch(r"(?:.*/)?scripts/(\w+)\.py", token)
                 if token == "regioncl" and (i == 0 or tokens[i - 1] == "-m") and i + 1 < len(tokens):
-                    sub, args = tokens[i + 1], tokens[i + 2:]
+                    sub, args = tokens[i + 1], tokens[i + 2 :]
                 elif script and script.group(1) in COMMANDS:
-                    sub, args = script.group(1), tokens[i + 1:]
+                    sub, args = script.group(1), tokens[i + 1 :]
                 else:
                     continue
                 if sub in COMMANDS and "..." not in args:
@@ -139,6 +144,7 @@ def refusal(sub: str, args: list[str], monkeypatch) -> str | None:
     def stop_after(parse):
         def parse_then_stop(*a, **k):
             raise Parsed(parse(*a, **k))
+
         return parse_then_stop
 
     def evaluation_parser(*a, **k):
@@ -189,5 +195,6 @@ def test_the_configuration_reference_is_current():
     spec = importlib.util.spec_from_file_location("config_reference", ROOT / "scripts" / "config_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert (ROOT / "docs" / "configuration.md").read_text() == module.render(), \
+    assert (ROOT / "docs" / "configuration.md").read_text() == module.render(), (
         "docs/configuration.md is stale: run python scripts/config_reference.py"
+    )

@@ -83,8 +83,10 @@ class GeneratorDevices(TorchFunctionMode):
             claimed = getattr(g, "claimed_device", g.device)
             for t in pytree.tree_leaves(out):
                 if isinstance(t, torch.Tensor) and not _same(t.device, claimed):
-                    raise GeneratorDeviceError(f"{getattr(func, '__name__', func)}: a generator on {claimed} "
-                                               f"fills a tensor on {t.device} (a GPU refuses this)")
+                    raise GeneratorDeviceError(
+                        f"{getattr(func, '__name__', func)}: a generator on {claimed} "
+                        f"fills a tensor on {t.device} (a GPU refuses this)"
+                    )
         return out
 
 
@@ -97,8 +99,15 @@ class ImplicitTransfers(TorchDispatchMode):
     (CUDA takes e.g. a host index, with a hidden blocking copy). The explicit copies are allowed; 0-dim
     host tensors are scalars, which CUDA takes as arguments at no cost."""
 
-    COPIES = frozenset({aten._to_copy.default, aten.copy_.default, aten.copy.default, aten._copy_from.default,
-                        aten._copy_from_and_resize.default})
+    COPIES = frozenset(
+        {
+            aten._to_copy.default,
+            aten.copy_.default,
+            aten.copy.default,
+            aten._copy_from.default,
+            aten._copy_from_and_resize.default,
+        }
+    )
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -108,8 +117,10 @@ class ImplicitTransfers(TorchDispatchMode):
             host = [t for t in tensors if t.device.type == "cpu" and t.dim() > 0]
             device = [t for t in tensors if t.device.type != "cpu"]
             if host and device:
-                raise HostDeviceMix(f"{func}: a host tensor of shape {tuple(host[0].shape)} with tensors on "
-                                    f"{device[0].device} (a hidden host-to-device copy)")
+                raise HostDeviceMix(
+                    f"{func}: a host tensor of shape {tuple(host[0].shape)} with tensors on "
+                    f"{device[0].device} (a hidden host-to-device copy)"
+                )
         return out
 
 
@@ -147,6 +158,7 @@ def fake_cuda():
             with fake_tensor.unset_fake_temporarily():
                 out = draw(*args, **kwargs)
             return mode.from_tensor(out) if isinstance(out, torch.Tensor) else out
+
         return drawn
 
     views_module._constant.cache_clear()
@@ -164,8 +176,16 @@ def fake_cuda():
 def small(name: str) -> torch.nn.Module:
     """A tiny model on the real CPU, channels-last as the trainer makes it."""
     torch.manual_seed(0)
-    model = build_method(name, create_encoder("resnet10t", output_stride=8), queue_size=16, hidden_dim=32, dim=16,
-                         pred_dim=8, momentum=0.9, bn_groups=2)
+    model = build_method(
+        name,
+        create_encoder("resnet10t", output_stride=8),
+        queue_size=16,
+        hidden_dim=32,
+        dim=16,
+        pred_dim=8,
+        momentum=0.9,
+        bn_groups=2,
+    )
     model.check(SIZE, BATCH)
     return model.to(memory_format=torch.channels_last).train()
 
@@ -178,9 +198,11 @@ def host_views(seed: int = 0) -> torch.Tensor:
 
 def to_device(images: torch.Tensor, view: int, step: int, gpu_augment: bool) -> torch.Tensor:
     """The trainer's own ``TrainData.to_device`` on one process of a GPU run."""
-    data = SimpleNamespace(accelerator=SimpleNamespace(device=DEVICE, process_index=0),
-                           gpu_augment=BatchedMoCoV2(SIZE) if gpu_augment else None,
-                           cfg=SimpleNamespace(run=SimpleNamespace(seed=0, channels_last=True)))
+    data = SimpleNamespace(
+        accelerator=SimpleNamespace(device=DEVICE, process_index=0),
+        gpu_augment=BatchedMoCoV2(SIZE) if gpu_augment else None,
+        cfg=SimpleNamespace(run=SimpleNamespace(seed=0, channels_last=True)),
+    )
     return TrainData.to_device(data, images, view, step)
 
 

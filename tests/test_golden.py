@@ -31,11 +31,35 @@ GOLDEN = Path(__file__).with_name("golden.json")
 METHOD_NAMES = ["mocov2", "regioncl_m", "regioncl_m_noswap", "densecl", "regioncl_d", "simsiam", "regioncl_s"]
 STEPS = 3
 SETTINGS = dict(
-    backbone="resnet10t", backbone_args={"output_stride": 8}, data="sample", image_size=32, batch_size=8,
-    epochs=1, max_steps=STEPS, lr=0.05, warmup_epochs=0, sgd_momentum=0.9, weight_decay=1e-4,
-    queue_size=32, temperature=0.2, key_momentum=0.99, proj_hidden_dim=32, proj_dim=16, pred_dim=8,
-    dense_weight=0.5, fix_pred_lr=True, bn_groups=2, region_cells=None, pairing="derangement", region_weight=None,
-    channels_last=True, num_workers=0, seed=0, knn=False, log_every=1, checkpoint_every=100,
+    backbone="resnet10t",
+    backbone_args={"output_stride": 8},
+    data="sample",
+    image_size=32,
+    batch_size=8,
+    epochs=1,
+    max_steps=STEPS,
+    lr=0.05,
+    warmup_epochs=0,
+    sgd_momentum=0.9,
+    weight_decay=1e-4,
+    queue_size=32,
+    temperature=0.2,
+    key_momentum=0.99,
+    proj_hidden_dim=32,
+    proj_dim=16,
+    pred_dim=8,
+    dense_weight=0.5,
+    fix_pred_lr=True,
+    bn_groups=2,
+    region_cells=None,
+    pairing="derangement",
+    region_weight=None,
+    channels_last=True,
+    num_workers=0,
+    seed=0,
+    knn=False,
+    log_every=1,
+    checkpoint_every=100,
 )
 
 
@@ -49,8 +73,11 @@ def golden_run(method: str, out: Path) -> dict:
     torch.set_num_threads(2)
     Trainer(make_config(overrides={**SETTINGS, "method": method, "output_dir": str(out)})).train()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = {str(r["step"]): {k: v for k, v in sorted(r.items()) if k.startswith("loss") or k == "z_std"}
-              for r in records if "loss" in r}
+    losses = {
+        str(r["step"]): {k: v for k, v in sorted(r.items()) if k.startswith("loss") or k == "z_std"}
+        for r in records
+        if "loss" in r
+    }
     weights = load_file(str(out / "encoder.safetensors"))
     sha, norm, projection = hashlib.sha256(), 0.0, 0.0
     for name in sorted(weights):
@@ -59,9 +86,11 @@ def golden_run(method: str, out: Path) -> dict:
         sha.update(weights[name].contiguous().numpy().tobytes())
         norm += float((t * t).sum())
         # A fixed random projection per tensor: catches weights that moved between tensors or within one.
-        r = torch.randn(t.numel(), generator=torch.Generator().manual_seed(len(name) * 7919 + t.numel()), dtype=torch.float64)
+        r = torch.randn(
+            t.numel(), generator=torch.Generator().manual_seed(len(name) * 7919 + t.numel()), dtype=torch.float64
+        )
         projection += float((t * r).sum())
-    return {"losses": losses, "weight_norm": norm ** 0.5, "weight_projection": projection, "sha256": sha.hexdigest()}
+    return {"losses": losses, "weight_norm": norm**0.5, "weight_projection": projection, "sha256": sha.hexdigest()}
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
@@ -90,7 +119,9 @@ def main(argv: list[str]) -> None:
     for m in METHOD_NAMES:
         same_losses = got[m]["losses"] == expected[m]["losses"]
         same_weights = got[m]["sha256"] == expected[m]["sha256"]
-        print(f"{m:20s} losses {'identical' if same_losses else 'DIFFER'}, weights {'identical' if same_weights else 'DIFFER'}")
+        print(
+            f"{m:20s} losses {'identical' if same_losses else 'DIFFER'}, weights {'identical' if same_weights else 'DIFFER'}"
+        )
 
 
 if __name__ == "__main__":

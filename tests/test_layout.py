@@ -12,9 +12,31 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "regioncl"
 # Layer of each top-level name under regioncl; the package root (the public API) is exempt.
 LAYERS = {
-    **dict.fromkeys(["rng", "files", "errors", "spelling", "processes", "distributed", "backbones", "swapping", "pooling", "losses", "queue", "heads",
-                     "region"], 0),
-    "methods": 1, "data": 1, "export": 2, "eval": 3, "train": 4, "study": 5, "cli": 6,
+    **dict.fromkeys(
+        [
+            "rng",
+            "files",
+            "errors",
+            "spelling",
+            "processes",
+            "distributed",
+            "backbones",
+            "swapping",
+            "pooling",
+            "losses",
+            "queue",
+            "heads",
+            "region",
+        ],
+        0,
+    ),
+    "methods": 1,
+    "data": 1,
+    "export": 2,
+    "eval": 3,
+    "train": 4,
+    "study": 5,
+    "cli": 6,
 }
 
 
@@ -53,8 +75,12 @@ def layer(module: str) -> int | None:
 
 
 def test_every_module_has_a_layer():
-    names = {p.stem if p.suffix == ".py" else p.name for p in PACKAGE.iterdir()
-             if (p.suffix == ".py" and p.stem not in ("__init__", "__main__")) or (p.is_dir() and (p / "__init__.py").exists())}
+    names = {
+        p.stem if p.suffix == ".py" else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+        or (p.is_dir() and (p / "__init__.py").exists())
+    }
     assert names == set(LAYERS), "give every new module of regioncl/ a layer in LAYERS"
 
 
@@ -73,8 +99,10 @@ def test_imports_run_one_way():
 
 def test_the_check_resolves_relative_lazy_and_module_imports():
     """The check itself: what a module of regioncl.methods would import, written every way."""
-    source = ("from ..train import trainer\nfrom ..losses import info_nce\nimport regioncl.eval.knn\n"
-              "def f():\n    from ..study.report import summarize_run\n    from .base import SSLMethod\n")
+    source = (
+        "from ..train import trainer\nfrom ..losses import info_nce\nimport regioncl.eval.knn\n"
+        "def f():\n    from ..study.report import summarize_run\n    from .base import SSLMethod\n"
+    )
     found = imported_modules(source, "regioncl.methods")
     assert {"regioncl.train.trainer", "regioncl.losses", "regioncl.eval.knn", "regioncl.methods.base"} <= found
     assert "regioncl.study.report" in found and max(layer(n) for n in found) == LAYERS["study"]

@@ -93,13 +93,16 @@ class User:
         self.work = work
         (work / "tmp").mkdir()
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / "hub"), HF_HOME=str(work / "hf-home"),
-                        TMPDIR=str(work / "tmp"))
+        self.env.update(
+            HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / "hub"), HF_HOME=str(work / "hf-home"), TMPDIR=str(work / "tmp")
+        )
 
     def run(self, *args: str, rc: int = 0) -> subprocess.CompletedProcess:
         command = [str(REGIONCL) if a == "regioncl" else sys.executable if a == "python" else a for a in args]
         proc = subprocess.run(command, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == rc, f"{shlex.join(args)} → {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        assert proc.returncode == rc, (
+            f"{shlex.join(args)} → {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
         return proc
 
     def refused(self, *args: str, says: str) -> str:
@@ -120,7 +123,9 @@ class User:
             rel = str(path.relative_to(self.work))
             if rel == "tmp" or rel.startswith("tmp/"):
                 continue
-            found[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode) if path.is_file() else None
+            found[rel] = (
+                (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode) if path.is_file() else None
+            )
         return found
 
     def json(self, proc: subprocess.CompletedProcess) -> dict:
@@ -151,8 +156,10 @@ def test_the_walk_through_gives_the_right_answers(user):
     result = user.json(pretrain)
     assert result["step"] == 4 and result["knn_top1_before"] is not None and result["knn_top1_after"] is not None
     # What the run will do, said before it starts; the two unreadable files skipped and named.
-    assert "64 px: 66 images from my_images/train (3 classes); batch 32 (1 process × 32), 2 epochs of 2 steps = 4 " \
-           "steps" in pretrain.stderr
+    assert (
+        "64 px: 66 images from my_images/train (3 classes); batch 32 (1 process × 32), 2 epochs of 2 steps = 4 "
+        "steps" in pretrain.stderr
+    )
     assert "starts from timm:resnet18.a1_in1k (timm/resnet18.a1_in1k)" in pretrain.stderr
     assert all(path.name in pretrain.stderr for path in user.bad)
     run = user.work / "runs" / "mine"
@@ -189,64 +196,207 @@ def test_the_walk_through_gives_the_right_answers(user):
     # Weights are as readable as every other file the commands wrote.
     mask = os.umask(0)
     os.umask(mask)
-    weights = [run / "encoder.safetensors", *run.glob("checkpoints/*/model.safetensors"),
-               user.work / "exported" / "model.safetensors", user.work / "release" / "model.safetensors"]
+    weights = [
+        run / "encoder.safetensors",
+        *run.glob("checkpoints/*/model.safetensors"),
+        user.work / "exported" / "model.safetensors",
+        user.work / "release" / "model.safetensors",
+    ]
     assert len(weights) >= 4
     for path in weights:
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
 
 
 def test_refused_commands_leave_every_file_as_it_was(user):
-    common = ["--data.source", "my_images/train", "--data.image_size", "64", "--model.backbone", "resnet18",
-              "--optim.batch_size", "32", "--optim.epochs", "2", "--knn.enabled", "false"]
+    common = [
+        "--data.source",
+        "my_images/train",
+        "--data.image_size",
+        "64",
+        "--model.backbone",
+        "resnet18",
+        "--optim.batch_size",
+        "32",
+        "--optim.epochs",
+        "2",
+        "--knn.enabled",
+        "false",
+    ]
     # Another run into the finished run's folder, or a resume of it with other settings.
-    user.refused("pretrain", *common, "--model.backbone", "resnet10t", "--run.output_dir", "runs/mine",
-                 says="runs/mine holds checkpoints of an earlier run")
-    user.refused("pretrain", *common, "--model.init", "timm", "--optim.batch_size", "16", "--run.resume", "latest",
-                 "--run.output_dir", "runs/mine", says="optim.batch_size=32 (now 16)")
-    user.refused("pretrain", *common, "--run.resume", "latest", "--run.output_dir", "runs/nothing",
-                 says="no complete checkpoint")
+    user.refused(
+        "pretrain",
+        *common,
+        "--model.backbone",
+        "resnet10t",
+        "--run.output_dir",
+        "runs/mine",
+        says="runs/mine holds checkpoints of an earlier run",
+    )
+    user.refused(
+        "pretrain",
+        *common,
+        "--model.init",
+        "timm",
+        "--optim.batch_size",
+        "16",
+        "--run.resume",
+        "latest",
+        "--run.output_dir",
+        "runs/mine",
+        says="optim.batch_size=32 (now 16)",
+    )
+    user.refused(
+        "pretrain", *common, "--run.resume", "latest", "--run.output_dir", "runs/nothing", says="no complete checkpoint"
+    )
     # Backbones the method cannot use, arguments timm does not take, weights that do not fit.
-    user.refused("pretrain", *common, "--model.backbone", "vit_tiny_patch16_224", "--model.backbone_args", "{}",
-                 "--run.output_dir", "runs/vit", says="cannot take 64 px images")
-    user.refused("pretrain", *common, "--model.backbone", "vit_tiny_patch16_224", "--model.backbone_args",
-                 '{"img_size": 64}', "--run.output_dir", "runs/vit", says="RegionCL needs a CNN backbone")
-    user.refused("pretrain", *common, "--model.backbone_args", '{"pretrained": true}', "--run.output_dir", "runs/x",
-                 says="--model.init timm")
-    user.refused("pretrain", *common, "--model.backbone", "resnet10t", "--model.init", "local-dir:exported",
-                 "--run.output_dir", "runs/x", says="does not fit the backbone resnet10t: ")
-    user.refused("pretrain", *common, "--model.init", "timm:no_such_tag", "--run.output_dir", "runs/x",
-                 says="timm has no weights for resnet18.no_such_tag")
+    user.refused(
+        "pretrain",
+        *common,
+        "--model.backbone",
+        "vit_tiny_patch16_224",
+        "--model.backbone_args",
+        "{}",
+        "--run.output_dir",
+        "runs/vit",
+        says="cannot take 64 px images",
+    )
+    user.refused(
+        "pretrain",
+        *common,
+        "--model.backbone",
+        "vit_tiny_patch16_224",
+        "--model.backbone_args",
+        '{"img_size": 64}',
+        "--run.output_dir",
+        "runs/vit",
+        says="RegionCL needs a CNN backbone",
+    )
+    user.refused(
+        "pretrain",
+        *common,
+        "--model.backbone_args",
+        '{"pretrained": true}',
+        "--run.output_dir",
+        "runs/x",
+        says="--model.init timm",
+    )
+    user.refused(
+        "pretrain",
+        *common,
+        "--model.backbone",
+        "resnet10t",
+        "--model.init",
+        "local-dir:exported",
+        "--run.output_dir",
+        "runs/x",
+        says="does not fit the backbone resnet10t: ",
+    )
+    user.refused(
+        "pretrain",
+        *common,
+        "--model.init",
+        "timm:no_such_tag",
+        "--run.output_dir",
+        "runs/x",
+        says="timm has no weights for resnet18.no_such_tag",
+    )
     user.refused("pretrain", *common, "--run.precision", "fp16", "--run.output_dir", "runs/x", says="fp16 needs a GPU")
-    user.refused("pretrain", *common, "--knn.enabled", "true", "--knn.train_data", "my_images/train",
-                 "--run.output_dir", "runs/x", says="knn.train_data without knn.val_data")
-    user.refused("pretrain", *common, "--knn.enabled", "true", "--knn.train_data", "my_images/train",
-                 "--knn.val_data", "my_images/val", "--run.output_dir", "runs/x", says="knn.k 200 is more than the bank's 66 images: every image would vote; give knn.k 20 or so")
+    user.refused(
+        "pretrain",
+        *common,
+        "--knn.enabled",
+        "true",
+        "--knn.train_data",
+        "my_images/train",
+        "--run.output_dir",
+        "runs/x",
+        says="knn.train_data without knn.val_data",
+    )
+    user.refused(
+        "pretrain",
+        *common,
+        "--knn.enabled",
+        "true",
+        "--knn.train_data",
+        "my_images/train",
+        "--knn.val_data",
+        "my_images/val",
+        "--run.output_dir",
+        "runs/x",
+        says="knn.k 200 is more than the bank's 66 images: every image would vote; give knn.k 20 or so",
+    )
     user.refused("pretrain", "--optim.lrr", "0.1", says="did you mean --optim.lr?")
     # Evaluations on the wrong data.
     user.refused("knn", "local-dir:exported", "--bank_data", "my_images/train", says="--bank_data without --val_data")
-    user.refused("knn", "local-dir:exported", "--bank_data", "my_images/train", "--val_data", "my_images/train/disc",
-                 says="each would find itself")
-    user.refused("knn", "local-dir:exported", "--bank_data", "my_images/train", "--val_data", "my_images/val",
-                 "--k", "500", says="--k 500 is more than the bank's 66 images")
+    user.refused(
+        "knn",
+        "local-dir:exported",
+        "--bank_data",
+        "my_images/train",
+        "--val_data",
+        "my_images/train/disc",
+        says="each would find itself",
+    )
+    user.refused(
+        "knn",
+        "local-dir:exported",
+        "--bank_data",
+        "my_images/train",
+        "--val_data",
+        "my_images/val",
+        "--k",
+        "500",
+        says="--k 500 is more than the bank's 66 images",
+    )
     user.refused("knn", "runs/mine", "--bank-dta", "x", says="did you mean --bank_data?")
-    user.refused("probe", "local-dir:exported", "--train-data", "my_images/train", "--val-data", "my_images/train",
-                 "--epochs", "1", says="is the training data")
+    user.refused(
+        "probe",
+        "local-dir:exported",
+        "--train-data",
+        "my_images/train",
+        "--val-data",
+        "my_images/train",
+        "--epochs",
+        "1",
+        says="is the training data",
+    )
     # Files that exist are not written over; releases that would not tell the truth are not made.
     user.refused("export", "runs/mine", "exported", says="exported exists and is not an empty folder")
-    user.refused("embed", "local-dir:exported", "--data", "my_images/val", "--output", "val.parquet",
-                 says="val.parquet exists")
-    user.refused("push", "runs/mine", "--repo-id", "me/x", "--method", "mocov2", "--dry-run",
-                 says="trained with method 'regioncl_m', not 'mocov2'")
-    user.refused("push", "runs/mine", "--zoo", "regioncl_m_r50", "--dry-run", "--out", "zoo_release",
-                 says="trained with backbone 'resnet18', not 'resnet50'")
+    user.refused(
+        "embed", "local-dir:exported", "--data", "my_images/val", "--output", "val.parquet", says="val.parquet exists"
+    )
+    user.refused(
+        "push",
+        "runs/mine",
+        "--repo-id",
+        "me/x",
+        "--method",
+        "mocov2",
+        "--dry-run",
+        says="trained with method 'regioncl_m', not 'mocov2'",
+    )
+    user.refused(
+        "push",
+        "runs/mine",
+        "--zoo",
+        "regioncl_m_r50",
+        "--dry-run",
+        "--out",
+        "zoo_release",
+        says="trained with backbone 'resnet18', not 'resnet50'",
+    )
 
     # The finished run is intact: it exports and scores as before.
     user.run("regioncl", "export", "runs/mine", "exported_again")
-    assert load_file(user.work / "exported_again" / "model.safetensors").keys() == \
-        load_file(user.work / "exported" / "model.safetensors").keys()
-    again = user.json(user.run("regioncl", "knn", "runs/mine", "--bank_data", "my_images/train", "--val_data",
-                               "my_images/val", "--k", "20"))
+    assert (
+        load_file(user.work / "exported_again" / "model.safetensors").keys()
+        == load_file(user.work / "exported" / "model.safetensors").keys()
+    )
+    again = user.json(
+        user.run(
+            "regioncl", "knn", "runs/mine", "--bank_data", "my_images/train", "--val_data", "my_images/val", "--k", "20"
+        )
+    )
     assert again["knn_top1"] == user.json(user.outputs[3])["knn_top1"]
     # A dry run without --out leaves no release behind.
     listing = user.run("regioncl", "push", "runs/mine", "--repo-id", "me/x", "--dry-run").stdout
@@ -257,28 +407,80 @@ def test_refused_commands_leave_every_file_as_it_was(user):
 
 def test_a_run_started_from_an_export_has_its_weights_and_its_knn_at_step_0(user):
     knn = ["--knn.train_data", "my_images/train", "--knn.val_data", "my_images/val", "--knn.k", "20"]
-    common = ["--data.source", "my_images/train", "--data.image_size", "64", "--model.backbone", "resnet18",
-              "--optim.batch_size", "32", *knn]
-    start = user.json(user.run("regioncl", "pretrain", *common, "--model.init", "local-dir:exported",
-                               "--optim.max_steps", "0", "--run.output_dir", "runs/from_export"))
+    common = [
+        "--data.source",
+        "my_images/train",
+        "--data.image_size",
+        "64",
+        "--model.backbone",
+        "resnet18",
+        "--optim.batch_size",
+        "32",
+        *knn,
+    ]
+    start = user.json(
+        user.run(
+            "regioncl",
+            "pretrain",
+            *common,
+            "--model.init",
+            "local-dir:exported",
+            "--optim.max_steps",
+            "0",
+            "--run.output_dir",
+            "runs/from_export",
+        )
+    )
     exported = load_file(user.work / "exported" / "model.safetensors")
     at_start = load_file(user.work / "runs" / "from_export" / "encoder.safetensors")
     assert at_start.keys() == exported.keys() and all(torch.equal(at_start[k], exported[k]) for k in exported)
-    scored = user.json(user.run("regioncl", "knn", "local-dir:exported", "--bank_data", "my_images/train",
-                                "--val_data", "my_images/val", "--k", "20"))
+    scored = user.json(
+        user.run(
+            "regioncl",
+            "knn",
+            "local-dir:exported",
+            "--bank_data",
+            "my_images/train",
+            "--val_data",
+            "my_images/val",
+            "--k",
+            "20",
+        )
+    )
     assert start["knn_top1_before"] == scored["knn_top1"]
 
     # timm's own weights, from the offline cache.
-    user.run("regioncl", "pretrain", *common, "--model.init", "timm", "--optim.max_steps", "0", "--knn.enabled",
-             "false", "--run.output_dir", "runs/from_timm")
+    user.run(
+        "regioncl",
+        "pretrain",
+        *common,
+        "--model.init",
+        "timm",
+        "--optim.max_steps",
+        "0",
+        "--knn.enabled",
+        "false",
+        "--run.output_dir",
+        "runs/from_timm",
+    )
     at_start = load_file(user.work / "runs" / "from_timm" / "encoder.safetensors")
     assert all(torch.equal(at_start[k], v) for k, v in user.timm_weights.items())
 
     # A resumed run takes its weights from its checkpoint: with the source gone, it goes on and ends
     # where the run that was never stopped ends.
     shutil.copytree(user.work / "exported", user.work / "init_copy")
-    steps = ["--model.init", "local-dir:init_copy", "--optim.max_steps", "3", "--run.checkpoint_every", "1",
-             "--knn.enabled", "false", "--data.num_workers", "0"]
+    steps = [
+        "--model.init",
+        "local-dir:init_copy",
+        "--optim.max_steps",
+        "3",
+        "--run.checkpoint_every",
+        "1",
+        "--knn.enabled",
+        "false",
+        "--data.num_workers",
+        "0",
+    ]
     user.run("regioncl", "pretrain", *common, *steps, "--run.output_dir", "runs/whole")
     user.run("regioncl", "pretrain", *common, *steps, "--run.stop_at_step", "1", "--run.output_dir", "runs/parts")
     shutil.rmtree(user.work / "init_copy")
@@ -291,11 +493,27 @@ def test_too_many_bad_files_stop_the_run_after_a_checkpoint(user):
     folder = user.work / "mostly_bad"
     draw_images(folder, (8, 8, 8), seed=2)
     break_images(folder, 60)  # 60 of 84 unreadable: more than 1 % and more than 50 a pass
-    args = ["--data.source", "mostly_bad", "--optim.batch_size", "16", "--optim.max_steps", "6", "--knn.enabled",
-            "false", "--run.log_every", "1", "--data.num_workers", "0", "--run.output_dir", "runs/bad"]
+    args = [
+        "--data.source",
+        "mostly_bad",
+        "--optim.batch_size",
+        "16",
+        "--optim.max_steps",
+        "6",
+        "--knn.enabled",
+        "false",
+        "--run.log_every",
+        "1",
+        "--data.num_workers",
+        "0",
+        "--run.output_dir",
+        "runs/bad",
+    ]
     proc = user.run("regioncl", "pretrain", *args, rc=66)
     line = [line for line in proc.stderr.splitlines() if line.startswith("regioncl: ")]
-    assert len(line) == 1 and "could not be decoded" in line[0] and "--run.resume latest" in line[0], proc.stderr[-2000:]
+    assert len(line) == 1 and "could not be decoded" in line[0] and "--run.resume latest" in line[0], proc.stderr[
+        -2000:
+    ]
     step = int(re.search(r"at step (\d+)", line[0]).group(1))
     assert 0 < step < 6 and (user.work / "runs" / "bad" / "checkpoints" / f"step_{step:08d}").is_dir()
     # Limits raised, the run goes on from the steps it paid for.
@@ -304,12 +522,25 @@ def test_too_many_bad_files_stop_the_run_after_a_checkpoint(user):
 
 
 def test_the_run_records_its_precision_and_a_resume_keeps_it(user):
-    args = ["--optim.max_steps", "2", "--optim.batch_size", "16", "--knn.enabled", "false", "--data.num_workers", "0",
-            "--run.checkpoint_every", "1", "--run.output_dir", "runs/bf16"]
+    args = [
+        "--optim.max_steps",
+        "2",
+        "--optim.batch_size",
+        "16",
+        "--knn.enabled",
+        "false",
+        "--data.num_workers",
+        "0",
+        "--run.checkpoint_every",
+        "1",
+        "--run.output_dir",
+        "runs/bf16",
+    ]
     user.run("regioncl", "pretrain", *args, "--run.precision", "bf16", "--run.stop_at_step", "1")
     assert json.loads((user.work / "runs" / "bf16" / "config.json").read_text())["run"]["precision"] == "bf16"
-    user.refused("pretrain", *args, "--run.precision", "fp32", "--run.resume", "latest",
-                 says="run.precision='bf16' (now 'fp32')")
+    user.refused(
+        "pretrain", *args, "--run.precision", "fp32", "--run.resume", "latest", says="run.precision='bf16' (now 'fp32')"
+    )
     user.refused("pretrain", *args, "--run.resume", "latest", says="run.precision='bf16' (now 'fp32')")
     user.run("regioncl", "pretrain", *args, "--run.precision", "bf16", "--run.resume", "latest")
 
@@ -317,12 +548,15 @@ def test_the_run_records_its_precision_and_a_resume_keeps_it(user):
 def test_help_is_readable_and_a_typo_gets_a_suggestion(user):
     text = user.run("regioncl", "pretrain", "--help").stdout
     assert "\n    regioncl pretrain --optim.epochs 2 --model.method mocov2\n" in text  # the examples keep their lines
-    config = text[text.index("\n  --config"):text.index("\n  --print_recipe")]
+    config = text[text.index("\n  --config") : text.index("\n  --print_recipe")]
     assert config.count("default") == 1 and "(default: sample)" in config
     assert "Path to a configuration file" not in text and "the model section as a whole" in text
     probe = user.run("regioncl", "probe", "--help").stdout
-    assert "The linear probe on frozen, pooled features.:" in probe or "The linear probe on frozen, pooled features:" \
-        in probe or "\nThe linear probe on frozen, pooled features" in probe
+    assert (
+        "The linear probe on frozen, pooled features.:" in probe
+        or "The linear probe on frozen, pooled features:" in probe
+        or "\nThe linear probe on frozen, pooled features" in probe
+    )
     assert "MoCo's linear protocol by default: SGD lr 30, momentum 0.9, no weight decay, 100 epochs,:" not in probe
     for command in ("knn", "embed"):
         assert "the size the encoder was trained at" in " ".join(user.run("regioncl", command, "--help").stdout.split())

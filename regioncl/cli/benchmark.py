@@ -20,8 +20,10 @@ from ..errors import UserError
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / "steps.py").is_file():
-        raise UserError("the benchmarks are not in the installed package: run `regioncl benchmark` (or "
-                        "scripts/benchmark.py) from a clone of the repository, installed with pip install -e .")
+        raise UserError(
+            "the benchmarks are not in the installed package: run `regioncl benchmark` (or "
+            "scripts/benchmark.py) from a clone of the repository, installed with pip install -e ."
+        )
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from benchmarks.cli import main as benchmark_main

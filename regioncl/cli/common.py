@@ -20,8 +20,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         help = action.help or ""
         default = action.default
-        if not (default is None or default is False or default == argparse.SUPPRESS) and "default" not in help \
-                and action.option_strings:
+        if (
+            not (default is None or default is False or default == argparse.SUPPRESS)
+            and "default" not in help
+            and action.option_strings
+        ):
             help += " (default: %(default)s)"
         return help
 
@@ -36,8 +39,15 @@ class ArgumentParser(argparse.ArgumentParser):
         default = kwargs.get("default")
         if "help" not in kwargs and not (default is None or default is False or default == argparse.SUPPRESS):
             kwargs["help"] = "default: %(default)s"
-        spellings = [n for name in names for n in ((name, "--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-"))
-                                                   if name.startswith("--") else (name,))]
+        spellings = [
+            n
+            for name in names
+            for n in (
+                (name, "--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-"))
+                if name.startswith("--")
+                else (name,)
+            )
+        ]
         return super().add_argument(*dict.fromkeys(spellings), **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]

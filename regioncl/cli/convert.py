@@ -34,8 +34,10 @@ def to_detectron2(p, encoder: Path, out: Path) -> None:
     # Learnable tensors only: BN running statistics are buffers, not parameters.
     n_params = sum(v.size for k, v in ckpt["model"].items() if not k.endswith(("running_mean", "running_var")))
     dropped = len(state) - len(mapped)
-    print(f"{encoder} -> {out}: {len(mapped)} tensors mapped to detectron2 names "
-          f"({dropped} num_batches_tracked dropped), {n_params:,} parameters")
+    print(
+        f"{encoder} -> {out}: {len(mapped)} tensors mapped to detectron2 names "
+        f"({dropped} num_batches_tracked dropped), {n_params:,} parameters"
+    )
 
 
 def to_mmdet(p, encoder: Path, out: Path) -> None:
@@ -45,8 +47,12 @@ def to_mmdet(p, encoder: Path, out: Path) -> None:
 
     state, converted = load_and_convert(p, encoder, timm_to_mmdet)
     # Plain str/int values only, so the file also loads under torch.load(weights_only=True).
-    meta = {"converter": "regioncl convert mmdet", "source": str(encoder), "key_prefix": "backbone.",
-            "num_tensors": len(converted)}
+    meta = {
+        "converter": "regioncl convert mmdet",
+        "source": str(encoder),
+        "key_prefix": "backbone.",
+        "num_tensors": len(converted),
+    }
     # An interrupted run leaves no truncated file behind.
     atomic_write(out, lambda tmp: torch.save({"state_dict": converted, "meta": meta}, tmp))
     # Learnable tensors only: BN running statistics and step counters are buffers.

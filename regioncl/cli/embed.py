@@ -44,8 +44,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> str:
     source = build_source(a.data, a.split, image_size=size, streaming=a.streaming)
     transform = eval_transform(size, crop_pct=a.crop_pct or (1.0 if a.data == "sample" else 0.875))
     accelerator = make_accelerator()
-    out = embed(load_eval_encoder(a.encoder), source, transform, a.output, accelerator, batch_size=a.batch_size,
-                chunk_size=a.chunk_size, num_workers=a.num_workers)
+    out = embed(
+        load_eval_encoder(a.encoder),
+        source,
+        transform,
+        a.output,
+        accelerator,
+        batch_size=a.batch_size,
+        chunk_size=a.chunk_size,
+        num_workers=a.num_workers,
+    )
     if accelerator.is_main_process:
         print(out)
     accelerator.end_training()

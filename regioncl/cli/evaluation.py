@@ -22,10 +22,15 @@ def evaluation_parser(doc: str, config_cls: type, prog: str | None = None) -> An
     per field of ``config_cls`` with its help text."""
     from ..train.config import jsonargparse_parser
 
-    p = jsonargparse_parser(prog, doc, usage=f"{prog or 'regioncl'} ENCODER [--train_data DATA --val_data DATA] "
-                                             "[--OPTION VALUE ...]")
-    p.add_argument("encoder", help="a run, checkpoint or export folder, a weights file, or a timm local-dir:/hf-hub: name")
-    p.add_argument("--train_data", default="sample", help='labelled training images: "sample", a folder, or hf:ID[:SPLIT]')
+    p = jsonargparse_parser(
+        prog, doc, usage=f"{prog or 'regioncl'} ENCODER [--train_data DATA --val_data DATA] [--OPTION VALUE ...]"
+    )
+    p.add_argument(
+        "encoder", help="a run, checkpoint or export folder, a weights file, or a timm local-dir:/hf-hub: name"
+    )
+    p.add_argument(
+        "--train_data", default="sample", help='labelled training images: "sample", a folder, or hf:ID[:SPLIT]'
+    )
     p.add_argument("--val_data", default="sample", help="labelled images to score, other than the training images")
     p.add_argument("--train_split", default="train")
     p.add_argument("--val_split", default="val")
@@ -34,8 +39,9 @@ def evaluation_parser(doc: str, config_cls: type, prog: str | None = None) -> An
     return p
 
 
-def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., dict], argv: list[str] | None,
-                            prog: str | None = None) -> dict:
+def run_labelled_evaluation(
+    doc: str, config_cls: type, evaluate: Callable[..., dict], argv: list[str] | None, prog: str | None = None
+) -> dict:
     """The whole ``main`` of an evaluation script on labelled data (probe, fine-tune): ENCODER,
     data and ``config_cls`` options, then ``evaluate(encoder_spec, train, val, num_classes, cfg,
     accelerator)`` on Accelerate; the main process prints the result as one JSON line."""
@@ -48,8 +54,10 @@ def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., 
     from ..data.sources import same_images
 
     if same_images(a.train_data, a.train_split, a.val_data, a.val_split):
-        raise UserError(f"the val data ({a.val_data}, split {a.val_split}) is the training data ({a.train_data}, "
-                        f"split {a.train_split}) or a part of it: score on held-out images (--val_data)")
+        raise UserError(
+            f"the val data ({a.val_data}, split {a.val_split}) is the training data ({a.train_data}, "
+            f"split {a.train_split}) or a part of it: score on held-out images (--val_data)"
+        )
     cfg = config_cls(**{f.name: a[f.name] for f in dataclasses.fields(config_cls)})
     from ..data import build_source
     from ..data.sources import num_classes as num_classes_of
@@ -66,8 +74,14 @@ def run_labelled_evaluation(doc: str, config_cls: type, evaluate: Callable[..., 
         raise UserError(f"the val data {a.val_data!r} has no labels (class subfolders, or a label column)")
     acc = make_accelerator()
     result = evaluate(a.encoder, train, val, num_classes, cfg, acc)
-    out = {"encoder": a.encoder, "top1": result["top1"], "top5": result["top5"], "epochs": cfg.epochs,
-           "image_size": cfg.image_size, "classes": num_classes}
+    out = {
+        "encoder": a.encoder,
+        "top1": result["top1"],
+        "top5": result["top5"],
+        "epochs": cfg.epochs,
+        "image_size": cfg.image_size,
+        "classes": num_classes,
+    }
     if acc.is_main_process:
         print(json.dumps(out))
     acc.end_training()  # every process tears the group down together

@@ -25,14 +25,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--backbone-args", type=json.loads, help="JSON; default: the training config's")
     p.add_argument("--image-size", type=int, help="pretraining input size for pretrained_cfg (default: the run's)")
     p.add_argument("--recipe", help="recipe name recorded in the metadata and tag")
-    p.add_argument("--metrics", type=json.loads, default=None, help='JSON, e.g. \'{"imagenet_linear_top1": 69.4}\'')
+    p.add_argument("--metrics", type=json.loads, default=None, help="JSON, e.g. '{\"imagenet_linear_top1\": 69.4}'")
     a = p.parse_args(argv)
     from ..export.hub import export
 
     meta = {k: v for k, v in (("recipe", a.recipe), ("metrics", a.metrics)) if v is not None}
     try:
-        out = export(a.checkpoint, a.out_dir, backbone=a.backbone, backbone_args=a.backbone_args,
-                     image_size=a.image_size, metadata=meta, overwrite=a.overwrite)
+        out = export(
+            a.checkpoint,
+            a.out_dir,
+            backbone=a.backbone,
+            backbone_args=a.backbone_args,
+            image_size=a.image_size,
+            metadata=meta,
+            overwrite=a.overwrite,
+        )
     except (OSError, ValueError) as e:  # a missing, damaged or untrusted file: a message, not a trace
         p.error(str(e))
     print(f"exported to {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))

@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> float | None
     p = parser(__doc__, prog)
     p.add_argument("encoder")
     p.add_argument("--bank_data", help='labelled bank: "sample", a folder, or hf:ID[:SPLIT] (default: the sample set)')
-    p.add_argument("--val_data", help="labelled queries, other images than the bank's (default: the sample set's "
-                                      "val split; required with --bank_data)")
+    p.add_argument(
+        "--val_data",
+        help="labelled queries, other images than the bank's (default: the sample set's "
+        "val split; required with --bank_data)",
+    )
     p.add_argument("--bank_split", default="train")
     p.add_argument("--val_split", default="val")
     p.add_argument("--image_size", type=int, help="input size (default: the size the encoder was trained at, else 224)")
@@ -36,14 +39,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> float | None
     a = p.parse_args(argv)
     if (a.bank_data is None) != (a.val_data is None):
         given, missing = ("--bank_data", "--val_data") if a.val_data is None else ("--val_data", "--bank_data")
-        p.error(f"{given} without {missing}: give both (labelled images for the bank, and other labelled images "
-                "to score), or neither for the built-in sample set")
+        p.error(
+            f"{given} without {missing}: give both (labelled images for the bank, and other labelled images "
+            "to score), or neither for the built-in sample set"
+        )
     bank_spec, val_spec = a.bank_data or "sample", a.val_data or "sample"
     from ..data.sources import num_classes, same_images
 
     if same_images(bank_spec, a.bank_split, val_spec, a.val_split):
-        p.error(f"the queries ({val_spec}, split {a.val_split}) are images of the bank ({bank_spec}, split "
-                f"{a.bank_split}): each would find itself; give held-out images to --val_data")
+        p.error(
+            f"the queries ({val_spec}, split {a.val_split}) are images of the bank ({bank_spec}, split "
+            f"{a.bank_split}): each would find itself; give held-out images to --val_data"
+        )
     if a.k < 1:
         p.error(f"--k must be at least 1, got {a.k}")
 
@@ -63,10 +70,31 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> float | None
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = load_eval_encoder(a.encoder).to(device).eval()
     crop = a.crop_pct or (1.0 if bank_spec == "sample" else 0.875)
-    top1 = knn_evaluate(encoder, bank, val, eval_transform(size, crop_pct=crop), device, k=a.k,
-                        temperature=a.temperature, batch_size=a.batch_size, num_workers=a.num_workers)
+    top1 = knn_evaluate(
+        encoder,
+        bank,
+        val,
+        eval_transform(size, crop_pct=crop),
+        device,
+        k=a.k,
+        temperature=a.temperature,
+        batch_size=a.batch_size,
+        num_workers=a.num_workers,
+    )
     if top1 is None:  # a dataset whose label column holds -1 for some images
         p.error("kNN needs a label for every image of the bank and the val data")
-    print(json.dumps({"encoder": a.encoder, "knn_top1": top1, "k": a.k, "image_size": size, "bank": bank_spec,
-                      "bank_images": len(bank), "val": val_spec, "val_images": len(val)}))
+    print(
+        json.dumps(
+            {
+                "encoder": a.encoder,
+                "knn_top1": top1,
+                "k": a.k,
+                "image_size": size,
+                "bank": bank_spec,
+                "bank_images": len(bank),
+                "val": val_spec,
+                "val_images": len(val),
+            }
+        )
+    )
     return top1

@@ -1,8 +1,8 @@
 """Pictures of pretraining runs.
 
-    regioncl plot runs/default --out plots/                     # loss and kNN curves of a run
-    regioncl plot runs/moco runs/regioncl --out plots/          # + kNN per epoch, compared
-    regioncl plot runs/default --out plots/ --composites        # + a batch of composites, boxes outlined
+regioncl plot runs/default --out plots/                     # loss and kNN curves of a run
+regioncl plot runs/moco runs/regioncl --out plots/          # + kNN per epoch, compared
+regioncl plot runs/default --out plots/ --composites        # + a batch of composites, boxes outlined
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[Path]:
     p = parser(__doc__, prog)
     p.add_argument("runs", nargs="*", help="pretraining output folders (with metrics.jsonl)")
     p.add_argument("--embeddings", help="a Parquet file of `regioncl embed`: draw its 2-D map, coloured by class")
-    p.add_argument("--method", choices=["pca", "umap"], default="pca", help="for --embeddings (umap: pip install umap-learn)")
+    p.add_argument(
+        "--method", choices=["pca", "umap"], default="pca", help="for --embeddings (umap: pip install umap-learn)"
+    )
     p.add_argument("--out", default="plots")
     p.add_argument("--composites", action="store_true", help="also draw composites of the sample set")
     p.add_argument("--seed", type=int, default=0)
@@ -47,14 +49,20 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[Path]:
     if a.composites and a.runs:
         cfg = json.loads((Path(a.runs[0]) / "config.json").read_text())
         with torch.device("meta"):  # only the stride is needed
-            stride = create_encoder(config_value(cfg, "model.backbone"), **config_value(cfg, "model.backbone_args", {})).stride
+            stride = create_encoder(
+                config_value(cfg, "model.backbone"), **config_value(cfg, "model.backbone_args", {})
+            ).stride
         size = config_value(cfg, "data.image_size")
         source = build_source("sample", "val", image_size=size)
         tf = eval_transform(size, crop_pct=1.0)
         batch = torch.stack([tf(source[i][0]) for i in range(8)])
-        swap = region_swap(batch, stride, config_value(cfg, "method.region_cells"),
-                           config_value(cfg, "method.pairing", "derangement"),
-                           torch.Generator().manual_seed(a.seed))
+        swap = region_swap(
+            batch,
+            stride,
+            config_value(cfg, "method.region_cells"),
+            config_value(cfg, "method.pairing", "derangement"),
+            torch.Generator().manual_seed(a.seed),
+        )
         written.append(out / "composites.png")
         plot_composites(swap, stride, written[-1])
     for path in written:

@@ -23,9 +23,16 @@ from .common import parser
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     p = parser(__doc__, prog)
     p.add_argument("study", help="the study's YAML file")
-    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="pretraining fields for every run, over the study's (values read as YAML)")
-    p.add_argument("--probe-set", nargs="+", default=[], metavar="OPTION=VALUE", help="linear-probe options for every probe")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="pretraining fields for every run, over the study's (values read as YAML)",
+    )
+    p.add_argument(
+        "--probe-set", nargs="+", default=[], metavar="OPTION=VALUE", help="linear-probe options for every probe"
+    )
     p.add_argument("--out", help="another output folder (required with --set, so runs of two scales never mix)")
     p.add_argument("--launcher", help='how to start the scripts, e.g. "accelerate launch --num_processes 8"')
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these configurations (the summary covers all)")
@@ -38,7 +45,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     if (a.set or a.probe_set) and not a.out:
         p.error("--set/--probe-set change the runs: give them their own --out")
     try:
-        study = load_study(a.study, parse_assignments(a.set, "--set"), parse_assignments(a.probe_set, "--probe-set"), a.out)
+        study = load_study(
+            a.study, parse_assignments(a.set, "--set"), parse_assignments(a.probe_set, "--probe-set"), a.out
+        )
     except (OSError, ValueError, TypeError) as e:
         p.error(str(e))
     if a.launcher:

@@ -86,19 +86,22 @@ def _stream_items(source: Any, transform: Any, reader: int, readers: int, skip: 
             logger.warning("left out bad image %s: %s", err.image_id, err.reason)
 
 
-def _write_part(path: Path, ids: list[str], indices: list[int], labels: list[int], vectors: torch.Tensor,
-                classes: list[str]) -> None:
+def _write_part(
+    path: Path, ids: list[str], indices: list[int], labels: list[int], vectors: torch.Tensor, classes: list[str]
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     dim = vectors.shape[1]
-    table = pa.table({
-        "index": pa.array(indices, pa.int64()),
-        "id": pa.array(ids, pa.string()),
-        "label": pa.array([label if label >= 0 else None for label in labels], pa.int64()),
-        "class": pa.array([classes[label] if 0 <= label < len(classes) else None for label in labels], pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.numpy().reshape(-1), pa.float32()), dim),
-    })
+    table = pa.table(
+        {
+            "index": pa.array(indices, pa.int64()),
+            "id": pa.array(ids, pa.string()),
+            "label": pa.array([label if label >= 0 else None for label in labels], pa.int64()),
+            "class": pa.array([classes[label] if 0 <= label < len(classes) else None for label in labels], pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.numpy().reshape(-1), pa.float32()), dim),
+        }
+    )
     table = table.replace_schema_metadata({"regioncl.classes": json.dumps(classes)})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
@@ -111,16 +114,31 @@ def _encode(encoder: nn.Module, images: torch.Tensor, device: torch.device, chan
     return F.normalize(feature_map(encoder, images).float().mean((2, 3)), dim=1).cpu()
 
 
-def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.PathLike, accelerator: Any, *,
-          batch_size: int = 256, chunk_size: int = 4096, num_workers: int = 0, channels_last: bool = False) -> Path:
+def embed(
+    encoder: nn.Module,
+    source: Any,
+    transform: Any,
+    output: str | os.PathLike,
+    accelerator: Any,
+    *,
+    batch_size: int = 256,
+    chunk_size: int = 4096,
+    num_workers: int = 0,
+    channels_last: bool = False,
+) -> Path:
     """Write the embeddings of every decodable image of ``source`` to ``output`` (Parquet); see
     the module docstring. Every process must call it; returns the output path."""
     output = Path(output)
     parts = output.with_name(output.name + ".parts")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     # The parts are this exact job's: another split (processes, chunk size) or source starts over.
-    job = {"schema": 2, "processes": world, "chunk_size": chunk_size, "source": repr(getattr(source, "path", source)),
-           "images": None if getattr(source, "is_streaming", False) else len(source)}
+    job = {
+        "schema": 2,
+        "processes": world,
+        "chunk_size": chunk_size,
+        "source": repr(getattr(source, "path", source)),
+        "images": None if getattr(source, "is_streaming", False) else len(source),
+    }
     if accelerator.is_main_process:
         written = parts / "job.json"
         if parts.is_dir() and (not written.is_file() or json.loads(written.read_text()) != job):
@@ -144,8 +162,9 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
         for c, indices in enumerate(chunks):
             part = parts / f"rank{rank:05d}-{c:07d}.parquet"
             if not part.is_file():  # written by an earlier, killed run: kept
-                _embed_chunk(encoder, source, transform, indices, part, device, batch_size, num_workers, channels_last,
-                             classes)
+                _embed_chunk(
+                    encoder, source, transform, indices, part, device, batch_size, num_workers, channels_last, classes
+                )
             bar.update(1)
         bar.close()
     accelerator.wait_for_everyone()
@@ -156,10 +175,21 @@ def embed(encoder: nn.Module, source: Any, transform: Any, output: str | os.Path
     return output
 
 
-def _embed_chunk(encoder: nn.Module, source: Any, transform: Any, indices: range, part: Path, device: torch.device,
-                 batch_size: int, num_workers: int, channels_last: bool, classes: list[str]) -> None:
-    loader = WorkerLoader(_Indexed(source, transform, indices), batch_size=batch_size, num_workers=num_workers,
-                          collate_fn=_collate)
+def _embed_chunk(
+    encoder: nn.Module,
+    source: Any,
+    transform: Any,
+    indices: range,
+    part: Path,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    channels_last: bool,
+    classes: list[str],
+) -> None:
+    loader = WorkerLoader(
+        _Indexed(source, transform, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate
+    )
     ids, kept, labels, vectors = [], [], [], []
     for batch in loader:
         if batch is None:
@@ -175,8 +205,17 @@ def _embed_chunk(encoder: nn.Module, source: Any, transform: Any, indices: range
         _write_part(part, [], [], [], torch.zeros(0, 1), classes)
 
 
-def _embed_stream(encoder: nn.Module, source: Any, transform: Any, parts: Path, accelerator: Any, batch_size: int,
-                  chunk_size: int, channels_last: bool, classes: list[str]) -> None:
+def _embed_stream(
+    encoder: nn.Module,
+    source: Any,
+    transform: Any,
+    parts: Path,
+    accelerator: Any,
+    batch_size: int,
+    chunk_size: int,
+    channels_last: bool,
+    classes: list[str],
+) -> None:
     import pyarrow.parquet as pq
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -184,8 +223,9 @@ def _embed_stream(encoder: nn.Module, source: Any, transform: Any, parts: Path, 
         raise UserError(f"the stream has {source.num_shards} shard(s), fewer than the {world} processes")
     done = sorted(parts.glob(f"rank{rank:05d}-*.parquet"))
     # A restarted run continues after the last example of the parts it already wrote.
-    skip = max((max(pq.read_table(p, columns=["index"])["index"].to_pylist(), default=-1) for p in done),
-               default=-1) + 1
+    skip = (
+        max((max(pq.read_table(p, columns=["index"])["index"].to_pylist(), default=-1) for p in done), default=-1) + 1
+    )
     items = _stream_items(source, transform, rank, world, skip)
     bar = progress_bar(accelerator, desc="embed", unit="image", initial=skip)
     c = len(done)
@@ -193,10 +233,25 @@ def _embed_stream(encoder: nn.Module, source: Any, transform: Any, parts: Path, 
         rows = [item for _, item in zip(range(chunk_size), items)]
         if not rows:
             break
-        vectors = torch.cat([_encode(encoder, torch.stack([x for x, _, _, _ in rows[i : i + batch_size]]),
-                                     accelerator.device, channels_last) for i in range(0, len(rows), batch_size)])
-        _write_part(parts / f"rank{rank:05d}-{c:07d}.parquet", [k for _, _, _, k in rows], [p for _, _, p, _ in rows],
-                    [label for _, label, _, _ in rows], vectors, classes)
+        vectors = torch.cat(
+            [
+                _encode(
+                    encoder,
+                    torch.stack([x for x, _, _, _ in rows[i : i + batch_size]]),
+                    accelerator.device,
+                    channels_last,
+                )
+                for i in range(0, len(rows), batch_size)
+            ]
+        )
+        _write_part(
+            parts / f"rank{rank:05d}-{c:07d}.parquet",
+            [k for _, _, _, k in rows],
+            [p for _, _, p, _ in rows],
+            [label for _, label, _, _ in rows],
+            vectors,
+            classes,
+        )
         bar.update(len(rows))
         c += 1
     bar.close()

@@ -77,7 +77,7 @@ def load_eval_encoder(spec: str) -> nn.Module:
         return load_encoder(spec)[0]
     import timm
 
-    if spec.startswith("local-dir:") and not (Path(spec[len("local-dir:"):]) / "config.json").is_file():
+    if spec.startswith("local-dir:") and not (Path(spec[len("local-dir:") :]) / "config.json").is_file():
         raise UserFileNotFoundError(f"{spec}: no config.json in that folder (an export of `regioncl export`?)")
     try:
         model = timm.create_model(spec, pretrained=True, num_classes=0)
@@ -99,11 +99,11 @@ def trained_image_size(spec: str) -> int | None:
     its configuration without its weights; None where nothing says."""
     try:
         if spec.startswith("local-dir:"):
-            config = json.loads((Path(spec[len("local-dir:"):]) / "config.json").read_text())
+            config = json.loads((Path(spec[len("local-dir:") :]) / "config.json").read_text())
         elif spec.startswith("hf-hub:"):
             from huggingface_hub import hf_hub_download
 
-            config = json.loads(Path(hf_hub_download(spec[len("hf-hub:"):], "config.json")).read_text())
+            config = json.loads(Path(hf_hub_download(spec[len("hf-hub:") :], "config.json")).read_text())
         else:
             config = find_checkpoint_file(spec)[1]
     except Exception:  # unreadable or absent: loading the encoder says what is wrong, in its words
@@ -116,8 +116,13 @@ def _share_loader(source: Any, transform: Any, batch_size: int, num_workers: int
     images = LabelledImages(source, transform)
     world = world_size()
     mine = Subset(images, range(rank(), len(images), world)) if world > 1 else images
-    return WorkerLoader(mine, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping,
-                      pin_memory=torch.cuda.is_available())
+    return WorkerLoader(
+        mine,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_skipping,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def _report_bad(bad: int, total: int, device: torch.device) -> None:
@@ -152,8 +157,9 @@ def encode_source(
     left out; their number, summed over the processes, is logged.
     """
     loader = _share_loader(source, transform, batch_size, num_workers)
-    x, y, bad = extract_features(encoder, loader, device, channels_last, normalize=normalize,
-                                 on_device=on_device, dtype=dtype)
+    x, y, bad = extract_features(
+        encoder, loader, device, channels_last, normalize=normalize, on_device=on_device, dtype=dtype
+    )
     _report_bad(bad, len(source), device)
     return (gather_rows(x, device, on_device), gather_rows(y, device, on_device)) if gather else (x, y)
 
@@ -184,8 +190,9 @@ def topk_accuracy(
         logits = predict(images.to(device, non_blocking=True)).float().cpu()
         classes = logits.shape[1]
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        counts += torch.tensor([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(1).sum(), len(labels)],
-                               dtype=torch.float64)
+        counts += torch.tensor(
+            [(top[:, 0] == labels).sum(), (top == labels[:, None]).any(1).sum(), len(labels)], dtype=torch.float64
+        )
     _report_bad(bad, len(source), device)
     if world_size() > 1:
         counts = concat_all_gather(counts.to(device)[None]).sum(0).cpu()
@@ -227,8 +234,11 @@ def extract_features(
         encoder.train(was_training)
     if not feats:  # this process had no decodable image (or none at all): an empty (0, C) block
         where = device if on_device else "cpu"
-        return (torch.zeros(0, int(getattr(encoder, "num_features", 0)), dtype=dtype, device=where),
-                torch.zeros(0, dtype=torch.long, device=where), bad)
+        return (
+            torch.zeros(0, int(getattr(encoder, "num_features", 0)), dtype=dtype, device=where),
+            torch.zeros(0, dtype=torch.long, device=where),
+            bad,
+        )
     return torch.cat(feats), torch.cat(labels), bad
 
 

@@ -38,8 +38,14 @@ def load_finetune_model(spec: str, num_classes: int) -> nn.Module:
     return model
 
 
-def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: int, cfg: FinetuneConfig,
-             accelerator: Accelerator | None = None) -> dict[str, Any]:
+def finetune(
+    model: nn.Module,
+    train_source: Any,
+    val_source: Any,
+    num_classes: int,
+    cfg: FinetuneConfig,
+    accelerator: Accelerator | None = None,
+) -> dict[str, Any]:
     """Train ``model`` end to end; returns ``{"top1", "top5", "history"}`` (accuracies in [0, 1])."""
     acc = accelerator or make_accelerator()
     cfg = dataclasses.replace(cfg, image_size=eval_image_size(model, cfg.image_size))
@@ -48,17 +54,37 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
     workers = default_workers(cfg.num_workers)
     # persistent: workers started once, not once an epoch (each start imports the main module)
-    train_loader = WorkerLoader(LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), batch_size=per_process,
-                                shuffle=True, drop_last=mixing, num_workers=workers, persistent_workers=workers > 0,
-                                pin_memory=torch.cuda.is_available())
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    **({"momentum": cfg.momentum} if cfg.opt in ("sgd", "momentum") else {}))
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                                       warmup_lr=cfg.lr * 1e-3)
-    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                  num_classes=num_classes) if mixing else None
-    criterion = SoftTargetCrossEntropy() if mixing else (
-        LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
+    train_loader = WorkerLoader(
+        LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True),
+        batch_size=per_process,
+        shuffle=True,
+        drop_last=mixing,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+    optimizer = create_optimizer_v2(
+        model,
+        opt=cfg.opt,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        **({"momentum": cfg.momentum} if cfg.opt in ("sgd", "momentum") else {}),
+    )
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 1e-3
+    )
+    mixup = (
+        Mixup(
+            mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing, num_classes=num_classes
+        )
+        if mixing
+        else None
+    )
+    criterion = (
+        SoftTargetCrossEntropy()
+        if mixing
+        else (LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss())
+    )
     model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
     history = []
     bar = progress_bar(acc, range(cfg.epochs), desc="fine-tune", unit="epoch")
@@ -84,6 +110,12 @@ def finetune(model: nn.Module, train_source: Any, val_source: Any, num_classes: 
         with acc.autocast():
             return net(images)
 
-    top1, top5 = topk_accuracy(predict, val_source, eval_transform(cfg.image_size, crop_pct=cfg.crop_pct), acc.device,
-                               batch_size=per_process, num_workers=default_workers(cfg.num_workers))
+    top1, top5 = topk_accuracy(
+        predict,
+        val_source,
+        eval_transform(cfg.image_size, crop_pct=cfg.crop_pct),
+        acc.device,
+        batch_size=per_process,
+        num_workers=default_workers(cfg.num_workers),
+    )
     return {"top1": top1, "top5": top5, "history": history}

@@ -25,8 +25,10 @@ def check_k(k: int, bank_size: int, option: str) -> None:
     the option that set it and a ``k`` that fits."""
     if k > bank_size:
         fits = max(1, min(20, bank_size // 3))
-        raise UserError(f"{option} {k} is more than the bank's {bank_size} images: every image would vote; give "
-                        f"{option} {fits} or so, or a larger bank")
+        raise UserError(
+            f"{option} {k} is more than the bank's {bank_size} images: every image would vote; give "
+            f"{option} {fits} or so, or a larger bank"
+        )
 
 
 def knn_evaluate(
@@ -55,16 +57,23 @@ def knn_evaluate(
     bank, bank_labels = encode_source(encoder, bank_source, transform, device, gather=True, dtype=half, **kwargs)
     val, val_labels = encode_source(encoder, val_source, transform, device, gather=False, **kwargs)
     # Whether any label is missing, and the largest query label, as every process sees them.
-    facts = torch.tensor([float((bank_labels < 0).any()), float((val_labels < 0).any()),
-                          float(val_labels.max()) if len(val_labels) else -1.0], device=device)
+    facts = torch.tensor(
+        [
+            float((bank_labels < 0).any()),
+            float((val_labels < 0).any()),
+            float(val_labels.max()) if len(val_labels) else -1.0,
+        ],
+        device=device,
+    )
     if world_size() > 1:
         dist.all_reduce(facts, op=dist.ReduceOp.MAX)
     if facts[0] > 0 or facts[1] > 0:
         return None
     num_classes = int(max(float(bank_labels.max()), float(facts[2]))) + 1
     pred = knn_predict(bank, bank_labels, val, k=k, temperature=temperature, num_classes=num_classes).argmax(1)
-    counts = torch.tensor([float((pred == val_labels).sum()), float(len(val_labels))], dtype=torch.float64,
-                          device=device)
+    counts = torch.tensor(
+        [float((pred == val_labels).sum()), float(len(val_labels))], dtype=torch.float64, device=device
+    )
     if world_size() > 1:
         dist.all_reduce(counts)
     return float(counts[0] / counts[1])

@@ -69,8 +69,9 @@ class _FeatureBatches:
     permutations (more than one when ``num_samples`` exceeds the rows); indexed in one
     gather per batch, not collated row by row."""
 
-    def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int, num_samples: int,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int, num_samples: int, generator: torch.Generator
+    ) -> None:
         self.feats, self.labels, self.batch_size, self.num_samples = feats, labels, batch_size, num_samples
         self.generator = generator
 
@@ -83,10 +84,15 @@ class _FeatureBatches:
 
 
 def train_transform(image_size: int) -> v2.Compose:
-    return v2.Compose([
-        v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        ]
+    )
 
 
 def _lr(cfg: ProbeConfig, epoch: float) -> float:
@@ -131,8 +137,9 @@ def linear_probe(
     linear = nn.Linear(num_features, num_classes)
     nn.init.normal_(linear.weight, std=0.01)
     nn.init.zeros_(linear.bias)
-    head = (nn.Sequential(nn.BatchNorm1d(num_features, affine=False, eps=1e-6), linear) if cfg.standardize
-            else linear).to(device)
+    head = (
+        nn.Sequential(nn.BatchNorm1d(num_features, affine=False, eps=1e-6), linear) if cfg.standardize else linear
+    ).to(device)
     opt_cls = LARS if cfg.optimizer == "lars" else torch.optim.SGD
     opt = opt_cls(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     head, opt = acc.prepare(head, opt)
@@ -140,18 +147,33 @@ def linear_probe(
     if cfg.augment:
         workers = default_workers(cfg.num_workers)
         # persistent: workers started once, not once an epoch (each start imports the main module)
-        train_loader = acc.prepare(WorkerLoader(
-            LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True), shuffle=True,
-            batch_size=per_process, num_workers=workers, persistent_workers=workers > 0,
-            pin_memory=device.type == "cuda"))
+        train_loader = acc.prepare(
+            WorkerLoader(
+                LabelledImages(train_source, train_transform(cfg.image_size), substitute_bad=True),
+                shuffle=True,
+                batch_size=per_process,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=device.type == "cuda",
+            )
+        )
     else:  # the features never change: compute this process's share once
-        feats, labels = encode_source(backbone.encoder, train_source, val_tf, device, batch_size=per_process,
-                                      num_workers=default_workers(cfg.num_workers), normalize=False, gather=False)
+        feats, labels = encode_source(
+            backbone.encoder,
+            train_source,
+            val_tf,
+            device,
+            batch_size=per_process,
+            num_workers=default_workers(cfg.num_workers),
+            normalize=False,
+            gather=False,
+        )
         # Shares differ by an image or two: each process draws as many samples as the largest
         # share (a smaller one repeats a few), so all run the same steps; one process: a plain shuffle.
         largest = int(concat_all_gather(torch.tensor([len(labels)], device=device)).max())
-        train_loader = _FeatureBatches(feats, labels, per_process, largest,
-                                       torch.Generator().manual_seed(derive_seed(cfg.seed, acc.process_index)))
+        train_loader = _FeatureBatches(
+            feats, labels, per_process, largest, torch.Generator().manual_seed(derive_seed(cfg.seed, acc.process_index))
+        )
     history = []
     head.train()
     bar = progress_bar(acc, range(cfg.epochs), desc="linear probe", unit="epoch")
@@ -180,6 +202,8 @@ def linear_probe(
         with acc.autocast():
             return classifier(backbone(images).float())
 
-    top1, top5 = topk_accuracy(predict, val_source, val_tf, device, batch_size=per_process, num_workers=default_workers(cfg.num_workers))
+    top1, top5 = topk_accuracy(
+        predict, val_source, val_tf, device, batch_size=per_process, num_workers=default_workers(cfg.num_workers)
+    )
     head_state = {k: v.detach().cpu() for k, v in classifier.state_dict().items()}
     return {"top1": top1, "top5": top5, "epochs": cfg.epochs, "history": history, "head": head_state}

@@ -24,8 +24,16 @@ from ..files import STATE_FILE, config_value, list_checkpoints, read_state
 #: model arguments that only change the initialisation: not needed (nor wanted) to rebuild the weights.
 INIT_ONLY_ARGS = frozenset({"zero_init_last", "pretrained", "drop_rate", "drop_path_rate", "drop_block_rate"})
 ENCODER_PREFIXES = ("encoder.model.", "encoder.")
-NOT_ENCODER = ("key_encoder.", "projector.", "key_projector.", "predictor.", "queue.", "dense_queue.",
-               "dense_projector.", "key_dense_projector.")
+NOT_ENCODER = (
+    "key_encoder.",
+    "projector.",
+    "key_projector.",
+    "predictor.",
+    "queue.",
+    "dense_queue.",
+    "dense_projector.",
+    "key_dense_projector.",
+)
 
 
 def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -47,7 +55,9 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "")
-        found = found.split(" was not an allowed global")[0].replace("WeightsUnpickler error: Unsupported global:", "it holds")
+        found = found.split(" was not an allowed global")[0].replace(
+            "WeightsUnpickler error: Unsupported global:", "it holds"
+        )
         raise UserError(
             f"{path} holds pickled objects other than tensors and plain containers ({found or 'see torch.load'}); it is "
             "not loaded, because unpickling them could run any code they carry. Convert it to safetensors where "
@@ -123,7 +133,7 @@ def encoder_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """
     clean = {strip_wrappers(k): v for k, v in state.items()}
     for prefix in ENCODER_PREFIXES:
-        picked = {k[len(prefix):]: v for k, v in clean.items() if k.startswith(prefix)}
+        picked = {k[len(prefix) :]: v for k, v in clean.items() if k.startswith(prefix)}
         if picked:
             return picked
     if any(k.startswith(NOT_ENCODER) for k in clean):
@@ -155,8 +165,11 @@ def load_encoder(
     spec = resolve_backbone(backbone, **args)
     model_args = {k: v for k, v in spec.model_args.items() if k not in INIT_ONLY_ARGS}
     model = timm.create_model(spec.architecture, pretrained=False, num_classes=0, **model_args)
-    load_fitting(model, encoder_state(read_state_file(path)), f"{path} does not fit {backbone} "
-                 f"({spec.architecture}, {model_args})")
+    load_fitting(
+        model,
+        encoder_state(read_state_file(path)),
+        f"{path} does not fit {backbone} ({spec.architecture}, {model_args})",
+    )
     model.eval()
     model.regioncl_spec = (spec.name, spec.architecture, model_args)
     model.regioncl_image_size = image_size  # the size it was trained at, where the config says

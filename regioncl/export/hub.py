@@ -55,8 +55,12 @@ def timm_config(
         "classifier": model.pretrained_cfg.get("classifier", "fc"),
         "license": license,
     }
-    config: dict[str, Any] = {"architecture": architecture, "num_classes": 0, "num_features": int(model.num_features),
-                              "global_pool": "avg"}
+    config: dict[str, Any] = {
+        "architecture": architecture,
+        "num_classes": 0,
+        "num_features": int(model.num_features),
+        "global_pool": "avg",
+    }
     if model_args:
         config["model_args"] = {k: list(v) if isinstance(v, tuple) else v for k, v in model_args.items()}
     config["pretrained_cfg"] = pretrained_cfg
@@ -98,9 +102,15 @@ def trained_facts(checkpoint: str | os.PathLike) -> dict[str, Any]:
     local path), the steps and epochs actually trained, image size, batch, lr, weight decay,
     precision and the weights it started from (``None`` values left out)."""
     _, config = find_checkpoint_file(checkpoint)
-    fields = {"method": "model.method", "image_size": "data.image_size", "batch_size": "optim.batch_size",
-              "lr": "optim.lr", "weight_decay": "optim.weight_decay", "precision": "run.precision",
-              "init": "model.init"}
+    fields = {
+        "method": "model.method",
+        "image_size": "data.image_size",
+        "batch_size": "optim.batch_size",
+        "lr": "optim.lr",
+        "weight_decay": "optim.weight_decay",
+        "precision": "run.precision",
+        "init": "model.init",
+    }
     facts: dict[str, Any] = {k: config_value(config, dotted) for k, dotted in fields.items()}
     if is_export_config(config):  # an export exported again: its own record
         facts.update(config.get("regioncl") or {})
@@ -145,8 +155,10 @@ def export(
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise UserError(f"{out} exists and is not an empty folder: export into a new folder, or pass --overwrite "
-                        "to replace its model.safetensors and config.json")
+        raise UserError(
+            f"{out} exists and is not an empty folder: export into a new folder, or pass --overwrite "
+            "to replace its model.safetensors and config.json"
+        )
     model, _ = load_encoder(checkpoint, backbone, backbone_args)
     meta = trained_facts(checkpoint)
     meta.pop("backbone", None)  # timm_config writes the backbone the export was built with
@@ -169,8 +181,13 @@ def export(
 ZOO_FILE = resources.files(__package__) / "zoo.yaml"
 CARD_TEMPLATE = resources.files(__package__) / "MODEL_CARD.md"
 METHOD_NAMES = {
-    "mocov2": "MoCo v2", "regioncl_m": "RegionCL-M", "regioncl_m_noswap": "RegionCL-M without swapping",
-    "densecl": "DenseCL", "regioncl_d": "RegionCL-D", "simsiam": "SimSiam", "regioncl_s": "RegionCL-S",
+    "mocov2": "MoCo v2",
+    "regioncl_m": "RegionCL-M",
+    "regioncl_m_noswap": "RegionCL-M without swapping",
+    "densecl": "DenseCL",
+    "regioncl_d": "RegionCL-D",
+    "simsiam": "SimSiam",
+    "regioncl_s": "RegionCL-S",
 }
 
 
@@ -202,14 +219,18 @@ def render_card(entry: Mapping[str, Any], template: str | os.PathLike | None = N
     }
     if metrics:
         scored_on = entry.get("eval_dataset") or hub_dataset or "custom"
-        front["model-index"] = [{
-            "name": entry["repo_id"].split("/")[-1],
-            "results": [{
-                "task": {"type": "image-classification"},
-                "dataset": {"name": scored_on, "type": scored_on},
-                "metrics": [{"type": k, "value": v, "name": k} for k, v in metrics.items()],
-            }],
-        }]
+        front["model-index"] = [
+            {
+                "name": entry["repo_id"].split("/")[-1],
+                "results": [
+                    {
+                        "task": {"type": "image-classification"},
+                        "dataset": {"name": scored_on, "type": scored_on},
+                        "metrics": [{"type": k, "value": v, "name": k} for k, v in metrics.items()],
+                    }
+                ],
+            }
+        ]
     epochs, steps = entry.get("epochs"), entry.get("steps")
     if epochs is None:
         trained = f"{steps:,} steps" if steps is not None else "for an unrecorded length"
@@ -218,9 +239,13 @@ def render_card(entry: Mapping[str, Any], template: str | os.PathLike | None = N
     if zoo:
         settings = f"recipe `{entry['recipe']}` (regioncl/recipes/{entry['recipe']}.yaml)"
     else:
-        known = [(f"batch {entry.get('batch_size')}", "batch_size"), (f"lr {entry.get('lr')}", "lr"),
-                 (f"weight decay {entry.get('weight_decay')}", "weight_decay"),
-                 (f"{entry.get('image_size')} px", "image_size"), (f"{entry.get('precision')}", "precision")]
+        known = [
+            (f"batch {entry.get('batch_size')}", "batch_size"),
+            (f"lr {entry.get('lr')}", "lr"),
+            (f"weight decay {entry.get('weight_decay')}", "weight_decay"),
+            (f"{entry.get('image_size')} px", "image_size"),
+            (f"{entry.get('precision')}", "precision"),
+        ]
         settings = "the run's own settings (" + ", ".join(text for text, key in known if key in entry) + ")"
     init = entry.get("init")
     fields = {
@@ -263,17 +288,22 @@ def release_entry(checkpoint: str | os.PathLike, entry: Mapping[str, Any]) -> di
     facts = trained_facts(checkpoint)
     for key in ("method", "backbone"):
         if entry.get(key) and facts.get(key) and entry[key] != facts[key]:
-            raise UserError(f"{checkpoint} was trained with {key} {facts[key]!r}, not {entry[key]!r}: its card would "
-                            f"be false")
+            raise UserError(
+                f"{checkpoint} was trained with {key} {facts[key]!r}, not {entry[key]!r}: its card would be false"
+            )
     if entry.get("recipe") and entry.get("epochs") is not None and facts.get("epochs") is not None:
         if abs(float(facts["epochs"]) - float(entry["epochs"])) > 0.01 * float(entry["epochs"]):
-            raise UserError(f"{checkpoint} trained {facts['epochs']} epochs ({facts.get('steps')} steps); the zoo entry "
-                            f"says {entry['epochs']}: publish the finished run, or push it without --zoo")
+            raise UserError(
+                f"{checkpoint} trained {facts['epochs']} epochs ({facts.get('steps')} steps); the zoo entry "
+                f"says {entry['epochs']}: publish the finished run, or push it without --zoo"
+            )
     card = {**facts, **{k: v for k, v in entry.items() if v is not None}}
     missing = [k for k in ("method", "backbone", "repo_id") if not card.get(k)]
     if missing:
-        raise UserError(f"{checkpoint} has no training record of its {', '.join(missing)}: give --"
-                        + " and --".join(k.replace("_", "-") for k in missing))
+        raise UserError(
+            f"{checkpoint} has no training record of its {', '.join(missing)}: give --"
+            + " and --".join(k.replace("_", "-") for k in missing)
+        )
     return card
 
 
@@ -282,16 +312,25 @@ def prepare_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, e
     the card and the export's metadata say what :func:`release_entry` says."""
     card = release_entry(checkpoint, entry)
     metadata = {k: card[k] for k in ("method", "recipe", "dataset", "dataset_id", "epochs", "metrics") if k in card}
-    metadata["tag"] = card.get("tag") or (f"{card['method']}.{card.get('dataset_id') or 'custom'}_"
-                                          f"{card.get('epochs', 0):g}ep".replace("/", "_"))
-    out = export(checkpoint, out_dir, backbone=entry.get("backbone"), backbone_args=entry.get("backbone_args"),
-                 metadata=metadata)
+    metadata["tag"] = card.get("tag") or (
+        f"{card['method']}.{card.get('dataset_id') or 'custom'}_{card.get('epochs', 0):g}ep".replace("/", "_")
+    )
+    out = export(
+        checkpoint, out_dir, backbone=entry.get("backbone"), backbone_args=entry.get("backbone_args"), metadata=metadata
+    )
     atomic_write(out / "README.md", lambda tmp: tmp.write_text(render_card(card)))
     return out
 
 
-def push(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = None,
-         commit_message: str = "Upload encoder (regioncl)", api: Any = None) -> str:
+def push(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload encoder (regioncl)",
+    api: Any = None,
+) -> str:
     """Create the repo (if needed) and upload ``folder``; returns the commit URL.
 
     The token is whatever huggingface_hub finds (``HF_TOKEN`` or a saved ``hf auth login``);
@@ -303,6 +342,7 @@ def push(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revi
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
-                             commit_message=commit_message)
+    info = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision, commit_message=commit_message
+    )
     return str(getattr(info, "commit_url", info))

@@ -243,7 +243,9 @@ def load_encoder_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return encoder_state(read_state_file(find_checkpoint_file(path)[0]))
 
 
-def load_and_convert(parser: argparse.ArgumentParser, path: str | os.PathLike, convert: Callable[[dict], dict]) -> tuple[dict, dict]:
+def load_and_convert(
+    parser: argparse.ArgumentParser, path: str | os.PathLike, convert: Callable[[dict], dict]
+) -> tuple[dict, dict]:
     """The encoder state dict at ``path`` and ``convert`` of it; a wrong path or a state dict
     the conversion refuses ends in a parser error (a message, not a trace)."""
     try:

@@ -47,7 +47,9 @@ def _accepted(cls: type, args: dict[str, Any]) -> dict[str, Any]:
     known = set().union(*(_init_names(c) for c, _ in METHODS.values()))
     unknown = sorted(set(args) - known)
     if unknown:
-        raise TypeError(f"no method takes the argument(s) {unknown}; known: {sorted(known - {'self', 'encoder', 'region', 'kwargs'})}")
+        raise TypeError(
+            f"no method takes the argument(s) {unknown}; known: {sorted(known - {'self', 'encoder', 'region', 'kwargs'})}"
+        )
     names = _init_names(cls)
     return {k: v for k, v in args.items() if k in names and v is not None}
 

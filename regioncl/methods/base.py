@@ -32,7 +32,9 @@ class SSLMethod(nn.Module):
     #: Whether the method wants its BN synchronised across processes (SimSiam).
     sync_batch_norm: bool = False
 
-    def __init__(self, encoder: Encoder, region: RegionCL | None = None, seed: int = 0, region_weight: float = 1.0) -> None:
+    def __init__(
+        self, encoder: Encoder, region: RegionCL | None = None, seed: int = 0, region_weight: float = 1.0
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.region = region

@@ -35,12 +35,20 @@ class DenseCL(MoCoV2):
         region_weight: w; ``None``: 1 − λ.
     """
 
-    def __init__(self, encoder: Encoder, region: RegionCL | None = None, *, dense_weight: float = 0.5,
-                 region_weight: float | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        region: RegionCL | None = None,
+        *,
+        dense_weight: float = 0.5,
+        region_weight: float | None = None,
+        **kwargs,
+    ) -> None:
         if not 0.0 <= dense_weight <= 1.0:
             raise UserError(f"dense_weight (λ) must be in [0, 1], got {dense_weight}")
-        super().__init__(encoder, region, region_weight=1.0 - dense_weight if region_weight is None else region_weight,
-                         **kwargs)
+        super().__init__(
+            encoder, region, region_weight=1.0 - dense_weight if region_weight is None else region_weight, **kwargs
+        )
         self.dense_weight = dense_weight
         hidden, dim = self.projector[0].out_features, self.projector[-1].out_features
         self.dense_projector = conv_projector(encoder.num_features, hidden, dim)
@@ -51,8 +59,12 @@ class DenseCL(MoCoV2):
         """MoCo's ``k``, the dense keys ``(B, dim, N)``, their pooled form ``(B, dim)`` (for the dense
         queue) and the key's backbone map ``(B, C, N)`` (for the correspondence)."""
         dense = self.key_dense_projector(fmap)
-        return {**super().key_heads(fmap), "k_grid": F.normalize(dense.flatten(2), dim=1),
-                "k_dense_pooled": F.normalize(dense.mean((2, 3)), dim=1), "k_backbone": fmap.flatten(2)}
+        return {
+            **super().key_heads(fmap),
+            "k_grid": F.normalize(dense.flatten(2), dim=1),
+            "k_dense_pooled": F.normalize(dense.mean((2, 3)), dim=1),
+            "k_backbone": fmap.flatten(2),
+        }
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
         """One training step's losses: ``loss``, ``loss_ins``, ``loss_dense`` and, with RegionCL, ``loss_reg``."""
@@ -63,7 +75,9 @@ class DenseCL(MoCoV2):
         self.momentum_update()
         keys = self.keys(view_k, step)
         queue, dense_queue = self.queue.keys.clone(), self.dense_queue.keys.clone()  # snapshots, as MoCo v2
-        out = self.instance_and_region_losses(q, keys["k"], queue, canvas, paste, None if region is None else region.perm)
+        out = self.instance_and_region_losses(
+            q, keys["k"], queue, canvas, paste, None if region is None else region.perm
+        )
         # The dense loss: each query cell against its best-matching key cell (by backbone features).
         q_grid = F.normalize(self.dense_projector(fmap).flatten(2), dim=1)
         match = dense_correspondence(fmap.detach().flatten(2), keys["k_backbone"])

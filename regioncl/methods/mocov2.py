@@ -66,7 +66,8 @@ class MoCoV2(SSLMethod):
         self.queue = KeyQueue(queue_size, dim)
         # (online, key) module pairs kept in step by the momentum update; DenseCL adds its dense head.
         self.momentum_pairs: list[tuple[nn.Module, nn.Module]] = [
-            (self.encoder, self.key_encoder), (self.projector, self.key_projector)
+            (self.encoder, self.key_encoder),
+            (self.projector, self.key_projector),
         ]
         self.freeze_keys()
 
@@ -85,9 +86,7 @@ class MoCoV2(SSLMethod):
         super().check(image_size, batch_per_process, num_processes)
         self.queue.check_batch(batch_per_process * num_processes)
         if batch_per_process % self.bn_groups:
-            raise UserError(
-                f"bn_groups={self.bn_groups} does not divide the per-process batch {batch_per_process}"
-            )
+            raise UserError(f"bn_groups={self.bn_groups} does not divide the per-process batch {batch_per_process}")
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -113,16 +112,26 @@ class MoCoV2(SSLMethod):
         chunks = [self.key_heads(self.key_encoder(chunk)) for chunk in shuffled.chunk(self.bn_groups)]
         return {name: batch_unshuffle(torch.cat([c[name] for c in chunks]), unshuffle) for name in chunks[0]}
 
-    def instance_and_region_losses(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
-                                   canvas: torch.Tensor | None, paste: torch.Tensor | None,
-                                   perm: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def instance_and_region_losses(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        queue: torch.Tensor,
+        canvas: torch.Tensor | None,
+        paste: torch.Tensor | None,
+        perm: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
         """L_ins = InfoNCE(q, k, queue) and, with RegionCL, L_reg over the canvas and paste rows
         (each with its partner region as an extra, stop-gradient negative; SPEC §3)."""
         out = {"loss_ins": info_nce(q, k, queue, self.temperature)}
         if self.region is not None:
             out["loss_reg"] = self.region.loss(
                 lambda rows, positives, partners: info_nce(rows, positives, queue, self.temperature, partners),
-                canvas, paste, k, perm)
+                canvas,
+                paste,
+                k,
+                perm,
+            )
         return out
 
     def forward(self, view_q: torch.Tensor, view_k: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:

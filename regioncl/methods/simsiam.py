@@ -71,7 +71,9 @@ class SimSiam(SSLMethod):
         out = {"loss_ins": 0.5 * negative_cosine(h_q, z_k) + 0.5 * negative_cosine(h_k, z_q)}
         out["loss"] = out["loss_ins"]
         if region is not None:
-            out["loss_reg"] = self.region.loss(lambda rows, pos, _: negative_cosine(rows, pos), canvas, paste, z_k, region.perm)
+            out["loss_reg"] = self.region.loss(
+                lambda rows, pos, _: negative_cosine(rows, pos), canvas, paste, z_k, region.perm
+            )
             out["loss"] = out["loss"] + self.region_weight * out["loss_reg"]
         out["z_std"] = F.normalize(z_q.detach().float(), dim=1).std(0).mean()
         return out

@@ -67,8 +67,13 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Any:
     return fig
 
 
-def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, metric: str = "knn_top1",
-                 labels: Sequence[str] | None = None, references: dict[str, float] | None = None) -> Any:
+def plot_compare(
+    run_dirs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    metric: str = "knn_top1",
+    labels: Sequence[str] | None = None,
+    references: dict[str, float] | None = None,
+) -> Any:
     """One curve of ``metric`` per run against the epoch (kNN by default), saved as a PNG;
     ``references`` (label → value, same units as the metric) are drawn as dashed lines."""
     plt = _pyplot()
@@ -81,8 +86,7 @@ def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         ax.plot(x, [scale * v for v in y], marker="o", label=labels[i] if labels else Path(run).name)
     for name, value in (references or {}).items():
         ax.axhline(scale * value, linestyle="--", color="grey", linewidth=1)
-        ax.annotate(name, (0, scale * value), textcoords="offset points",
-                    xytext=(2, -10), fontsize=8, color="grey")
+        ax.annotate(name, (0, scale * value), textcoords="offset points", xytext=(2, -10), fontsize=8, color="grey")
     ax.set_xlabel("epoch")
     ax.set_ylabel("kNN top-1 (%)" if metric == "knn_top1" else metric)
     ax.legend()
@@ -91,8 +95,12 @@ def plot_compare(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     return fig
 
 
-def plot_pair(runs: dict[str, Sequence[Sequence[tuple[float, float]]]], out: str | os.PathLike, title: str | None = None,
-              references: dict[str, float] | None = None) -> Any:
+def plot_pair(
+    runs: dict[str, Sequence[Sequence[tuple[float, float]]]],
+    out: str | os.PathLike,
+    title: str | None = None,
+    references: dict[str, float] | None = None,
+) -> Any:
     """kNN top-1 per epoch of two (or more) configurations, each given as one ``[(epoch, top1), ...]``
     curve per seed (a study row's ``knn_by_epoch``): each seed a thin line and the mean over seeds a
     thick one in the same colour; ``references`` as dashed lines. Saved as a PNG."""
@@ -105,7 +113,14 @@ def plot_pair(runs: dict[str, Sequence[Sequence[tuple[float, float]]]], out: str
         # The mean over the seeds at the epochs every seed evaluated.
         epochs = sorted(set.intersection(*(set(c) for c in curves)))
         mean = [100 * sum(c[e] for c in curves) / len(curves) for e in epochs]
-        ax.plot(epochs, mean, color=colour, marker="o", linewidth=2, label=f"{name} ({len(curves)} seed{'' if len(curves) == 1 else 's'})")
+        ax.plot(
+            epochs,
+            mean,
+            color=colour,
+            marker="o",
+            linewidth=2,
+            label=f"{name} ({len(curves)} seed{'' if len(curves) == 1 else 's'})",
+        )
     for name, value in (references or {}).items():
         ax.axhline(100 * value, linestyle="--", color="grey", linewidth=1)
         ax.annotate(name, (0, 100 * value), textcoords="offset points", xytext=(2, -10), fontsize=8, color="grey")
@@ -120,8 +135,9 @@ def plot_pair(runs: dict[str, Sequence[Sequence[tuple[float, float]]]], out: str
     return fig
 
 
-def embedding_map(path: str | os.PathLike, method: str = "pca", max_points: int = 20000,
-                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def embedding_map(
+    path: str | os.PathLike, method: str = "pca", max_points: int = 20000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """2-D coordinates ``(N, 2)`` and labels ``(N,)`` (-1 without) of the embeddings in a Parquet
     file written by ``regioncl embed``: PCA (the top two principal components), or UMAP when
     ``umap-learn`` is installed; at most ``max_points`` rows, drawn at random."""
@@ -179,7 +195,9 @@ def plot_embeddings(path: str | os.PathLike, out: str | os.PathLike, method: str
         ax.scatter(xy[mine, 0], xy[mine, 1], color=colour, s=4, alpha=0.7, label=name)
     if len(present) <= 20 and present != [-1]:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=3, frameon=False)
-    ax.set_title(f"{Path(path).name}: {method.upper()} of {len(labels)} embeddings, {len(present)} classes", fontsize=10)
+    ax.set_title(
+        f"{Path(path).name}: {method.upper()} of {len(labels)} embeddings, {len(present)} classes", fontsize=10
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
@@ -202,8 +220,16 @@ def plot_composites(swap: SwapResult, stride: int, out: str | os.PathLike, max_i
         img = (swap.composite[i].detach().float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
         ax = axes[0][i]
         ax.imshow(img)
-        ax.add_patch(Rectangle((cols.start - 0.5, rows.start - 0.5), cols.stop - cols.start, rows.stop - rows.start,
-                               fill=False, edgecolor="red", linewidth=2))
+        ax.add_patch(
+            Rectangle(
+                (cols.start - 0.5, rows.start - 0.5),
+                cols.stop - cols.start,
+                rows.stop - rows.start,
+                fill=False,
+                edgecolor="red",
+                linewidth=2,
+            )
+        )
         ax.set_title(f"{i} ← paste of {int(swap.perm[i])}", fontsize=8)
         ax.axis("off")
     fig.tight_layout()

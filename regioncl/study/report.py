@@ -43,15 +43,24 @@ def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     steps = max((r["step"] for r in records), default=0)
     linear = json.loads((run / "linear.json").read_text()) if (run / "linear.json").is_file() else {}
     median_ips = statistics.median(ips) if ips else None
-    method, epochs, seed, batch = (config_value(cfg, k) for k in ("model.method", "optim.epochs", "run.seed", "optim.batch_size"))
+    method, epochs, seed, batch = (
+        config_value(cfg, k) for k in ("model.method", "optim.epochs", "run.seed", "optim.batch_size")
+    )
     return {
-        "run": run.name, "group": run_group(run), "method": method, "epochs": epochs, "seed": seed,
+        "run": run.name,
+        "group": run_group(run),
+        "method": method,
+        "epochs": epochs,
+        "seed": seed,
         "knn_before": knn[0][1] if knn and knn[0][0] == 0 else None,
         "knn_final": knn[-1][1] if knn else None,
         "knn_top1": knn[-1][1] if knn else None,
         "knn_best": max((v for e, v in knn if e > 0), default=None),  # of the trained encoder, not the random init
-        "knn_by_epoch": knn, "linear_top1": linear.get("top1"), "linear_top5": linear.get("top5"),
-        "images_per_s": median_ips, "steps": steps,
+        "knn_by_epoch": knn,
+        "linear_top1": linear.get("top1"),
+        "linear_top5": linear.get("top5"),
+        "images_per_s": median_ips,
+        "steps": steps,
         "train_minutes": steps * batch / median_ips / 60 if median_ips else None,
     }
 
@@ -70,8 +79,12 @@ def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None, int]:
 def configuration_summary(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """Mean, s.d. and count of every compared metric (and the pretraining minutes) over a configuration's seeds."""
     mine = [r for r in rows if r["group"] == name]
-    out: dict[str, Any] = {"name": name, "method": mine[0]["method"], "epochs": mine[0]["epochs"],
-                           "seeds": [r["seed"] for r in mine]}
+    out: dict[str, Any] = {
+        "name": name,
+        "method": mine[0]["method"],
+        "epochs": mine[0]["epochs"],
+        "seeds": [r["seed"] for r in mine],
+    }
     for metric in (*PAIR_METRICS, "train_minutes"):
         mean, sd, n = mean_sd(_values(rows, name, metric))
         out[metric] = {"mean": mean, "sd": sd, "n": n}
@@ -119,14 +132,22 @@ def _diff(d: dict[str, Any] | None) -> str:
 
 def study_markdown(configs: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
     """The per-configuration table (mean ± s.d. over seeds) and the per-pair table (difference ± SE), in points."""
-    lines = ["| configuration | method | epochs | seeds | kNN top-1 final (%) | kNN best | linear top-1 | linear top-5 | pretrain min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | method | epochs | seeds | kNN top-1 final (%) | kNN best | linear top-1 | linear top-5 | pretrain min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in configs:
-        lines.append(f"| {c['name']} | {c['method']} | {c['epochs']} | {', '.join(map(str, c['seeds']))} "
-                     f"| {_pct(c['knn_final'])} | {_pct(c['knn_best'])} | {_pct(c['linear_top1'])} "
-                     f"| {_pct(c['linear_top5'])} | {_pct(c['train_minutes'], 1.0)} |")
+        lines.append(
+            f"| {c['name']} | {c['method']} | {c['epochs']} | {', '.join(map(str, c['seeds']))} "
+            f"| {_pct(c['knn_final'])} | {_pct(c['knn_best'])} | {_pct(c['linear_top1'])} "
+            f"| {_pct(c['linear_top5'])} | {_pct(c['train_minutes'], 1.0)} |"
+        )
     if pairs:
-        lines += ["", "| pair (A − B, points ± SE) | kNN final | kNN best | linear top-1 | linear top-5 |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| pair (A − B, points ± SE) | kNN final | kNN best | linear top-1 | linear top-5 |",
+            "|---|---|---|---|---|",
+        ]
         for p in pairs:
             lines.append(f"| {p['pair'][0]} − {p['pair'][1]} | " + " | ".join(_diff(p[m]) for m in PAIR_METRICS) + " |")
     return "\n".join(lines) + "\n"

@@ -63,8 +63,20 @@ from .report import PAIR_METRICS, configuration_summary, pair_difference, pair_s
 
 #: the repository's root (a clone's): the commit of the code is read there.
 ROOT = Path(__file__).resolve().parents[2]
-_STUDY_KEYS = {"name", "out", "results", "prepare", "seeds", "options", "knn", "probe", "runs", "pairs",
-               "extra_seeds", "launcher"}
+_STUDY_KEYS = {
+    "name",
+    "out",
+    "results",
+    "prepare",
+    "seeds",
+    "options",
+    "knn",
+    "probe",
+    "runs",
+    "pairs",
+    "extra_seeds",
+    "launcher",
+}
 _RUN_KEYS = {"name", "recipe", "options", "seeds", "reference", "probe"}
 
 
@@ -132,8 +144,12 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
-               probe_overrides: dict[str, Any] | None = None, out: str | os.PathLike | None = None) -> Study:
+def load_study(
+    path: str | os.PathLike,
+    overrides: dict[str, Any] | None = None,
+    probe_overrides: dict[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+) -> Study:
     """Read and check a study file; every error names the study, the run and the key.
 
     Args:
@@ -151,8 +167,9 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
         raise ValueError(f"study {path}: unknown key(s) {unknown}; known: {sorted(_STUDY_KEYS)}")
     where = f"study {path}"
     try:
-        common = deep_merge(nest(_mapping(raw.get("options"), f"{where}: options")),
-                            {"knn": _mapping(raw.get("knn"), f"{where}: knn")})
+        common = deep_merge(
+            nest(_mapping(raw.get("options"), f"{where}: options")), {"knn": _mapping(raw.get("knn"), f"{where}: knn")}
+        )
         overrides = nest(dict(overrides or {}))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
@@ -186,8 +203,17 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
         # `probe: false` leaves the probe out; a mapping is this run's own probe options (its data, say).
         own_probe = entry.get("probe", True)
         probe_options = {**study_probe, **(own_probe if isinstance(own_probe, dict) else {}), **(probe_overrides or {})}
-        runs.append(RunSpec(name, options, seeds, bool(entry.get("reference", False)), own_probe is not False,
-                            config.data.image_size, probe_options))
+        runs.append(
+            RunSpec(
+                name,
+                options,
+                seeds,
+                bool(entry.get("reference", False)),
+                own_probe is not False,
+                config.data.image_size,
+                probe_options,
+            )
+        )
     if not runs:
         raise ValueError(f"{where} lists no runs")
     names = {r.name for r in runs}
@@ -201,7 +227,12 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
         pairs.append((pair[0], pair[1]))
     extra = raw.get("extra_seeds")
     if extra is not None:
-        extra = {"max": 3, "within": 2.0, "metrics": ["knn_final", "linear_top1"], **_mapping(extra, f"{where}: extra_seeds")}
+        extra = {
+            "max": 3,
+            "within": 2.0,
+            "metrics": ["knn_final", "linear_top1"],
+            **_mapping(extra, f"{where}: extra_seeds"),
+        }
         bad = sorted(set(extra["metrics"]) - set(PAIR_METRICS))
         if bad:
             raise ValueError(f"{where}: extra_seeds metrics {bad} unknown; known: {list(PAIR_METRICS)}")
@@ -214,7 +245,11 @@ def load_study(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
     return Study(
         name=str(raw.get("name", path.stem)),
         out=Path(out if out is not None else raw.get("out", f"runs/studies/{path.stem}")),
-        runs=runs, probe=probe, pairs=pairs, prepare=prepare, extra_seeds=extra,
+        runs=runs,
+        probe=probe,
+        pairs=pairs,
+        prepare=prepare,
+        extra_seeds=extra,
         results=Path(raw["results"]) if raw.get("results") and out is None else None,
         launcher=shlex.split(launcher) if isinstance(launcher, str) else (list(launcher) if launcher else None),
     )
@@ -233,9 +268,16 @@ def option_flags(options: dict[str, Any]) -> list[str]:
 def code_commit() -> str | None:
     """The commit of the code the runner starts (``+dirty`` when it has uncommitted changes), or None outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "regioncl", "scripts"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "regioncl", "scripts"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")
@@ -287,7 +329,11 @@ class StudyRunner:
     def _record(self, run: Path, stage: str, seed: int, spec: RunSpec) -> None:
         """Append the commit that is about to work on ``run`` to its ``study_run.json``."""
         path = run / "study_run.json"
-        info = json.loads(path.read_text()) if path.is_file() else {"study": self.study.name, "name": spec.name, "seed": seed}
+        info = (
+            json.loads(path.read_text())
+            if path.is_file()
+            else {"study": self.study.name, "name": spec.name, "seed": seed}
+        )
         info.setdefault("commits", []).append({"stage": stage, "commit": self.commit})
         path.write_text(json.dumps(info, indent=1))
 
@@ -335,8 +381,15 @@ class StudyRunner:
         self._check_options(run, spec)
         if self.done(spec.name, seed):
             return False
-        command = [*regioncl_command("pretrain", self.study.launcher), "--config", str(run / "recipe.yaml"),
-                   "--run.seed", str(seed), "--run.output_dir", str(run)]
+        command = [
+            *regioncl_command("pretrain", self.study.launcher),
+            "--config",
+            str(run / "recipe.yaml"),
+            "--run.seed",
+            str(seed),
+            "--run.output_dir",
+            str(run),
+        ]
         if has_checkpoint(run):
             command += ["--run.resume", "latest"]  # a run that was stopped: on from its checkpoint
         if not self.dry_run:
@@ -350,8 +403,12 @@ class StudyRunner:
     def probe(self, spec: RunSpec, seed: int) -> bool:
         """The linear probe of a finished run, unless it has one; True when it started a process."""
         run = self.study.run_dir(spec.name, seed)
-        if (not spec.probe or (run / "linear.json").is_file() or run.name in self.recorded()
-                or not (self.dry_run or run_finished(run))):
+        if (
+            not spec.probe
+            or (run / "linear.json").is_file()
+            or run.name in self.recorded()
+            or not (self.dry_run or run_finished(run))
+        ):
             return False  # a recorded run has no folder here to probe: its row keeps what it has
         options = self._probe_options(spec, seed)
         command = [*regioncl_command("probe", self.study.launcher), str(run), *option_flags(options)]
@@ -377,7 +434,9 @@ class StudyRunner:
     def finished_seeds(self, spec: RunSpec) -> list[int]:
         """The seeds of a configuration whose run folder under OUT is finished, extra seeds included."""
         prefix = f"{spec.name}_s"
-        seeds = {int(p.name[len(prefix):]) for p in self.study.out.glob(f"{prefix}*") if p.name[len(prefix):].isdigit()}
+        seeds = {
+            int(p.name[len(prefix) :]) for p in self.study.out.glob(f"{prefix}*") if p.name[len(prefix) :].isdigit()
+        }
         return sorted(s for s in seeds if run_finished(self.study.run_dir(spec.name, s)))
 
     def finished_runs(self) -> list[Path]:
@@ -421,11 +480,17 @@ class StudyRunner:
                     continue
                 row = summarize_run(run)
                 info_path = run / "study_run.json"
-                row["commits"] = sorted({c["commit"] for c in json.loads(info_path.read_text()).get("commits", [])
-                                         if c["commit"]}) if info_path.is_file() else []
+                row["commits"] = (
+                    sorted({c["commit"] for c in json.loads(info_path.read_text()).get("commits", []) if c["commit"]})
+                    if info_path.is_file()
+                    else []
+                )
                 recipe = run / "recipe.yaml"
-                row["options_digest"] = (options_digest(yaml.safe_load(recipe.read_text()), self._probe_options(spec, None))
-                                         if recipe.is_file() else None)
+                row["options_digest"] = (
+                    options_digest(yaml.safe_load(recipe.read_text()), self._probe_options(spec, None))
+                    if recipe.is_file()
+                    else None
+                )
                 rows.append(row)
         return rows
 
@@ -475,9 +540,11 @@ class StudyRunner:
         planned = {seed for spec in specs for seed in self.seeds(spec)}
         unplanned = sorted(set(seeds or ()) - planned)
         if unplanned:
-            message = (f"--seeds {unplanned}: not a seed of {[s.name for s in specs]} (they run "
-                       f"{sorted(planned)}); a study runs the seeds its file gives (`seeds:`, or a run's own) "
-                       "and those its extra_seeds rule adds to an unresolved pair: add the seed to the file")
+            message = (
+                f"--seeds {unplanned}: not a seed of {[s.name for s in specs]} (they run "
+                f"{sorted(planned)}); a study runs the seeds its file gives (`seeds:`, or a run's own) "
+                "and those its extra_seeds rule adds to an unresolved pair: add the seed to the file"
+            )
             if not self.dry_run:
                 raise StudyError(message)
             self.echo(f"== {message} (a dry run does not apply the extra_seeds rule)")
@@ -489,9 +556,13 @@ class StudyRunner:
             return {}
         recorded = sorted(self.recorded())
         if recorded:
-            self.echo(f"== recorded in {self.study.results / 'results.json'} (no run folder here): {', '.join(recorded)}")
+            self.echo(
+                f"== recorded in {self.study.results / 'results.json'} (no run folder here): {', '.join(recorded)}"
+            )
         rows = self.rows()
-        configs = [configuration_summary(rows, s.name) for s in self.study.runs if any(r["group"] == s.name for r in rows)]
+        configs = [
+            configuration_summary(rows, s.name) for s in self.study.runs if any(r["group"] == s.name for r in rows)
+        ]
         pairs = [pair_summary(rows, a, b) for a, b in self.study.pairs]
         result = {"study": self.study.name, "runs": rows, "configurations": configs, "pairs": pairs}
         self.study.out.mkdir(parents=True, exist_ok=True)
@@ -511,8 +582,11 @@ class StudyRunner:
         except ImportError:  # matplotlib is optional
             return []
         written = []
-        refs = {r["run"]: r["knn_final"] for r in rows
-                if self.study.spec(r["group"]).reference and r["knn_final"] is not None}
+        refs = {
+            r["run"]: r["knn_final"]
+            for r in rows
+            if self.study.spec(r["group"]).reference and r["knn_final"] is not None
+        }
         for a, b in self.study.pairs:
             curves = {name: [r["knn_by_epoch"] for r in rows if r["group"] == name] for name in (a, b)}
             if not all(curves.values()):

@@ -60,6 +60,7 @@ def check_resumable(cfg: PretrainConfig, saved: dict[str, Any], path: Path) -> N
         detail = ", ".join(f"{k}={flat[k]!r} (now {mine[k]!r})" for k in differ)
         raise UserError(f"checkpoint {path} was trained with {detail}; resume with the same settings")
 
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read: the message says which file and what to do."""
 
@@ -80,8 +81,10 @@ def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
     if (where / STATE_FILE).is_file():
         problems = checkpoint_problems(where)
         if problems:
-            raise CheckpointError(f"checkpoint {where} is damaged: {'; '.join(problems)}. Resume from another one "
-                                  f"(--run.resume latest takes the newest that verifies)")
+            raise CheckpointError(
+                f"checkpoint {where} is damaged: {'; '.join(problems)}. Resume from another one "
+                f"(--run.resume latest takes the newest that verifies)"
+            )
         return where
     found = list_checkpoints(where)
     if not found:
@@ -94,8 +97,9 @@ def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
         if not problems:
             return candidate
         logger.warning("skipping damaged checkpoint %s: %s", candidate, "; ".join(problems))
-    raise CheckpointError(f"no checkpoint under {checkpoint_dir(where)} verifies (all {len(found)} are damaged; "
-                          "see the warnings above)")
+    raise CheckpointError(
+        f"no checkpoint under {checkpoint_dir(where)} verifies (all {len(found)} are damaged; see the warnings above)"
+    )
 
 
 def _fsync_tree(path: Path) -> None:
@@ -115,7 +119,9 @@ def _all_ok(accelerator: Accelerator, ok: bool) -> bool:
     return accelerator.reduce(flag, reduction="sum").item() == 0.0
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, state: dict[str, Any], keep: int) -> Path | None:
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str | os.PathLike, state: dict[str, Any], keep: int
+) -> Path | None:
     """Save model, optimizer and RNG state of every process plus ``state`` atomically.
 
     The files are written into a hidden folder; the main process then lists them with their
@@ -178,7 +184,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, sta
     if accelerator.is_main_process and keep > 0:
         # Older than the one just written: never the one just written, nor the newer (damaged)
         # ones a resume skipped, which the run overwrites when it gets there again.
-        older = [p for p in list_checkpoints(output_dir) if int(p.name[len(PREFIX):]) <= state["step"]]
+        older = [p for p in list_checkpoints(output_dir) if int(p.name[len(PREFIX) :]) <= state["step"]]
         for stale in older[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -227,8 +227,14 @@ class RunConfig:
     training and try again at the next one"""
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
-                             "optim": OptimConfig, "knn": KnnConfig, "run": RunConfig}
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "knn": KnnConfig,
+    "run": RunConfig,
+}
 
 
 @dataclass
@@ -244,12 +250,19 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Refuse values that can only fail later, with a message naming the field."""
-        positive = {"data.image_size": self.data.image_size, "optim.batch_size": self.optim.batch_size,
-                    "optim.epochs": self.optim.epochs, "method.queue_size": self.method.queue_size,
-                    "run.log_every": self.run.log_every, "run.checkpoint_every": self.run.checkpoint_every,
-                    "method.proj_dim": self.method.proj_dim, "method.proj_hidden_dim": self.method.proj_hidden_dim,
-                    "method.pred_dim": self.method.pred_dim, "optim.lr": self.optim.lr,
-                    "method.temperature": self.method.temperature}
+        positive = {
+            "data.image_size": self.data.image_size,
+            "optim.batch_size": self.optim.batch_size,
+            "optim.epochs": self.optim.epochs,
+            "method.queue_size": self.method.queue_size,
+            "run.log_every": self.run.log_every,
+            "run.checkpoint_every": self.run.checkpoint_every,
+            "method.proj_dim": self.method.proj_dim,
+            "method.proj_hidden_dim": self.method.proj_hidden_dim,
+            "method.pred_dim": self.method.pred_dim,
+            "optim.lr": self.optim.lr,
+            "method.temperature": self.method.temperature,
+        }
         for name, value in positive.items():
             if value is not None and value <= 0:
                 raise UserError(f"{name} must be positive, got {value}")
@@ -266,14 +279,18 @@ class PretrainConfig:
         bank, queries = self.knn_data()
         if self.knn.enabled and (bank is None) != (queries is None):
             given, missing = ("knn.train_data", "knn.val_data") if bank else ("knn.val_data", "knn.train_data")
-            raise UserError(f"{given} without {missing}: the kNN monitor needs a labelled bank and other labelled "
-                            "images to score, or neither (--knn.enabled false)")
+            raise UserError(
+                f"{given} without {missing}: the kNN monitor needs a labelled bank and other labelled "
+                "images to score, or neither (--knn.enabled false)"
+            )
         if self.data.streaming and self.optim.max_steps is None:
             raise UserError("a streamed dataset has no length: give optim.max_steps to fix the schedule")
         if self.data.num_workers is not None and self.data.num_workers < 0:
             raise UserError("data.num_workers must be >= 0")
-        choices = {"run.on_nonfinite": (self.run.on_nonfinite, ("stop", "rollback")),
-                   "run.on_save_error": (self.run.on_save_error, ("stop", "continue"))}
+        choices = {
+            "run.on_nonfinite": (self.run.on_nonfinite, ("stop", "rollback")),
+            "run.on_save_error": (self.run.on_save_error, ("stop", "continue")),
+        }
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise UserError(f"{name} must be one of {list(allowed)}, got {value!r}")
@@ -306,8 +323,12 @@ def dotted(sections: dict[str, Any]) -> dict[str, Any]:
 
 def may_change_on_resume() -> frozenset[str]:
     """Dotted names of the fields whose metadata says they may change when a run is resumed."""
-    return frozenset(f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)
-                     if f.metadata.get("may_change_on_resume"))
+    return frozenset(
+        f"{s}.{f.name}"
+        for s, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("may_change_on_resume")
+    )
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -320,7 +341,9 @@ def find_recipe(name_or_path: str | os.PathLike) -> Path:
     if shipped.is_file():
         return shipped
     names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise UserFileNotFoundError(f"no recipe file {str(name_or_path)!r} and no shipped recipe of that name; shipped: {names}")
+    raise UserFileNotFoundError(
+        f"no recipe file {str(name_or_path)!r} and no shipped recipe of that name; shipped: {names}"
+    )
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -361,8 +384,9 @@ def load_recipe(name_or_path: str | os.PathLike, _seen: Sequence[Path] = ()) -> 
 
 #: the flat field names of configurations written before the sections (recipes, run folders,
 #: checkpoints, scripts): ``lr`` → ``optim.lr``, ``data`` → ``data.source``, ``knn_every`` → ``knn.every``.
-LEGACY_NAMES = {legacy_name(f"{s}.{f.name}"): f"{s}.{f.name}" for s, cls in SECTIONS.items()
-                for f in dataclasses.fields(cls)}
+LEGACY_NAMES = {
+    legacy_name(f"{s}.{f.name}"): f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+}
 
 
 def nest(values: dict[str, Any]) -> dict[str, Any]:
@@ -394,17 +418,30 @@ def jsonargparse_parser(prog: str | None = None, description: str | None = None,
             return "".join(indent + line for line in text.splitlines(keepends=True))
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    return ArgumentParser(prog=prog, description=description, usage=usage, exit_on_error=False,
-                          env_prefix="REGIONCL", default_env=False, formatter_class=Formatter)
+    return ArgumentParser(
+        prog=prog,
+        description=description,
+        usage=usage,
+        exit_on_error=False,
+        env_prefix="REGIONCL",
+        default_env=False,
+        formatter_class=Formatter,
+    )
 
 
 def config_parser(prog: str | None = None, description: str | None = None) -> Any:
     """The jsonargparse parser of :class:`PretrainConfig`: ``--SECTION.FIELD`` for every field,
     help from the fields' docstrings, plus ``--config RECIPE``."""
-    parser = jsonargparse_parser(prog, description, usage=f"{prog or 'regioncl pretrain'} [--config RECIPE] "
-                                                          "[--SECTION.FIELD VALUE ...] [--print_recipe]")
-    parser.add_argument("--config", default=DEFAULT_RECIPE,
-                        help=f"recipe: a YAML file or a shipped name ({', '.join(shipped_recipes())})")
+    parser = jsonargparse_parser(
+        prog,
+        description,
+        usage=f"{prog or 'regioncl pretrain'} [--config RECIPE] [--SECTION.FIELD VALUE ...] [--print_recipe]",
+    )
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_RECIPE,
+        help=f"recipe: a YAML file or a shipped name ({', '.join(shipped_recipes())})",
+    )
     for name, cls in SECTIONS.items():
         parser.add_class_arguments(cls, name, fail_untyped=False)
         for action in parser._actions:  # the section as a whole: `--model '{backbone: resnet18}'`
@@ -418,15 +455,17 @@ def shipped_recipes() -> list[str]:
 
 
 def _from_namespace(ns: Any) -> PretrainConfig:
-    sections = {name: cls(**{f.name: ns[f"{name}.{f.name}"] for f in dataclasses.fields(cls)})
-                for name, cls in SECTIONS.items()}
+    sections = {
+        name: cls(**{f.name: ns[f"{name}.{f.name}"] for f in dataclasses.fields(cls)}) for name, cls in SECTIONS.items()
+    }
     cfg = PretrainConfig(**sections)
     cfg.validate()
     return cfg
 
 
-def make_config(recipe: str | os.PathLike | dict[str, Any] | None = None,
-                overrides: dict[str, Any] | None = None) -> PretrainConfig:
+def make_config(
+    recipe: str | os.PathLike | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+) -> PretrainConfig:
     """Defaults ← recipe (a name, a file, or its sections as a dict; ``sample`` when none) ←
     overrides (sections, ``SECTION.FIELD`` keys or flat names), every value type-checked as on
     the command line."""
@@ -440,7 +479,9 @@ def make_config(recipe: str | os.PathLike | dict[str, Any] | None = None,
     return _from_namespace(ns)
 
 
-def parse_config(argv: Sequence[str] | None = None, prog: str | None = None, description: str | None = None) -> PretrainConfig:
+def parse_config(
+    argv: Sequence[str] | None = None, prog: str | None = None, description: str | None = None
+) -> PretrainConfig:
     """The configuration of a command line: ``--config RECIPE`` (default ``sample``), then the
     ``--SECTION.FIELD`` options over it. ``--help`` shows the recipe's values as the defaults;
     ``--print_recipe`` prints the resolved configuration as a recipe and exits."""

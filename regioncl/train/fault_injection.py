@@ -44,8 +44,14 @@ def _last_step(output_dir: Path) -> int:
     return max(steps, default=-1)
 
 
-def kill_and_resume(args: Sequence[str], output_dir: str | os.PathLike, kills: int, seed: int = 0,
-                    max_delay: float = 1.5, timeout: float = 600.0) -> dict[str, Any]:
+def kill_and_resume(
+    args: Sequence[str],
+    output_dir: str | os.PathLike,
+    kills: int,
+    seed: int = 0,
+    max_delay: float = 1.5,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
     """Run ``regioncl pretrain ARGS --run.output_dir OUT``, SIGKILL it ``kills`` times and resume
     it each time (``--run.resume latest`` once a checkpoint exists) until it finishes. Every other
     kill lands while a checkpoint is being written (as soon as its hidden folder appears); the
@@ -67,12 +73,16 @@ def kill_and_resume(args: Sequence[str], output_dir: str | os.PathLike, kills: i
         before = _last_step(out)
         half_written = set(checkpoint_dir(out).glob(".tmp-*")) if checkpoint_dir(out).is_dir() else set()
         with open(out.with_name(out.name + ".log"), "a") as log:
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-                                    env=regioncl_env())
+            proc = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, env=regioncl_env()
+            )
         if report["kills"] < kills:
             if report["kills"] % 2:  # in the middle of writing a checkpoint
-                while proc.poll() is None and not (set(checkpoint_dir(out).glob(".tmp-*")) - half_written) \
-                        and time.time() < deadline:
+                while (
+                    proc.poll() is None
+                    and not (set(checkpoint_dir(out).glob(".tmp-*")) - half_written)
+                    and time.time() < deadline
+                ):
                     time.sleep(0.002)
             else:
                 while proc.poll() is None and _last_step(out) <= before and time.time() < deadline:

@@ -37,8 +37,10 @@ def _timm_weights(spec: str, encoder: Any) -> tuple[dict[str, torch.Tensor], str
     try:
         model = timm.create_model(name, pretrained=True, num_classes=0, global_pool="", **args)
     except RuntimeError as e:  # no such tag, or weights timm cannot find (offline, not in the cache)
-        raise UserError(f"model.init {spec}: timm has no weights for {name} here ({str(e).splitlines()[0]}); "
-                        "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache") from e
+        raise UserError(
+            f"model.init {spec}: timm has no weights for {name} here ({str(e).splitlines()[0]}); "
+            "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache"
+        ) from e
     except OSError as e:
         raise UserError(f"model.init {spec}: cannot fetch timm's weights for {name} ({str(e).splitlines()[0]})") from e
     hub_id = (model.pretrained_cfg or {}).get("hf_hub_id")

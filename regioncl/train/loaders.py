@@ -77,8 +77,14 @@ class TrainData:
         self.cfg, self.accelerator, self.batch_per_process = cfg, accelerator, batch_per_process
         self.world = accelerator.num_processes
         d = cfg.data
-        self.source = source = build_source(d.source, "train", image_size=d.image_size, streaming=d.streaming,
-                                            image_column=d.image_column, label_column=d.label_column)
+        self.source = source = build_source(
+            d.source,
+            "train",
+            image_size=d.image_size,
+            streaming=d.streaming,
+            image_column=d.image_column,
+            label_column=d.label_column,
+        )
         # Workers decode and crop to uint8 views, with the colour and blur ops unless gpu_augment
         # moves those to the device (batched); normalisation always runs on the device.
         transform = MoCoV2Views(d.image_size, ops=not d.gpu_augment)
@@ -86,7 +92,8 @@ class TrainData:
         self.streaming = bool(getattr(source, "is_streaming", False))
         workers = self._stream_workers(source.num_shards, d.workers) if self.streaming else d.workers
         loader_args: dict[str, Any] = dict(
-            num_workers=workers, pin_memory=accelerator.device.type == "cuda" if d.pin_memory is None else d.pin_memory)
+            num_workers=workers, pin_memory=accelerator.device.type == "cuda" if d.pin_memory is None else d.pin_memory
+        )
         if workers > 0:
             loader_args["prefetch_factor"] = d.prefetch_factor
         self.positions = StreamPositions(max(1, workers), accelerator)
@@ -97,9 +104,15 @@ class TrainData:
             self.cpu_group = dist.new_group(backend="gloo")  # for the end-of-stream flag
         seed = cfg.run.seed
         if self.streaming:
-            self.dataset = StreamingTwoViewDataset(source, transform, seed=seed, shuffle_buffer=d.shuffle_buffer,
-                                                   rank=accelerator.process_index, world_size=self.world,
-                                                   read_retries=d.read_retries)
+            self.dataset = StreamingTwoViewDataset(
+                source,
+                transform,
+                seed=seed,
+                shuffle_buffer=d.shuffle_buffer,
+                rank=accelerator.process_index,
+                world_size=self.world,
+                read_retries=d.read_retries,
+            )
             # Workers are re-created each epoch: they read the epoch and the resume positions when they start.
             self.loader = WorkerLoader(self.dataset, batch_size=batch_per_process, drop_last=True, **loader_args)
             self.steps_per_epoch = self.dataset_size = None
@@ -107,8 +120,12 @@ class TrainData:
             self.dataset = TwoViewDataset(source, transform, seed=seed)
             self.sampler = EpochSampler(len(self.dataset), seed=seed)
             batches = ShardedBatchSampler(self.sampler, batch_per_process, self.world, accelerator.process_index)
-            self.loader = WorkerLoader(self.dataset, batch_sampler=batches,
-                                     persistent_workers=workers > 0 and d.persistent_workers, **loader_args)
+            self.loader = WorkerLoader(
+                self.dataset,
+                batch_sampler=batches,
+                persistent_workers=workers > 0 and d.persistent_workers,
+                **loader_args,
+            )
             self.dataset_size = len(self.dataset)
             self.steps_per_epoch = len(self.dataset) // cfg.optim.batch_size
             if self.steps_per_epoch == 0:
@@ -127,8 +144,13 @@ class TrainData:
             )
         if max(1, workers) * self.world > shards:
             fewer = shards // self.world
-            logger.warning("the stream has %d shards: %d DataLoader worker(s) per process instead of %d, so that "
-                           "every worker reads shards of its own", shards, fewer, workers)
+            logger.warning(
+                "the stream has %d shards: %d DataLoader worker(s) per process instead of %d, so that "
+                "every worker reads shards of its own",
+                shards,
+                fewer,
+                workers,
+            )
             return fewer
         return workers
 
@@ -162,7 +184,8 @@ class TrainData:
         images = images.to(self.accelerator.device, non_blocking=True)
         if self.gpu_augment is not None:  # parameters seeded by (seed, step, process, view): resumable
             generator = torch.Generator(device=images.device).manual_seed(
-                derive_seed(self.cfg.run.seed, "gpu_augment", step, self.accelerator.process_index, view))
+                derive_seed(self.cfg.run.seed, "gpu_augment", step, self.accelerator.process_index, view)
+            )
             images = self.gpu_augment(images, generator)
         else:
             images = normalize(images)

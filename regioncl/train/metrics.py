@@ -32,8 +32,16 @@ class MetricsLog:
         trackers: whether records also go to Accelerate's trackers.
     """
 
-    def __init__(self, accelerator: Any, out: Path, batch_size: int, max_bad_fraction: float, max_bad_images: int,
-                 dataset_size: int | None, trackers: bool) -> None:
+    def __init__(
+        self,
+        accelerator: Any,
+        out: Path,
+        batch_size: int,
+        max_bad_fraction: float,
+        max_bad_images: int,
+        dataset_size: int | None,
+        trackers: bool,
+    ) -> None:
         self.accelerator, self.out, self.batch_size = accelerator, out, batch_size
         self.max_bad_fraction, self.max_bad_images = max_bad_fraction, max_bad_images
         self.dataset_size, self.trackers = dataset_size, trackers
@@ -118,6 +126,8 @@ class MetricsLog:
         passes = max(1.0, read / self.dataset_size) if self.dataset_size else epoch + 1.0
         if bad <= self.max_bad_fraction * read or bad <= self.max_bad_images * passes:
             return None
-        return (f"{bad} of {read} images read ({bad / read:.1%}) could not be decoded, more than "
-                f"data.max_bad_fraction={self.max_bad_fraction:.1%} of them and more than data.max_bad_images="
-                f"{self.max_bad_images} per pass over the data; the 'regioncl.data' warnings name them")
+        return (
+            f"{bad} of {read} images read ({bad / read:.1%}) could not be decoded, more than "
+            f"data.max_bad_fraction={self.max_bad_fraction:.1%} of them and more than data.max_bad_images="
+            f"{self.max_bad_images} per pass over the data; the 'regioncl.data' warnings name them"
+        )

@@ -35,15 +35,21 @@ class KnnMonitor:
         k = self.cfg.knn
         bank_split, val_split = self._splits()
         if same_images(self.train_spec, bank_split, self.val_spec, val_split):
-            raise UserError(f"knn.val_data {self.val_spec!r} holds the images of the kNN bank ({self.train_spec!r}): "
-                            "each query would find itself; give held-out images")
+            raise UserError(
+                f"knn.val_data {self.val_spec!r} holds the images of the kNN bank ({self.train_spec!r}): "
+                "each query would find itself; give held-out images"
+            )
         size = self.cfg.data.image_size
-        bank, val = (build_source(spec, split, image_size=size) for spec, split in
-                     ((self.train_spec, bank_split), (self.val_spec, val_split)))
+        bank, val = (
+            build_source(spec, split, image_size=size)
+            for spec, split in ((self.train_spec, bank_split), (self.val_spec, val_split))
+        )
         for name, spec, source in (("knn.train_data", self.train_spec, bank), ("knn.val_data", self.val_spec, val)):
             if num_classes(source) == 0:
-                raise UserError(f"{name} {spec!r} has no labels (class subfolders, or a label column): the kNN monitor "
-                                "needs them; --knn.enabled false runs without it")
+                raise UserError(
+                    f"{name} {spec!r} has no labels (class subfolders, or a label column): the kNN monitor "
+                    "needs them; --knn.enabled false runs without it"
+                )
         check_k(k.k, len(bank), "knn.k")
 
     def _splits(self) -> tuple[str, str]:
@@ -64,16 +70,28 @@ class KnnMonitor:
         # Rendered at the training size, the sample set needs no resize; other images get the usual crop.
         transform = eval_transform(size, crop_pct=1.0 if on_sample else 0.875)
         splits = self._splits()
-        bank, val = (build_source(spec, split, image_size=size)
-                     for spec, split in ((self.train_spec, splits[0]), (self.val_spec, splits[1])))
-        top1 = knn_evaluate(encoder, bank, val, transform, self.accelerator.device, k=cfg.knn.k,
-                            temperature=cfg.knn.temperature, num_workers=cfg.data.workers,
-                            channels_last=cfg.run.channels_last)
+        bank, val = (
+            build_source(spec, split, image_size=size)
+            for spec, split in ((self.train_spec, splits[0]), (self.val_spec, splits[1]))
+        )
+        top1 = knn_evaluate(
+            encoder,
+            bank,
+            val,
+            transform,
+            self.accelerator.device,
+            k=cfg.knn.k,
+            temperature=cfg.knn.temperature,
+            num_workers=cfg.data.workers,
+            channels_last=cfg.run.channels_last,
+        )
         if top1 is None:
             logger.info("kNN skipped: the evaluation data has no labels")
         return top1
 
-    def evaluate(self, encoder: Any, tag: str, step: int, epochs_done: float, write: Callable[[dict], None]) -> float | None:
+    def evaluate(
+        self, encoder: Any, tag: str, step: int, epochs_done: float, write: Callable[[dict], None]
+    ) -> float | None:
         """:meth:`top1`, logged as a record ``{step, epoch, knn_top1}`` (epochs completed, a float)."""
         top1 = self.top1(encoder)
         release_freed_host_memory()  # the feature banks' memory is not the steps'

@@ -39,6 +39,7 @@ from ..errors import EXIT_BAD_DATA, EXIT_CHECKPOINT, EXIT_NONFINITE, EXIT_STOPPE
 
 logger = logging.getLogger("regioncl")
 
+
 class StopSignals:
     """Flags the stop signals of ``names`` while installed; :meth:`agreed` tells, at a step
     boundary, whether any process has seen one. A second SIGINT interrupts at once."""
@@ -101,7 +102,9 @@ def requeue_slurm_job() -> None:
     job = os.environ.get("SLURM_JOB_ID")
     scontrol = shutil.which("scontrol")
     if not job or not scontrol:
-        logger.warning("run.requeue_on_signal: not requeued (%s)", "no SLURM_JOB_ID" if not job else "no scontrol on PATH")
+        logger.warning(
+            "run.requeue_on_signal: not requeued (%s)", "no SLURM_JOB_ID" if not job else "no scontrol on PATH"
+        )
         return
     done = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True)
     if done.returncode:

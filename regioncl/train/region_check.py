@@ -39,8 +39,16 @@ class RegionCheck:
         span: ... the first of which ended at least this many steps before the last.
     """
 
-    def __init__(self, method: str, base: str, chance: float, start_step: int, rise: float = 0.15,
-                 patience: int = 3, span: int = 0) -> None:
+    def __init__(
+        self,
+        method: str,
+        base: str,
+        chance: float,
+        start_step: int,
+        rise: float = 0.15,
+        patience: int = 3,
+        span: int = 0,
+    ) -> None:
         self.method, self.base, self.chance, self.start_step = method, base, chance, start_step
         self.rise, self.patience, self.span = rise, patience, span
         self.best: tuple[int, float] | None = None  # (step, loss) of the lowest window so far
@@ -62,12 +70,14 @@ class RegionCheck:
         if len(self.above) < self.patience or step - self.above[0] < self.span:
             return None
         self.warned = True
-        return (f"{self.method}'s instance loss has risen from {best:.3f} (step {best_step}) to {loss_ins:.3f} "
-                f"(step {step}), {(loss_ins - best) / (self.chance - best):.0%} of the way back to chance "
-                f"({self.chance:.3f}), since step {self.above[0]}: its region task is working against the instance "
-                f"task, and on data like this {self.base} alone may give the better encoder. Compare with "
-                f"--model.method {self.base} on the same recipe; try a longer warm-up (optim.warmup_epochs) "
-                f"or a smaller method.region_weight")
+        return (
+            f"{self.method}'s instance loss has risen from {best:.3f} (step {best_step}) to {loss_ins:.3f} "
+            f"(step {step}), {(loss_ins - best) / (self.chance - best):.0%} of the way back to chance "
+            f"({self.chance:.3f}), since step {self.above[0]}: its region task is working against the instance "
+            f"task, and on data like this {self.base} alone may give the better encoder. Compare with "
+            f"--model.method {self.base} on the same recipe; try a longer warm-up (optim.warmup_epochs) "
+            f"or a smaller method.region_weight"
+        )
 
     def replay(self, metrics: Path) -> str | None:
         """See again the records of ``metrics.jsonl`` (a resumed run): the warning, if they call for
@@ -83,7 +93,9 @@ class RegionCheck:
         return None if written else due
 
 
-def region_check(method: str, model: Any, rise: float | None, total_steps: int, warmup_steps: int) -> RegionCheck | None:
+def region_check(
+    method: str, model: Any, rise: float | None, total_steps: int, warmup_steps: int
+) -> RegionCheck | None:
     """The check for a run of ``method``: None for a base method, when ``rise`` is None, or for a
     run shorter than :data:`MIN_STEPS`, too short for a trend. The early phase, whose falling loss
     is no reference, lasts half the warm-up or a fifth of the run, whichever is longer; a climb
@@ -92,5 +104,12 @@ def region_check(method: str, model: Any, rise: float | None, total_steps: int, 
 
     if rise is None or total_steps < MIN_STEPS or method not in BASE_OF or getattr(model, "region", None) is None:
         return None
-    return RegionCheck(method, BASE_OF[method], model.instance_chance(), max(warmup_steps // 2, total_steps // 5),
-                       rise, patience=3, span=total_steps // 20)
+    return RegionCheck(
+        method,
+        BASE_OF[method],
+        model.instance_chance(),
+        max(warmup_steps // 2, total_steps // 5),
+        rise,
+        patience=3,
+        span=total_steps // 20,
+    )

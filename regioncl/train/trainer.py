@@ -66,10 +66,18 @@ def build_model(cfg: PretrainConfig, world: int) -> SSLMethod:
     return build_method(
         cfg.model.method,
         create_encoder(cfg.model.backbone, **cfg.model.backbone_args),
-        region_cells=m.region_cells, pairing=m.pairing, region_weight=m.region_weight,
-        hidden_dim=m.proj_hidden_dim, dim=m.proj_dim, pred_dim=m.pred_dim, dense_weight=m.dense_weight,
-        queue_size=m.queue_size, temperature=m.temperature, momentum=m.key_momentum,
-        bn_groups=m.bn_groups if m.bn_groups is not None else (1 if world > 1 else 2), seed=cfg.run.seed,
+        region_cells=m.region_cells,
+        pairing=m.pairing,
+        region_weight=m.region_weight,
+        hidden_dim=m.proj_hidden_dim,
+        dim=m.proj_dim,
+        pred_dim=m.pred_dim,
+        dense_weight=m.dense_weight,
+        queue_size=m.queue_size,
+        temperature=m.temperature,
+        momentum=m.key_momentum,
+        bn_groups=m.bn_groups if m.bn_groups is not None else (1 if world > 1 else 2),
+        seed=cfg.run.seed,
     )
 
 
@@ -92,7 +100,8 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.accelerator = acc = accelerator or make_accelerator(
-            log_with=cfg.run.log_with, project_dir=cfg.run.output_dir,
+            log_with=cfg.run.log_with,
+            project_dir=cfg.run.output_dir,
             # Each process keeps an identical queue; re-broadcasting 65,536 keys every step is waste.
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
             **({"mixed_precision": PRECISIONS[cfg.run.precision]} if cfg.run.precision else {}),
@@ -106,7 +115,9 @@ class Trainer:
         if acc.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed image and batch sizes: let cuDNN pick its kernels
         if cfg.optim.batch_size % self.world:
-            raise UserError(f"optim.batch_size {cfg.optim.batch_size} (global) is not divisible by {self.world} processes")
+            raise UserError(
+                f"optim.batch_size {cfg.optim.batch_size} (global) is not divisible by {self.world} processes"
+            )
         batch_per_process = cfg.optim.batch_size // self.world
         set_seed(cfg.run.seed)  # identical initial weights on every process
         # Model first: its checks (a feature map at this size, stride, box range, batch, queue) need no data.
@@ -133,25 +144,45 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         if cfg.run.compile:
             compile_encoders(self.model)
-        self.optimizer = torch.optim.SGD(self.model.param_groups(cfg.optim.fix_pred_lr), lr=cfg.optim.lr,
-                                         momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.model.param_groups(cfg.optim.fix_pred_lr),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+        )
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.state = ckpt.RunState(init_source=self.init_source)
-        self.metrics = MetricsLog(acc, self.out, cfg.optim.batch_size, cfg.data.max_bad_fraction,
-                                  cfg.data.max_bad_images, self.data.dataset_size, trackers=bool(cfg.run.log_with))
-        self.region_check = region_check(cfg.model.method, self.unwrapped, cfg.run.region_warning, self.total_steps,
-                                         int(cfg.optim.warmup_epochs * self.nominal_epoch_steps))
+        self.metrics = MetricsLog(
+            acc,
+            self.out,
+            cfg.optim.batch_size,
+            cfg.data.max_bad_fraction,
+            cfg.data.max_bad_images,
+            self.data.dataset_size,
+            trackers=bool(cfg.run.log_with),
+        )
+        self.region_check = region_check(
+            cfg.model.method,
+            self.unwrapped,
+            cfg.run.region_warning,
+            self.total_steps,
+            int(cfg.optim.warmup_epochs * self.nominal_epoch_steps),
+        )
         self.rollbacks = 0  # non-finite windows rolled back so far
         self.skip_through = 0  # after a rollback: batches up to this step are skipped, not trained on
 
     def _precision(self) -> str:
         """run.precision, resolved: the one asked for, else the launcher's (Accelerate's), else fp32."""
         acc, asked = self.accelerator, self.cfg.run.precision
-        running = next((name for name, accelerate_name in PRECISIONS.items() if accelerate_name == acc.mixed_precision),
-                       str(acc.mixed_precision))
+        running = next(
+            (name for name, accelerate_name in PRECISIONS.items() if accelerate_name == acc.mixed_precision),
+            str(acc.mixed_precision),
+        )
         if asked and running != asked:
-            raise UserError(f"run.precision {asked} was asked for, but the Accelerator runs in {running} "
-                            "(accelerate launch --mixed_precision, or one created before): make them agree")
+            raise UserError(
+                f"run.precision {asked} was asked for, but the Accelerator runs in {running} "
+                "(accelerate launch --mixed_precision, or one created before): make them agree"
+            )
         if running == "fp16" and acc.device.type == "cpu":
             raise UserError("fp16 needs a GPU (loss scaling on CUDA): use run.precision bf16 or fp32 on the CPU")
         return running
@@ -169,11 +200,15 @@ class Trainer:
             ckpt.check_resumable(cfg, read_state(path).get("config", {}), path)
             return path
         if earlier:  # its checkpoints would be taken for this run's at the next resume
-            raise UserError(f"{self.out} holds checkpoints of an earlier run: continue it with --run.resume latest "
-                            "(or auto), or give this run another run.output_dir")
+            raise UserError(
+                f"{self.out} holds checkpoints of an earlier run: continue it with --run.resume latest "
+                "(or auto), or give this run another run.output_dir"
+            )
         if (self.out / "encoder.safetensors").is_file():
-            raise UserError(f"{self.out} holds the encoder of a finished run (encoder.safetensors): give this run "
-                            "another run.output_dir")
+            raise UserError(
+                f"{self.out} holds the encoder of a finished run (encoder.safetensors): give this run "
+                "another run.output_dir"
+            )
         return None
 
     def summary(self) -> str:
@@ -181,18 +216,31 @@ class Trainer:
         cfg, data = self.cfg, self.data
         source = data.source
         classes = len(getattr(source, "classes", None) or [])
-        images = ("a stream" if data.streaming else f"{data.dataset_size:,} images") + f" from {cfg.data.source}" + (
-            f" ({classes} classes)" if classes else "")
+        images = (
+            ("a stream" if data.streaming else f"{data.dataset_size:,} images")
+            + f" from {cfg.data.source}"
+            + (f" ({classes} classes)" if classes else "")
+        )
         per_process = cfg.optim.batch_size // self.world
-        epochs = (f"{self.total_steps / data.steps_per_epoch:g} epochs of {data.steps_per_epoch:,} steps"
-                  if data.steps_per_epoch else "a stream")
+        epochs = (
+            f"{self.total_steps / data.steps_per_epoch:g} epochs of {data.steps_per_epoch:,} steps"
+            if data.steps_per_epoch
+            else "a stream"
+        )
         warmup = int(cfg.optim.warmup_epochs * self.nominal_epoch_steps)
-        start = (f"resumes at {self.start_from}" if self.start_from else
-                 f"starts from {self.init_source}" if self.init_source else "starts from a random init")
-        return (f"{cfg.model.method} on {cfg.model.backbone}, {cfg.data.image_size} px: {images}; batch "
-                f"{cfg.optim.batch_size} ({self.world} process{'es' if self.world > 1 else ''} × {per_process}), "
-                f"{epochs} = {self.total_steps:,} steps; lr {cfg.optim.lr:g} with {warmup:,} warm-up steps, then "
-                f"cosine; {cfg.run.precision} on {self.accelerator.device.type}; {start}; output in {self.out}")
+        start = (
+            f"resumes at {self.start_from}"
+            if self.start_from
+            else f"starts from {self.init_source}"
+            if self.init_source
+            else "starts from a random init"
+        )
+        return (
+            f"{cfg.model.method} on {cfg.model.backbone}, {cfg.data.image_size} px: {images}; batch "
+            f"{cfg.optim.batch_size} ({self.world} process{'es' if self.world > 1 else ''} × {per_process}), "
+            f"{epochs} = {self.total_steps:,} steps; lr {cfg.optim.lr:g} with {warmup:,} warm-up steps, then "
+            f"cosine; {cfg.run.precision} on {self.accelerator.device.type}; {start}; output in {self.out}"
+        )
 
     def _sync_batch_norm(self) -> None:
         """SyncBN across processes (SimSiam), where torch's SyncBatchNorm supports the device."""
@@ -203,7 +251,8 @@ class Trainer:
             logger.warning(
                 "SyncBatchNorm is not available on %s: batch norm statistics stay per process "
                 "(per-process batch %d); pass --method.sync_bn false to silence this",
-                self.accelerator.device.type, self.cfg.optim.batch_size // self.world,
+                self.accelerator.device.type,
+                self.cfg.optim.batch_size // self.world,
             )
 
     @property
@@ -234,7 +283,9 @@ class Trainer:
             result["knn_top1_before"] = self.knn("before training")
 
         stop = self.total_steps if cfg.run.stop_at_step is None else min(self.total_steps, cfg.run.stop_at_step)
-        bar = progress_bar(acc, total=self.total_steps, initial=self.state.step, desc=cfg.model.method, dynamic_ncols=True)
+        bar = progress_bar(
+            acc, total=self.total_steps, initial=self.state.step, desc=cfg.model.method, dynamic_ncols=True
+        )
         self.model.train()
         with StopSignals(cfg.run.stop_signals, acc) as signals:
             while self.state.step < stop:
@@ -253,7 +304,9 @@ class Trainer:
                     # A checkpoint must hold the bad-image counts of every step it covers: flush first.
                     if self.state.step % cfg.run.log_every == 0 or self.state.step == stop or at_checkpoint:
                         record = self.metrics.flush(self.state.step, self.state.epoch, lr)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", ips=f"{record['images_per_s']:.0f}")
+                        bar.set_postfix(
+                            loss=f"{record['loss']:.3f}", lr=f"{lr:.3g}", ips=f"{record['images_per_s']:.0f}"
+                        )
                         if not finite(record):
                             self.roll_back_or_stop(record["window"])
                             rolled_back = True
@@ -269,8 +322,10 @@ class Trainer:
                         self.save(periodic=True)
                 else:  # the epoch's data ran out
                     if self.state.step == first_step and self.state.step_in_epoch == 0:
-                        raise RuntimeError(f"data source {cfg.data.source!r} yielded no full batch of "
-                                           f"{cfg.optim.batch_size // self.world} images")
+                        raise RuntimeError(
+                            f"data source {cfg.data.source!r} yielded no full batch of "
+                            f"{cfg.optim.batch_size // self.world} images"
+                        )
                     self.state.epoch += 1
                     self.state.step_in_epoch = 0
                     if cfg.knn.every and self.state.epoch % cfg.knn.every == 0 and self.state.step < self.total_steps:
@@ -311,8 +366,11 @@ class Trainer:
         path = self.save()
         if self.cfg.run.requeue_on_signal and self.accelerator.is_main_process:
             requeue_slurm_job()
-        raise RunStopped(f"stopped by {name or 'a signal to another process'} at step {self.state.step}: "
-                         f"checkpoint {path or 'saved'}; continue with --run.resume latest", EXIT_STOPPED)
+        raise RunStopped(
+            f"stopped by {name or 'a signal to another process'} at step {self.state.step}: "
+            f"checkpoint {path or 'saved'}; continue with --run.resume latest",
+            EXIT_STOPPED,
+        )
 
     def stop_if_too_many_bad(self, final: bool = False) -> None:
         """Stop once unreadable images are too many (:meth:`MetricsLog.too_many_bad`), after a
@@ -322,9 +380,12 @@ class Trainer:
         if why is None:
             return
         path = self.save()
-        raise RunStopped(f"{why}. Checkpoint {path or 'saved'} at step {self.state.step}: fix or remove those files "
-                         "(or raise --data.max_bad_fraction / --data.max_bad_images) and continue with --run.resume "
-                         "latest", EXIT_BAD_DATA)
+        raise RunStopped(
+            f"{why}. Checkpoint {path or 'saved'} at step {self.state.step}: fix or remove those files "
+            "(or raise --data.max_bad_fraction / --data.max_bad_images) and continue with --run.resume "
+            "latest",
+            EXIT_BAD_DATA,
+        )
 
     def on_main(self, decide: Any) -> Any:
         """``decide()`` on the main process, its answer (or its exception) given to every process:
@@ -345,6 +406,7 @@ class Trainer:
 
     def last_good(self) -> Path | None:
         """The newest checkpoint of this run that verifies, or None (decided on the main process)."""
+
         def find() -> Path | None:
             try:
                 return ckpt.resolve_resume("latest", self.out)
@@ -355,11 +417,16 @@ class Trainer:
 
     def nonfinite_message(self, window: list[int], good: Path | None) -> str:
         where = f"the last good checkpoint is {good}" if good else "there is no checkpoint of this run yet"
-        hint = (f" ({self.rollbacks} rollbacks spent)" if self.cfg.run.on_nonfinite == "rollback" else
-                "; --run.on_nonfinite rollback reloads it and skips the offending steps")
-        return (f"the loss was not finite (NaN or Inf) in steps {window[0]}–{window[1]}; no checkpoint was written "
-                f"from these weights, and {where}{hint}. Try a lower optim.lr, more optim.warmup_epochs, or "
-                "bf16/fp32 instead of fp16 (accelerate launch --mixed_precision)")
+        hint = (
+            f" ({self.rollbacks} rollbacks spent)"
+            if self.cfg.run.on_nonfinite == "rollback"
+            else "; --run.on_nonfinite rollback reloads it and skips the offending steps"
+        )
+        return (
+            f"the loss was not finite (NaN or Inf) in steps {window[0]}–{window[1]}; no checkpoint was written "
+            f"from these weights, and {where}{hint}. Try a lower optim.lr, more optim.warmup_epochs, or "
+            "bf16/fp32 instead of fp16 (accelerate launch --mixed_precision)"
+        )
 
     def roll_back_or_stop(self, window: list[int]) -> None:
         """After a non-finite loss in steps ``window``: reload the newest good checkpoint and skip the
@@ -368,9 +435,16 @@ class Trainer:
         good = self.last_good()
         if self.cfg.run.on_nonfinite == "rollback" and good is not None and self.rollbacks < self.cfg.run.max_rollbacks:
             self.rollbacks += 1
-            logger.warning("non-finite loss in steps %d–%d: rolling back to %s and skipping the batches up to step %d "
-                           "(rollback %d of at most %d)", first, last, good, last, self.rollbacks,
-                           self.cfg.run.max_rollbacks)
+            logger.warning(
+                "non-finite loss in steps %d–%d: rolling back to %s and skipping the batches up to step %d "
+                "(rollback %d of at most %d)",
+                first,
+                last,
+                good,
+                last,
+                self.rollbacks,
+                self.cfg.run.max_rollbacks,
+            )
             self.resume(good)
             self.skip_through = last
             if self.accelerator.is_main_process:
@@ -414,8 +488,9 @@ class Trainer:
         """kNN top-1 of the online encoder, logged with the epochs completed (every process calls it)."""
         if self.monitor.active:
             self.share_eval_buffers()
-        return self.monitor.evaluate(self.unwrapped.encoder, tag, self.state.step,
-                                     self.state.step / self.nominal_epoch_steps, self.metrics.write)
+        return self.monitor.evaluate(
+            self.unwrapped.encoder, tag, self.state.step, self.state.step / self.nominal_epoch_steps, self.metrics.write
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, periodic: bool = False) -> Path | None:
@@ -424,8 +499,12 @@ class Trainer:
         if self.data.streaming:
             self.state.stream_positions = self.data.positions.gather()
         self.state.bad_images, self.state.images_read = self.metrics.bad_images, self.metrics.images_read
-        state = {**vars(self.state), "config": self.cfg.to_dict(), "steps_per_epoch": self.nominal_epoch_steps,
-                 "total_steps": self.total_steps}
+        state = {
+            **vars(self.state),
+            "config": self.cfg.to_dict(),
+            "steps_per_epoch": self.nominal_epoch_steps,
+            "total_steps": self.total_steps,
+        }
         try:
             path = ckpt.save_checkpoint(self.accelerator, self.out, state, self.cfg.run.keep_checkpoints)
         except ckpt.CheckpointError as e:
@@ -463,7 +542,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             encoder = self.unwrapped.encoder
             state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
-            save_safetensors(state, self.out / "encoder.safetensors", metadata={"architecture": encoder.spec.architecture})
+            save_safetensors(
+                state, self.out / "encoder.safetensors", metadata={"architecture": encoder.spec.architecture}
+            )
             logger.info("encoder weights saved: %s", self.out / "encoder.safetensors")
 
 

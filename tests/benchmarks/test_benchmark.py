@@ -52,8 +52,9 @@ def _assert_same_updates(before: dict, a: torch.nn.Module, b: torch.nn.Module, t
 
 def _small(name: str, backbone: str = "resnet18") -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_method(name, create_encoder(backbone, output_stride=8), queue_size=32, hidden_dim=64, dim=16,
-                        pred_dim=16, bn_groups=1)
+    return build_method(
+        name, create_encoder(backbone, output_stride=8), queue_size=32, hidden_dim=64, dim=16, pred_dim=16, bn_groups=1
+    )
 
 
 @pytest.mark.parametrize("name", ["mocov2", "regioncl_m", "densecl", "simsiam"])

@@ -17,8 +17,17 @@ from benchmarks import bundle as bundle_module
 
 def fake_wheel(folder: Path, name: str, version: str, requires: list[str]) -> Path:
     path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
-    meta = "\n".join(["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
-                      *(f"Requires-Dist: {r}" for r in requires)]) + "\n\n"
+    meta = (
+        "\n".join(
+            [
+                "Metadata-Version: 2.1",
+                f"Name: {name}",
+                f"Version: {version}",
+                *(f"Requires-Dist: {r}" for r in requires),
+            ]
+        )
+        + "\n\n"
+    )
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(f"{name.replace('-', '_')}-{version}.dist-info/METADATA", meta)
     return path
@@ -44,24 +53,42 @@ def registry(tmp_path, monkeypatch):
 
 
 def image(**packages):
-    return {"read": "2026-11-17", "python": "3.12.3", "platforms": ["manylinux_2_28_x86_64"],
-            "packages": {canonicalize_name(k): v for k, v in packages.items()}}
+    return {
+        "read": "2026-11-17",
+        "python": "3.12.3",
+        "platforms": ["manylinux_2_28_x86_64"],
+        "packages": {canonicalize_name(k): v for k, v in packages.items()},
+    }
 
 
 def test_the_image_is_trusted_and_what_it_lacks_is_carried_with_its_own_needs(registry, tmp_path):
     index, asked = registry
-    index["datasets"] = {"5.2.0": ["dill>=0.3", "fsspec[http]<=2026.1", "pyarrow>=15", "colorama; sys_platform == 'win32'",
-                                   "tomli; python_version < '3.11'", "pytest; extra == 'tests'"]}
+    index["datasets"] = {
+        "5.2.0": [
+            "dill>=0.3",
+            "fsspec[http]<=2026.1",
+            "pyarrow>=15",
+            "colorama; sys_platform == 'win32'",
+            "tomli; python_version < '3.11'",
+            "pytest; extra == 'tests'",
+        ]
+    }
     index["dill"] = {"0.3.9": [], "0.4.1": []}
     index["colorama"] = {"0.4.6": []}
-    manifest = bundle_module.build(tmp_path / "b", "3.12", roots=["datasets>=3.0", "torch>=2.4", "timm>=1.0.21"],
-                                   image_path=_write(tmp_path, image(torch="2.11.0", timm=None, fsspec=None,
-                                                                     pyarrow="21.0.0")), log=lambda m: None)
+    manifest = bundle_module.build(
+        tmp_path / "b",
+        "3.12",
+        roots=["datasets>=3.0", "torch>=2.4", "timm>=1.0.21"],
+        image_path=_write(tmp_path, image(torch="2.11.0", timm=None, fsspec=None, pyarrow="21.0.0")),
+        log=lambda m: None,
+    )
     assert {k: v["version"] for k, v in manifest["wheels"].items()} == {"datasets": "5.2.0", "dill": "0.4.1"}
     assert manifest["from_image"] == {"fsspec": None, "pyarrow": "21.0.0", "timm": None, "torch": "2.11.0"}
     assert manifest["missing"] == {}
-    assert sorted(p.name for p in (tmp_path / "b").glob("*.whl")) == ["datasets-5.2.0-py3-none-any.whl",
-                                                                     "dill-0.4.1-py3-none-any.whl"]
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.whl")) == [
+        "datasets-5.2.0-py3-none-any.whl",
+        "dill-0.4.1-py3-none-any.whl",
+    ]
     assert not any(a.startswith(("colorama", "tomli", "pytest", "torch")) for a in asked)  # markers of 3.12 on Linux
     assert json.loads((tmp_path / "b" / "bundle.json").read_text()) == manifest
 
@@ -69,8 +96,13 @@ def test_the_image_is_trusted_and_what_it_lacks_is_carried_with_its_own_needs(re
 def test_a_version_the_image_has_outside_the_range_is_carried_in_range(registry, tmp_path):
     index, _ = registry
     index["accelerate"] = {"0.30.0": [], "1.16.0": []}
-    manifest = bundle_module.build(tmp_path / "b", "3.12", roots=["accelerate>=1.0"],
-                                   image_path=_write(tmp_path, image(accelerate="0.30.0")), log=lambda m: None)
+    manifest = bundle_module.build(
+        tmp_path / "b",
+        "3.12",
+        roots=["accelerate>=1.0"],
+        image_path=_write(tmp_path, image(accelerate="0.30.0")),
+        log=lambda m: None,
+    )
     assert manifest["wheels"]["accelerate"]["version"] == "1.16.0" and "accelerate" not in manifest["from_image"]
 
 
@@ -79,8 +111,9 @@ def test_one_version_of_each_even_when_a_later_need_narrows_the_range(registry, 
     index["a"] = {"1.0": ["c"]}
     index["b"] = {"1.0": ["c<2"]}
     index["c"] = {"1.5": [], "2.3": []}
-    manifest = bundle_module.build(tmp_path / "b", "3.12", roots=["a", "b"], image_path=_write(tmp_path, image()),
-                                   log=lambda m: None)
+    manifest = bundle_module.build(
+        tmp_path / "b", "3.12", roots=["a", "b"], image_path=_write(tmp_path, image()), log=lambda m: None
+    )
     assert manifest["wheels"]["c"]["version"] == "1.5"
     assert sorted(p.name for p in (tmp_path / "b").glob("c-*.whl")) == ["c-1.5-py3-none-any.whl"]
     assert manifest["wheels"]["c"]["needed_by"] == ["a", "b"]
@@ -93,8 +126,9 @@ def test_extras_asked_for_later_are_walked_and_what_has_no_wheel_is_named(regist
     index["fsspec"] = {"2025.1.0": ["aiohttp; extra == 'http'"]}
     index["aiohttp"] = {"3.9": []}
     index["datasets"] = {"5.2.0": ["fsspec[http]"]}
-    manifest = bundle_module.build(tmp_path / "b", "3.12", roots=["lightly", "datasets"],
-                                   image_path=_write(tmp_path, image()), log=lambda m: None)
+    manifest = bundle_module.build(
+        tmp_path / "b", "3.12", roots=["lightly", "datasets"], image_path=_write(tmp_path, image()), log=lambda m: None
+    )
     assert set(manifest["wheels"]) == {"lightly", "hydra-core", "fsspec", "aiohttp", "datasets"}
     assert list(manifest["missing"]) == ["antlr4-python3-runtime"]
     assert "hydra-core" in manifest["missing"]["antlr4-python3-runtime"]

@@ -16,10 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gpu_check(cwd: Path, *args: str) -> list[dict]:
-    proc = subprocess.run([str(ROOT / "scripts" / "gpu_check.sh"), str(cwd / "out"), "--dry-run", "--device", "cpu",
-                           *args], capture_output=True, text=True, timeout=1200, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable,
-                               "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "gpu_check.sh"), str(cwd / "out"), "--dry-run", "--device", "cpu", *args],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return json.loads((cwd / "out" / "gpu_check.json").read_text())[1:]  # after the environment record
 
@@ -47,7 +51,10 @@ def test_the_rehearsal_runs_every_stage_offline_from_the_bundle_alone(tmp_path):
     for name, row in methods.items():
         assert row["finite"] and row["batch"] == 8 and row["host_reads_per_step"] == 0, name
     assert "regioncl_m" in records["throughput"]["result"]["eager"]
-    assert "lightly" in records["throughput"]["result"] and "not installed" not in records["throughput"]["result"]["lightly"]
+    assert (
+        "lightly" in records["throughput"]["result"]
+        and "not installed" not in records["throughput"]["result"]["lightly"]
+    )
     assert records["pipeline"]["result"]["cpu_keeps_up"] in (True, False)
     assert set(records["fmnist"]["result"]) == {"regioncl_m", "mocov2"}
 
@@ -62,8 +69,17 @@ def test_a_stage_whose_packages_are_absent_is_recorded_without_running(tmp_path,
 
 
 def test_a_stage_out_of_time_or_failing_is_recorded_and_the_next_still_runs(tmp_path):
-    records = gpu_check(tmp_path, "--stages", "methods", "pipeline", "fmnist", "--budget", "methods=1",
-                        "--fmnist-data", str(tmp_path / "nowhere"))
+    records = gpu_check(
+        tmp_path,
+        "--stages",
+        "methods",
+        "pipeline",
+        "fmnist",
+        "--budget",
+        "methods=1",
+        "--fmnist-data",
+        str(tmp_path / "nowhere"),
+    )
     status = {r["stage"]: r["status"] for r in records}
     assert status == {"methods": "timeout", "pipeline": "ok", "fmnist": "failed"}  # no data/fashion-mnist here
     fmnist = next(r for r in records if r["stage"] == "fmnist")

@@ -19,31 +19,62 @@ ROOT = Path(__file__).resolve().parents[2]
 def encoder_run(tmp_path_factory):
     """A run folder whose encoder is the random init (no step): what embedding needs, quickly."""
     out = tmp_path_factory.mktemp("embed") / "run"
-    Trainer(make_config(overrides={"model.backbone": "resnet10t", "optim.max_steps": 0, "knn.enabled": False,
-                                   "data.num_workers": 0, "run.output_dir": str(out)})).train()
+    Trainer(
+        make_config(
+            overrides={
+                "model.backbone": "resnet10t",
+                "optim.max_steps": 0,
+                "knn.enabled": False,
+                "data.num_workers": 0,
+                "run.output_dir": str(out),
+            }
+        )
+    ).train()
     return out
 
 
 def embed_cli(*args: str, launch: list[str] | None = None) -> None:
     command = [*(launch or [sys.executable, "-m"]), "regioncl", "embed", *args]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def read(path: Path) -> dict:
     table = pq.read_table(path)
     vectors = torch.tensor(table.column("embedding").to_pylist())
-    return {"index": table.column("index").to_pylist(), "id": table.column("id").to_pylist(),
-            "label": table.column("label").to_pylist(), "embedding": vectors}
+    return {
+        "index": table.column("index").to_pylist(),
+        "id": table.column("id").to_pylist(),
+        "label": table.column("label").to_pylist(),
+        "embedding": vectors,
+    }
 
 
 def test_every_image_once_with_unit_norm_and_unique_ids(tmp_path, encoder_run):
     from regioncl.data import SampleShapes
 
     out = tmp_path / "val.parquet"
-    embed_cli(str(encoder_run), "--data", "sample", "--split", "val", "--output", str(out), "--image_size", "32",
-              "--chunk_size", "300", "--batch_size", "128")
+    embed_cli(
+        str(encoder_run),
+        "--data",
+        "sample",
+        "--split",
+        "val",
+        "--output",
+        str(out),
+        "--image_size",
+        "32",
+        "--chunk_size",
+        "300",
+        "--batch_size",
+        "128",
+    )
     rows = read(out)
     n = len(SampleShapes("val", size=32))
     assert rows["index"] == list(range(n)) and len(set(rows["id"])) == n
@@ -102,8 +133,13 @@ def test_the_embedding_map_is_drawn(tmp_path, encoder_run):
     embed_cli(str(encoder_run), "--data", "sample", "--split", "val", "--output", str(out), "--image_size", "32")
     xy, labels = embedding_map(out, max_points=500)
     assert xy.shape == (500, 2) and labels.shape == (500,) and int(labels.min()) >= 0
-    proc = subprocess.run([sys.executable, "-m", "regioncl", "plot", "--embeddings", str(out), "--out", str(tmp_path)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "regioncl", "plot", "--embeddings", str(out), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert proc.returncode == 0 and (tmp_path / "e_pca.png").stat().st_size > 1000, proc.stderr[-2000:]
 
 

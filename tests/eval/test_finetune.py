@@ -17,9 +17,23 @@ def checkpoint(tmp_path):
     from regioncl.train.config import make_config
     from regioncl.train.trainer import Trainer
 
-    Trainer(make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16,
-                                       batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16, num_workers=0,
-                                       knn=False, max_steps=1, output_dir=str(tmp_path / "run")))).train()
+    Trainer(
+        make_config(
+            overrides=dict(
+                backbone="resnet18",
+                backbone_args={"output_stride": 8},
+                image_size=16,
+                batch_size=8,
+                queue_size=32,
+                proj_hidden_dim=32,
+                proj_dim=16,
+                num_workers=0,
+                knn=False,
+                max_steps=1,
+                output_dir=str(tmp_path / "run"),
+            )
+        )
+    ).train()
     return tmp_path / "run"
 
 
@@ -29,8 +43,17 @@ def test_finetune_trains_end_to_end(separable_folder, checkpoint, mix):
     model = load_finetune_model(str(checkpoint), 2)
     assert model.num_classes == 2
     before = model.conv1.weight.detach().clone()
-    cfg = FinetuneConfig(epochs=6, batch_size=8, lr=0.05, warmup_epochs=1, image_size=16, crop_pct=1.0,
-                         mixup=mix, cutmix=mix, label_smoothing=0.1)
+    cfg = FinetuneConfig(
+        epochs=6,
+        batch_size=8,
+        lr=0.05,
+        warmup_epochs=1,
+        image_size=16,
+        crop_pct=1.0,
+        mixup=mix,
+        cutmix=mix,
+        label_smoothing=0.1,
+    )
     result = finetune(model, train, val, 2, cfg)
     assert all(torch.isfinite(torch.tensor(result["history"])))
     assert not torch.equal(model.conv1.weight.detach(), before)  # the backbone is trained too
@@ -42,10 +65,32 @@ def test_finetune_script_accepts_a_local_dir(tmp_path, checkpoint, separable_fol
     from regioncl.export.hub import export
 
     export(checkpoint, tmp_path / "export")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune.py"), f"local-dir:{tmp_path / 'export'}",
-                           "--train_data", str(separable_folder / "train"), "--val_data", str(separable_folder / "val"),
-                           "--image_size", "16", "--crop_pct", "1.0", "--epochs", "3", "--batch_size", "8",
-                           "--lr", "0.05", "--warmup_epochs", "1"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "finetune.py"),
+            f"local-dir:{tmp_path / 'export'}",
+            "--train_data",
+            str(separable_folder / "train"),
+            "--val_data",
+            str(separable_folder / "val"),
+            "--image_size",
+            "16",
+            "--crop_pct",
+            "1.0",
+            "--epochs",
+            "3",
+            "--batch_size",
+            "8",
+            "--lr",
+            "0.05",
+            "--warmup_epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0.0 <= out["top1"] <= 1.0 and out["epochs"] == 3

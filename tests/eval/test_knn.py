@@ -37,7 +37,9 @@ def test_votes_are_temperature_weighted():
     labels = torch.tensor([0, 1, 1])
     q = torch.tensor([[1.0, 0.0]])
     scores = knn_predict(bank, labels, q, k=3, temperature=0.5)
-    expected = torch.tensor([[torch.exp(torch.tensor(2.0)), torch.exp(torch.tensor(1.6)) + torch.exp(torch.tensor(0.0))]])
+    expected = torch.tensor(
+        [[torch.exp(torch.tensor(2.0)), torch.exp(torch.tensor(1.6)) + torch.exp(torch.tensor(0.0))]]
+    )
     assert torch.allclose(scores, expected)
 
 
@@ -54,9 +56,21 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     from regioncl.train.trainer import Trainer
 
     root = Path(__file__).resolve().parents[2]
-    cfg = make_config(overrides=dict(backbone="resnet18", backbone_args={"output_stride": 8}, image_size=16, batch_size=8,
-                                     queue_size=32, proj_hidden_dim=32, proj_dim=16, num_workers=0, knn=False,
-                                     max_steps=1, output_dir=str(tmp_path / "run")))
+    cfg = make_config(
+        overrides=dict(
+            backbone="resnet18",
+            backbone_args={"output_stride": 8},
+            image_size=16,
+            batch_size=8,
+            queue_size=32,
+            proj_hidden_dim=32,
+            proj_dim=16,
+            num_workers=0,
+            knn=False,
+            max_steps=1,
+            output_dir=str(tmp_path / "run"),
+        )
+    )
     Trainer(cfg).train()
     export(tmp_path / "run", tmp_path / "export")
     commit = "0" * 40
@@ -69,9 +83,25 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
     results = []
     for spec in (str(tmp_path / "run"), f"local-dir:{tmp_path / 'export'}", "hf-hub:org/enc"):
-        proc = subprocess.run([sys.executable, str(root / "scripts" / "knn_eval.py"), spec, "--bank_data",
-                               str(separable_folder / "train"), "--val_data", str(separable_folder / "val"), "--image_size", "16",
-                               "--k", "5"], capture_output=True, text=True, timeout=300, env=env)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(root / "scripts" / "knn_eval.py"),
+                spec,
+                "--bank_data",
+                str(separable_folder / "train"),
+                "--val_data",
+                str(separable_folder / "val"),
+                "--image_size",
+                "16",
+                "--k",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         results.append(json.loads(proc.stdout.strip().splitlines()[-1])["knn_top1"])
     assert results[0] == results[1] == results[2]
@@ -115,7 +145,9 @@ def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
     always_zero = topk_accuracy(lambda im: torch.tensor([[1.0, 0.0]]).repeat(len(im), 1), bad[1], tf, cpu, batch_size=5)
     assert always_zero == (0.5, None)
     # Six classes: top-5 counts; the constant predictor's five highest scores hold classes 0–4.
-    six = topk_accuracy(lambda im: torch.tensor([[6.0, 5, 4, 3, 2, 1]]).repeat(len(im), 1), bad[1], tf, cpu, batch_size=5)
+    six = topk_accuracy(
+        lambda im: torch.tensor([[6.0, 5, 4, 3, 2, 1]]).repeat(len(im), 1), bad[1], tf, cpu, batch_size=5
+    )
     assert six == (0.5, 1.0)
 
 
@@ -130,5 +162,9 @@ def test_an_all_bad_source_is_an_error(tmp_path):
     for i in range(3):
         (tmp_path / "c0" / f"{i}.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="none of the 3 images"):
-        encode_source(create_encoder("resnet10t"), build_source(str(tmp_path)), eval_transform(16, crop_pct=1.0),
-                      torch.device("cpu"))
+        encode_source(
+            create_encoder("resnet10t"),
+            build_source(str(tmp_path)),
+            eval_transform(16, crop_pct=1.0),
+            torch.device("cpu"),
+        )

@@ -38,8 +38,11 @@ def test_every_reader_refuses_a_pickled_object_and_runs_none_of_it(tmp_path, boo
     run.mkdir()
     (run / "pytorch_model.bin").write_bytes(path.read_bytes())
     (run / "config.json").write_text('{"model": {"backbone": "resnet18"}}')
-    for read, where in ((read_state_file, path), (lambda p: load_encoder(p, backbone="resnet18"), path),
-                        (load_eval_encoder, run)):
+    for read, where in (
+        (read_state_file, path),
+        (lambda p: load_encoder(p, backbone="resnet18"), path),
+        (load_eval_encoder, run),
+    ):
         with pytest.raises(ValueError, match="pickled objects other than tensors .*not loaded.*safetensors"):
             read(str(where))
     assert not marker.exists()
@@ -49,7 +52,8 @@ def test_every_reader_refuses_a_pickled_object_and_runs_none_of_it(tmp_path, boo
 def test_the_scripts_refuse_it_with_a_message(tmp_path, booby_trapped, script):
     path, marker = booby_trapped
     args = [str(path), str(tmp_path / "out")] + (["--backbone", "resnet18"] if script == "export.py" else [])
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and "pickled objects other than tensors" in proc.stderr
     assert "Traceback" not in proc.stderr and not marker.exists()

@@ -34,8 +34,14 @@ def plain_timm(name, tmp_path, x):
     torch.save(x, tmp_path / "x.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf-cache"), HF_HOME=str(tmp_path / "hf-home"))
-    proc = subprocess.run([sys.executable, "-c", LOADER, name, str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER, name, str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(tmp_path / "out.pt", weights_only=True), json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -66,9 +72,20 @@ def trained_like(backbone, **args):
 def write_checkpoint(folder: Path, state: dict, backbone: str, backbone_args: dict) -> Path:
     folder.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
-    (folder / "trainer_state.json").write_text(json.dumps(
-        {"step": 1, "config": {"backbone": backbone, "backbone_args": backbone_args, "method": "regioncl_m",
-                               "image_size": 64, "epochs": 1}}))
+    (folder / "trainer_state.json").write_text(
+        json.dumps(
+            {
+                "step": 1,
+                "config": {
+                    "backbone": backbone,
+                    "backbone_args": backbone_args,
+                    "method": "regioncl_m",
+                    "image_size": 64,
+                    "epochs": 1,
+                },
+            }
+        )
+    )
     return folder
 
 
@@ -159,14 +176,30 @@ def test_pth_files_are_read_with_weights_only(tmp_path):
 
 def test_dry_run_writes_a_card_and_config_that_parse_and_no_token(tmp_path):
     enc = trained_like("resnet18")
-    ckpt = write_checkpoint(tmp_path / "ckpt", {"encoder.model." + k: v for k, v in enc.model.state_dict().items()},
-                            "resnet18", {})
+    ckpt = write_checkpoint(
+        tmp_path / "ckpt", {"encoder.model." + k: v for k, v in enc.model.state_dict().items()}, "resnet18", {}
+    )
     token = "hf_FAKEtoken1234567890abcdefghijklmnop"
     env = {**os.environ, "HF_TOKEN": token, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "push_to_hub.py"), str(ckpt), "--repo-id", "someone/regioncl_m_r18",
-         "--method", "regioncl_m", "--metrics", '{"knn_top1": 23.2}', "--dry-run", "--out", str(tmp_path / "release")],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "push_to_hub.py"),
+            str(ckpt),
+            "--repo-id",
+            "someone/regioncl_m_r18",
+            "--method",
+            "regioncl_m",
+            "--metrics",
+            '{"knn_top1": 23.2}',
+            "--dry-run",
+            "--out",
+            str(tmp_path / "release"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "nothing uploaded" in proc.stdout and token not in proc.stdout + proc.stderr
@@ -177,7 +210,11 @@ def test_dry_run_writes_a_card_and_config_that_parse_and_no_token(tmp_path):
     readme = (release / "README.md").read_text()
     front = yaml.safe_load(readme.split("---\n")[1])
     assert front["library_name"] == "timm" and "regioncl_m" in front["tags"]
-    assert front["model-index"][0]["results"][0]["metrics"][0] == {"type": "knn_top1", "value": 23.2, "name": "knn_top1"}
+    assert front["model-index"][0]["results"][0]["metrics"][0] == {
+        "type": "knn_top1",
+        "value": 23.2,
+        "name": "knn_top1",
+    }
     assert "hf-hub:someone/regioncl_m_r18" in readme and "{{" not in readme
     import timm
 

@@ -185,8 +185,9 @@ def test_detectron2_checkpoint_layout(r18):
 
 
 def test_bfloat16_becomes_numpy_float32(r18):
-    ckpt = detectron2_checkpoint(timm_to_detectron2({k: v.bfloat16() if v.is_floating_point() else v
-                                                     for k, v in r18.items()}))
+    ckpt = detectron2_checkpoint(
+        timm_to_detectron2({k: v.bfloat16() if v.is_floating_point() else v for k, v in r18.items()})
+    )
     assert ckpt["model"]["stem.conv1.weight"].dtype == np.float32
 
 
@@ -196,7 +197,7 @@ def test_mmdet_prefix_keeps_counters_and_round_trips(r50):
     assert all(k.startswith("backbone.") for k in out)
     assert "backbone.layer1.0.downsample.1.num_batches_tracked" in out
     # What mmengine's Pretrained init with prefix='backbone.' does: select, strip, load.
-    stripped = {k[len("backbone."):]: v for k, v in out.items() if k.startswith("backbone.")}
+    stripped = {k[len("backbone.") :]: v for k, v in out.items() if k.startswith("backbone.")}
     model = timm.create_model("resnet50", pretrained=False, num_classes=0, global_pool="")
     model.load_state_dict(stripped, strict=True)
     for k, v in model.state_dict().items():
@@ -206,7 +207,10 @@ def test_mmdet_prefix_keeps_counters_and_round_trips(r50):
 def _run(script: str, *args: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT.parent,
     )
 
 
@@ -216,8 +220,9 @@ def test_convert_detectron2_script(tmp_path, r18):
     out = tmp_path / "d2" / "regioncl_r18.pkl"
     res = _run("convert_detectron2.py", src, out)
     assert res.returncode == 0, res.stderr
-    n_params = sum(v.numel() for k, v in r18.items() if not k.endswith(("running_mean", "running_var",
-                                                                          "num_batches_tracked")))
+    n_params = sum(
+        v.numel() for k, v in r18.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert f"{n_params:,} parameters" in res.stdout
     raw = out.read_bytes()
     # detectron2 unpickles without torch: only numpy/builtins may appear as globals.
@@ -249,9 +254,10 @@ def test_convert_mmdet_script_matches_config_prefix(tmp_path, r18):
     assert res.returncode == 0, res.stderr
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
     assert ckpt["meta"]["key_prefix"] == "backbone."
-    prefix = _exec_config(CONFIGS / "mmdet" / "mask_rcnn_r50_fpn_2x_coco_regioncl.py")["model"]["backbone"][
-        "init_cfg"]["prefix"]
-    stripped = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    prefix = _exec_config(CONFIGS / "mmdet" / "mask_rcnn_r50_fpn_2x_coco_regioncl.py")["model"]["backbone"]["init_cfg"][
+        "prefix"
+    ]
+    stripped = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     model = timm.create_model("resnet18", pretrained=False, num_classes=0, global_pool="")
     model.load_state_dict(stripped, strict=True)
     assert torch.equal(model.state_dict()["layer4.1.bn2.running_var"], r18["layer4.1.bn2.running_var"])
@@ -341,7 +347,10 @@ def test_mmdet_config():
     assert cfg["_base_"] == "mmdet::mask_rcnn/mask-rcnn_r50_fpn_2x_coco.py"
     model = cfg["model"]
     assert model["backbone"]["init_cfg"] == {
-        "type": "Pretrained", "prefix": "backbone.", "checkpoint": "regioncl_r50_mmdet.pth"}
+        "type": "Pretrained",
+        "prefix": "backbone.",
+        "checkpoint": "regioncl_r50_mmdet.pth",
+    }
     syncbn = {"type": "SyncBN", "requires_grad": True}
     assert model["backbone"]["norm_cfg"] == syncbn and model["backbone"]["norm_eval"] is False
     assert model["neck"]["norm_cfg"] == syncbn
@@ -355,10 +364,14 @@ def test_mmdet_config():
 @pytest.mark.parametrize(
     ("name", "base"),
     [
-        ("td-hm_res50_8xb64-210e_coco-256x192_regioncl.py",
-         "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py"),
-        ("td-hm_res50_8xb64-210e_ap10k-256x256_regioncl.py",
-         "mmpose::animal_2d_keypoint/topdown_heatmap/ap10k/td-hm_res50_8xb64-210e_ap10k-256x256.py"),
+        (
+            "td-hm_res50_8xb64-210e_coco-256x192_regioncl.py",
+            "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py",
+        ),
+        (
+            "td-hm_res50_8xb64-210e_ap10k-256x256_regioncl.py",
+            "mmpose::animal_2d_keypoint/topdown_heatmap/ap10k/td-hm_res50_8xb64-210e_ap10k-256x256.py",
+        ),
     ],
 )
 def test_mmpose_configs(name, base):

@@ -62,11 +62,14 @@ def test_enqueued_keys_are_the_momentum_keys():
     assert torch.allclose(m.queue.keys[:4], k, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,online,key", [
-    ("regioncl_m", "projector", "key_projector"),
-    ("regioncl_m", "encoder", "key_encoder"),
-    ("densecl", "dense_projector", "key_dense_projector"),
-])
+@pytest.mark.parametrize(
+    "name,online,key",
+    [
+        ("regioncl_m", "projector", "key_projector"),
+        ("regioncl_m", "encoder", "key_encoder"),
+        ("densecl", "dense_projector", "key_dense_projector"),
+    ],
+)
 def test_momentum_update_moves_keys_towards_online(name, online, key):
     m = small(name, momentum=0.5)
     with torch.no_grad():

@@ -10,8 +10,10 @@ from regioncl.swapping import region_swap
 def write_run(path, offset=0.0):
     path.mkdir(parents=True)
     recs = [{"step": 0, "epoch": 0.0, "knn_top1": 0.1 + offset}]
-    recs += [{"step": s, "epoch": s / 10, "lr": 0.1, "loss": 5.0 - s / 10, "loss_ins": 2.0, "loss_reg": 3.0 - s / 10}
-             for s in (5, 10, 15, 20)]
+    recs += [
+        {"step": s, "epoch": s / 10, "lr": 0.1, "loss": 5.0 - s / 10, "loss_ins": 2.0, "loss_reg": 3.0 - s / 10}
+        for s in (5, 10, 15, 20)
+    ]
     recs += [{"step": 20, "epoch": 2.0, "knn_top1": 0.4 + offset}]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 

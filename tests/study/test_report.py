@@ -8,12 +8,16 @@ from regioncl.study.report import run_group, summarize_run
 
 def fake_run(path: Path, method: str, seed: int, knn: list[float], ips: float, linear: float | None = None) -> Path:
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"method": method, "epochs": len(knn) - 1, "seed": seed, "batch_size": 10}))
+    (path / "config.json").write_text(
+        json.dumps({"method": method, "epochs": len(knn) - 1, "seed": seed, "batch_size": 10})
+    )
     records = [{"step": 0, "epoch": 0, "knn_top1": knn[0]}]
     for epoch, top1 in enumerate(knn[1:], 1):
-        records += [{"step": 6 * epoch - 3, "epoch": epoch - 1, "loss": 1.0, "images_per_s": ips},
-                    {"step": 6 * epoch, "epoch": epoch - 1, "loss": 1.0, "images_per_s": ips},
-                    {"step": 6 * epoch, "epoch": float(epoch), "knn_top1": top1}]
+        records += [
+            {"step": 6 * epoch - 3, "epoch": epoch - 1, "loss": 1.0, "images_per_s": ips},
+            {"step": 6 * epoch, "epoch": epoch - 1, "loss": 1.0, "images_per_s": ips},
+            {"step": 6 * epoch, "epoch": float(epoch), "knn_top1": top1},
+        ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if linear is not None:
         (path / "linear.json").write_text(json.dumps({"top1": linear, "top5": 1.0}))

@@ -18,18 +18,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def row(group: str, seed: int, **metrics) -> dict:
-    base = {"group": group, "run": f"{group}_s{seed}", "method": group, "epochs": 3, "seed": seed,
-            "knn_final": None, "knn_best": None, "linear_top1": None, "linear_top5": None, "train_minutes": None}
+    base = {
+        "group": group,
+        "run": f"{group}_s{seed}",
+        "method": group,
+        "epochs": 3,
+        "seed": seed,
+        "knn_final": None,
+        "knn_best": None,
+        "linear_top1": None,
+        "linear_top5": None,
+        "train_minutes": None,
+    }
     return {**base, **metrics}
 
 
 def test_configuration_and_pair_arithmetic_on_synthetic_runs():
-    rows = [row("a", 0, knn_final=0.80, linear_top1=0.90, train_minutes=10.0),
-            row("a", 1, knn_final=0.82, linear_top1=0.86, train_minutes=12.0),
-            row("a", 2, knn_final=0.84, linear_top1=0.88, train_minutes=11.0),
-            row("b", 0, knn_final=0.70, linear_top1=0.85),
-            row("b", 1, knn_final=0.74, linear_top1=0.87),
-            row("c", 0, knn_final=0.5)]
+    rows = [
+        row("a", 0, knn_final=0.80, linear_top1=0.90, train_minutes=10.0),
+        row("a", 1, knn_final=0.82, linear_top1=0.86, train_minutes=12.0),
+        row("a", 2, knn_final=0.84, linear_top1=0.88, train_minutes=11.0),
+        row("b", 0, knn_final=0.70, linear_top1=0.85),
+        row("b", 1, knn_final=0.74, linear_top1=0.87),
+        row("c", 0, knn_final=0.5),
+    ]
     a = configuration_summary(rows, "a")
     assert a["seeds"] == [0, 1, 2]
     assert a["knn_final"]["mean"] == pytest.approx(0.82) and a["knn_final"]["sd"] == pytest.approx(0.02)
@@ -45,9 +57,18 @@ def test_configuration_and_pair_arithmetic_on_synthetic_runs():
     # One seed on a side: a difference but no standard error; no value on a side: nothing.
     assert pair_difference(rows, "c", "b", "knn_final")["se"] is None
     assert pair_difference(rows, "c", "b", "linear_top1") is None
-    table = study_markdown([a, configuration_summary(rows, "c")],
-                           [{"pair": ["a", "b"], **{m: pair_difference(rows, "a", "b", m)
-                                                    for m in ("knn_final", "knn_best", "linear_top1", "linear_top5")}}])
+    table = study_markdown(
+        [a, configuration_summary(rows, "c")],
+        [
+            {
+                "pair": ["a", "b"],
+                **{
+                    m: pair_difference(rows, "a", "b", m)
+                    for m in ("knn_final", "knn_best", "linear_top1", "linear_top5")
+                },
+            }
+        ],
+    )
     lines = table.splitlines()
     assert lines[2] == "| a | a | 3 | 0, 1, 2 | 82.00 ± 2.00 | – | 88.00 ± 2.00 | – | 11.00 ± 1.00 |"
     assert lines[3].startswith("| c | c | 3 | 0 | 50.00 | ")
@@ -58,10 +79,15 @@ def test_configuration_and_pair_arithmetic_on_synthetic_runs():
 def test_a_run_is_summarised_from_its_folder_with_one_knn_score_per_epoch(tmp_path):
     run = tmp_path / "random_init_s0"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"model": {"method": "mocov2"}, "run": {"seed": 0},
-                                                 "optim": {"epochs": 3, "batch_size": 8}}))
-    records = [{"step": 0, "epoch": 0.0, "knn_top1": 0.75}, {"step": 2, "epoch": 0.0, "images_per_s": 4.0},
-               {"step": 4, "epoch": 0.0, "images_per_s": 8.0}, {"step": 4, "epoch": 0.0, "knn_top1": 0.75}]
+    (run / "config.json").write_text(
+        json.dumps({"model": {"method": "mocov2"}, "run": {"seed": 0}, "optim": {"epochs": 3, "batch_size": 8}})
+    )
+    records = [
+        {"step": 0, "epoch": 0.0, "knn_top1": 0.75},
+        {"step": 2, "epoch": 0.0, "images_per_s": 4.0},
+        {"step": 4, "epoch": 0.0, "images_per_s": 8.0},
+        {"step": 4, "epoch": 0.0, "knn_top1": 0.75},
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     s = summarize_run(run)
     assert (s["group"], s["method"], s["epochs"], s["seed"]) == ("random_init", "mocov2", 3, 0)
@@ -72,26 +98,67 @@ def test_a_run_is_summarised_from_its_folder_with_one_knn_score_per_epoch(tmp_pa
 
 
 def test_option_flags_and_assignments():
-    assert option_flags({"augment": False, "standardize": True, "lr": 0.1, "milestones": [6, 8], "x": None,
-                         "backbone_args": {"output_stride": 8}}) == [
-        "--augment", "false", "--standardize", "true", "--lr", "0.1", "--milestones", "[6, 8]",
-        "--backbone_args", '{"output_stride": 8}']
+    assert option_flags(
+        {
+            "augment": False,
+            "standardize": True,
+            "lr": 0.1,
+            "milestones": [6, 8],
+            "x": None,
+            "backbone_args": {"output_stride": 8},
+        }
+    ) == [
+        "--augment",
+        "false",
+        "--standardize",
+        "true",
+        "--lr",
+        "0.1",
+        "--milestones",
+        "[6, 8]",
+        "--backbone_args",
+        '{"output_stride": 8}',
+    ]
     assert parse_assignments(["data.image_size=64", "method.region_cells=[1, 2]", "data=x:y"], "--set") == {
-        "data.image_size": 64, "method.region_cells": [1, 2], "data": "x:y"}
+        "data.image_size": 64,
+        "method.region_cells": [1, 2],
+        "data": "x:y",
+    }
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_assignments(["image_size"], "--set")
 
 
 def write_study(tmp_path: Path, **extra) -> Path:
     study = {
-        "name": "tiny", "out": str(tmp_path / "runs"), "seeds": [0],
-        "options": {"batch_size": 8, "queue_size": 32, "max_steps": 4, "num_workers": 0, "checkpoint_every": 2,
-                    "log_every": 2, "data": "sample", "knn_train_data": "sample", "knn_val_data": "sample",
-                    "knn_k": 5, "channels_last": False},
+        "name": "tiny",
+        "out": str(tmp_path / "runs"),
+        "seeds": [0],
+        "options": {
+            "batch_size": 8,
+            "queue_size": 32,
+            "max_steps": 4,
+            "num_workers": 0,
+            "checkpoint_every": 2,
+            "log_every": 2,
+            "data": "sample",
+            "knn_train_data": "sample",
+            "knn_val_data": "sample",
+            "knn_k": 5,
+            "channels_last": False,
+        },
         "knn": {"every": 0},
-        "probe": {"train_data": "sample", "val_data": "sample", "augment": False, "epochs": 2, "batch_size": 8, "lr": 0.1},
-        "runs": [{"name": "mocov2", "options": {"method": "mocov2"}},
-                 {"name": "regioncl_m", "options": {"method": "regioncl_m"}}],
+        "probe": {
+            "train_data": "sample",
+            "val_data": "sample",
+            "augment": False,
+            "epochs": 2,
+            "batch_size": 8,
+            "lr": 0.1,
+        },
+        "runs": [
+            {"name": "mocov2", "options": {"method": "mocov2"}},
+            {"name": "regioncl_m", "options": {"method": "regioncl_m"}},
+        ],
         "pairs": [["regioncl_m", "mocov2"]],
         **extra,
     }
@@ -101,10 +168,15 @@ def write_study(tmp_path: Path, **extra) -> Path:
 
 
 def test_a_run_may_give_its_own_probe_options_over_the_studys(tmp_path):
-    path = write_study(tmp_path, runs=[
-        {"name": "mocov2", "options": {"method": "mocov2"}},
-        {"name": "small", "options": {"method": "mocov2"}, "probe": {"train_data": "/small", "lr": 0.5}},
-        {"name": "unprobed", "options": {"method": "mocov2"}, "probe": False}], pairs=[])
+    path = write_study(
+        tmp_path,
+        runs=[
+            {"name": "mocov2", "options": {"method": "mocov2"}},
+            {"name": "small", "options": {"method": "mocov2"}, "probe": {"train_data": "/small", "lr": 0.5}},
+            {"name": "unprobed", "options": {"method": "mocov2"}, "probe": False},
+        ],
+        pairs=[],
+    )
     study = load_study(path, probe_overrides={"epochs": 3})
     assert study.spec("mocov2").probe_options == {**study.probe, "epochs": 3}
     small = study.spec("small").probe_options
@@ -144,8 +216,11 @@ def fake_finished(run: Path, method: str, seed: int, knn: float, linear: float) 
     """A finished run folder as the trainer and the probe leave it (no training)."""
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"method": method, "epochs": 3, "seed": seed, "batch_size": 8}))
-    records = [{"step": 0, "epoch": 0, "knn_top1": 0.1}, {"step": 4, "epoch": 0, "loss": 1.0, "images_per_s": 10.0},
-               {"step": 4, "epoch": 1.0, "knn_top1": knn}]
+    records = [
+        {"step": 0, "epoch": 0, "knn_top1": 0.1},
+        {"step": 4, "epoch": 0, "loss": 1.0, "images_per_s": 10.0},
+        {"step": 4, "epoch": 1.0, "knn_top1": knn},
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run / "linear.json").write_text(json.dumps({"top1": linear, "top5": 1.0}))
     (run / "encoder.safetensors").write_bytes(b"")
@@ -173,14 +248,22 @@ def test_an_unresolved_pair_earns_a_seed_each_side_and_a_resolved_one_does_not(t
     fresh = StudyRunner(load_study(path), echo=lambda line: None)
     assert fresh.extra_seeds() == {}
     summary = fresh.summarize()
-    assert [r["run"] for r in summary["runs"]] == ["mocov2_s0", "mocov2_s1", "mocov2_s2",
-                                                  "regioncl_m_s0", "regioncl_m_s1", "regioncl_m_s2"]
+    assert [r["run"] for r in summary["runs"]] == [
+        "mocov2_s0",
+        "mocov2_s1",
+        "mocov2_s2",
+        "regioncl_m_s0",
+        "regioncl_m_s1",
+        "regioncl_m_s2",
+    ]
 
 
 def test_a_seed_the_study_never_plans_is_refused_not_silently_skipped(tmp_path):
     path = write_study(tmp_path, seeds=[0, 1], extra_seeds={"max": 3, "within": 2.0})
-    for name, values in {"regioncl_m": [(0.80, 0.90), (0.82, 0.91), (0.81, 0.90)],
-                         "mocov2": [(0.79, 0.89), (0.83, 0.90), (0.81, 0.90)]}.items():
+    for name, values in {
+        "regioncl_m": [(0.80, 0.90), (0.82, 0.91), (0.81, 0.90)],
+        "mocov2": [(0.79, 0.89), (0.83, 0.90), (0.81, 0.90)],
+    }.items():
         for seed, (knn, linear) in enumerate(values):
             fake_finished(tmp_path / "runs" / f"{name}_s{seed}", name, seed, knn, linear)
     # Seed 2 is planned by the extra_seeds rule (the pair is within 2 SE on two seeds), seed 3 by
@@ -209,8 +292,13 @@ def test_recorded_rows_stand_for_runs_whose_folders_are_gone(tmp_path):
     planned = []
     StudyRunner(load_study(path), dry_run=True, echo=planned.append).run()
     assert not [line for line in planned if "pretrain" in line or "linear probe" in line], planned
-    listed = subprocess.run([sys.executable, "-m", "regioncl", "study", str(path), "--dry-run"], capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    listed = subprocess.run(
+        [sys.executable, "-m", "regioncl", "study", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert listed.returncode == 0 and "== " not in listed.stdout.replace("== recorded", ""), listed.stdout
 
     lines = []
@@ -238,8 +326,12 @@ def test_recorded_rows_stand_for_runs_whose_folders_are_gone(tmp_path):
 
 
 def _drive(study: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "study.py"), str(study), *args],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "study.py"), str(study), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -261,10 +353,15 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
         assert r["knn_top1"] == r["knn_final"] == r["knn_by_epoch"][-1][1] and r["epochs"] >= 1
     assert results["pairs"][0]["pair"] == ["regioncl_m", "mocov2"]
     assert results["pairs"][0]["linear_top1"]["diff"] == pytest.approx(
-        results["runs"][1]["linear_top1"] - results["runs"][0]["linear_top1"])
+        results["runs"][1]["linear_top1"] - results["runs"][0]["linear_top1"]
+    )
     assert "| regioncl_m − mocov2 |" in (runs / "summary.md").read_text()
     assert (runs / "knn_regioncl_m_vs_mocov2.png").is_file()
-    assert {p.name for p in (tmp_path / "docs").iterdir()} == {"results.json", "summary.md", "knn_regioncl_m_vs_mocov2.png"}
+    assert {p.name for p in (tmp_path / "docs").iterdir()} == {
+        "results.json",
+        "summary.md",
+        "knn_regioncl_m_vs_mocov2.png",
+    }
 
     assert "== pretrain" not in _drive(study) and "== linear" not in _drive(study)
 
@@ -281,8 +378,12 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
     # would be refused as recorded runs of this one.
     longer["results"] = str(tmp_path / "docs_long")
     study.write_text(yaml.safe_dump(longer))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "study.py"), str(study), "--only", "mocov2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "study.py"), str(study), "--only", "mocov2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ckpts = tmp_path / "runs_long" / "mocov2_s0" / "checkpoints"
     deadline = time.time() + 600
     while not (ckpts.is_dir() and any(ckpts.glob("step_*"))) and time.time() < deadline and proc.poll() is None:
@@ -293,15 +394,21 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
     out = _drive(study, "--only", "mocov2")
     assert "== pretrain mocov2 seed 0" in out and "(resumed)" in out and "--run.resume latest" in out
     assert json.loads((tmp_path / "runs_long" / "mocov2_s0" / "result.json").read_text())["step"] == 100
-    metrics = [json.loads(line) for line in (tmp_path / "runs_long" / "mocov2_s0" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line) for line in (tmp_path / "runs_long" / "mocov2_s0" / "metrics.jsonl").read_text().splitlines()
+    ]
     steps = [r["step"] for r in metrics if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 100  # no step logged twice across the kill
 
     # The study now asks for other options than a finished run was made with: refused, not mixed in.
     longer["options"]["lr"] = 0.5
     study.write_text(yaml.safe_dump(longer))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "study.py"), str(study), "--only", "mocov2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "study.py"), str(study), "--only", "mocov2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "made with other options" in proc.stderr and "optim.lr: 0.03 → 0.5" in proc.stderr
 
 

@@ -23,13 +23,24 @@ from regioncl.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 # A run of tiny steps, long enough for a signal to land in it.
-TINY = {"model.backbone": "resnet10t", "data.image_size": 16, "optim.batch_size": 8, "method.queue_size": 32,
-        "method.proj_hidden_dim": 32, "method.proj_dim": 16, "data.num_workers": 0, "knn.enabled": False,
-        "run.log_every": 1, "optim.lr": 0.05}
+TINY = {
+    "model.backbone": "resnet10t",
+    "data.image_size": 16,
+    "optim.batch_size": 8,
+    "method.queue_size": 32,
+    "method.proj_hidden_dim": 32,
+    "method.proj_dim": 16,
+    "data.num_workers": 0,
+    "knn.enabled": False,
+    "run.log_every": 1,
+    "optim.lr": 0.05,
+}
 
 
 def cli(options: dict) -> list[str]:
-    return [arg for k, v in options.items() for arg in (f"--{k}", json.dumps(v) if isinstance(v, (bool, list)) else str(v))]
+    return [
+        arg for k, v in options.items() for arg in (f"--{k}", json.dumps(v) if isinstance(v, (bool, list)) else str(v))
+    ]
 
 
 def trainer(out: Path, **kw) -> Trainer:
@@ -58,10 +69,23 @@ def torch_threads(n: int):
 def signalled_run(out: Path, sig: int, extra: dict | None = None, env: dict | None = None, group: bool = False):
     """scripts/pretrain.py on one thread, signalled once it has logged step 3: ``(exit status, stderr)``.
     With ``group`` every process of it gets the signal (as from ``scancel`` or ``kill -- -PGID``)."""
-    options = {**TINY, "optim.max_steps": 400, "run.checkpoint_every": 1000, **(extra or {}), "run.output_dir": str(out)}
+    options = {
+        **TINY,
+        "optim.max_steps": 400,
+        "run.checkpoint_every": 1000,
+        **(extra or {}),
+        "run.output_dir": str(out),
+    }
     command = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *cli(options)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out.parent,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=group)
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=out.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        start_new_session=group,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3:
@@ -109,7 +133,7 @@ def test_a_stop_signal_to_every_process_of_the_job_leaves_the_workers_to_the_tra
 def test_requeue_on_signal_calls_scontrol_with_the_job_id(tmp_path):
     fake = tmp_path / "bin" / "scontrol"
     fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'scontrol_args'}\n")
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "scontrol_args"}\n')
     fake.chmod(0o755)
     env = {"PATH": f"{fake.parent}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
     status, err = signalled_run(tmp_path / "run", signal.SIGUSR1, {"run.requeue_on_signal": True}, env)
@@ -127,11 +151,26 @@ def test_a_stop_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_p
     out = tmp_path / "run"
     options = {**TINY, "optim.max_steps": 400, "run.checkpoint_every": 1000, "run.output_dir": str(out)}
     port = str(free_port())
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "scripts" / "pretrain.py"), *cli(options)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(r), "LOCAL_RANK": str(r),
-                                   "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                                   "MASTER_PORT": port}) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *cli(options)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                "RANK": str(r),
+                "LOCAL_RANK": str(r),
+                "WORLD_SIZE": "2",
+                "LOCAL_WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            },
+        )
+        for r in (0, 1)
+    ]
     deadline = time.time() + 300
     while time.time() < deadline and all(p.poll() is None for p in procs):
         if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3:
@@ -157,9 +196,14 @@ def test_a_stop_signal_to_accelerate_launch_reaches_both_processes(tmp_path):
 
     out = tmp_path / "run"
     options = {**TINY, "optim.max_steps": 400, "run.checkpoint_every": 1000, "run.output_dir": str(out)}
-    proc = subprocess.Popen([*accelerate_launch(), str(ROOT / "scripts" / "pretrain.py"), *cli(options)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [*accelerate_launch(), str(ROOT / "scripts" / "pretrain.py"), *cli(options)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3:
@@ -185,8 +229,10 @@ def poison_step(t: Trainer, step: int) -> None:
 
 
 def test_a_non_finite_loss_stops_without_a_checkpoint_from_those_weights(tmp_path):
-    t = trainer(tmp_path / "r", **{"optim.max_steps": 10, "run.checkpoint_every": 2, "run.log_every": 2,
-                                   "run.keep_checkpoints": 5})
+    t = trainer(
+        tmp_path / "r",
+        **{"optim.max_steps": 10, "run.checkpoint_every": 2, "run.log_every": 2, "run.keep_checkpoints": 5},
+    )
     poison_step(t, 5)
     with pytest.raises(RunStopped) as stopped:
         t.train()
@@ -199,19 +245,38 @@ def test_a_non_finite_loss_stops_without_a_checkpoint_from_those_weights(tmp_pat
 
 
 def test_rollback_reloads_the_last_good_checkpoint_and_skips_the_offending_steps(tmp_path):
-    t = trainer(tmp_path / "r", **{"optim.max_steps": 10, "run.checkpoint_every": 2, "run.log_every": 2,
-                                   "run.on_nonfinite": "rollback", "run.keep_checkpoints": 5})
+    t = trainer(
+        tmp_path / "r",
+        **{
+            "optim.max_steps": 10,
+            "run.checkpoint_every": 2,
+            "run.log_every": 2,
+            "run.on_nonfinite": "rollback",
+            "run.keep_checkpoints": 5,
+        },
+    )
     poison_step(t, 5)
     result = t.train()
     assert result["step"] == 10 and t.rollbacks == 1
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert {"step": 6, "nonfinite_steps": [5, 6], "rolled_back_to": 4} in records
     assert [r["step"] for r in records if "loss" in r] == [2, 4, 8, 10]  # steps 5–6 neither trained nor logged
-    assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "r" / "encoder.safetensors")).values()
-               if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all()
+        for v in load_file(str(tmp_path / "r" / "encoder.safetensors")).values()
+        if v.is_floating_point()
+    )
     # No rollbacks left: it stops.
-    t = trainer(tmp_path / "s", **{"optim.max_steps": 10, "run.checkpoint_every": 2, "run.log_every": 2,
-                                   "run.on_nonfinite": "rollback", "run.max_rollbacks": 0})
+    t = trainer(
+        tmp_path / "s",
+        **{
+            "optim.max_steps": 10,
+            "run.checkpoint_every": 2,
+            "run.log_every": 2,
+            "run.on_nonfinite": "rollback",
+            "run.max_rollbacks": 0,
+        },
+    )
     poison_step(t, 5)
     with pytest.raises(RunStopped, match="0 rollbacks spent"):
         t.train()
@@ -219,8 +284,9 @@ def test_rollback_reloads_the_last_good_checkpoint_and_skips_the_offending_steps
 
 def damaged_run(tmp_path: Path) -> Path:
     out = tmp_path / "r"
-    trainer(out, **{"optim.max_steps": 8, "run.stop_at_step": 6, "run.checkpoint_every": 2,
-                    "run.keep_checkpoints": 5}).train()
+    trainer(
+        out, **{"optim.max_steps": 8, "run.stop_at_step": 6, "run.checkpoint_every": 2, "run.keep_checkpoints": 5}
+    ).train()
     assert [p.name for p in list_checkpoints(out)] == ["step_00000002", "step_00000004", "step_00000006"]
     return out
 
@@ -246,8 +312,9 @@ def test_resume_skips_a_damaged_checkpoint_with_a_warning(tmp_path, damage, capl
     with pytest.raises(ckpt.CheckpointError, match="is damaged: .*(model.safetensors|optimizer.bin)"):
         ckpt.resolve_resume(str(newest), out)
     # The run resumes from the good one and finishes.
-    result = trainer(out, **{"optim.max_steps": 8, "run.checkpoint_every": 2, "run.resume": "latest",
-                             "run.keep_checkpoints": 5}).train()
+    result = trainer(
+        out, **{"optim.max_steps": 8, "run.checkpoint_every": 2, "run.resume": "latest", "run.keep_checkpoints": 5}
+    ).train()
     assert result["step"] == 8
 
 
@@ -277,8 +344,10 @@ def test_a_save_that_fails_leaves_the_previous_checkpoint_and_no_temporary_folde
     assert ckpt.resolve_resume("latest", tmp_path / "r").name == "step_00000002"  # intact: it verifies
     assert not list((tmp_path / "r" / "checkpoints").glob(".tmp-*"))
     # Asked to, training goes on past a periodic checkpoint that failed, and the next is written.
-    t = trainer(tmp_path / "c", **{"optim.max_steps": 6, "run.checkpoint_every": 2, "run.on_save_error": "continue",
-                                   "run.keep_checkpoints": 5})
+    t = trainer(
+        tmp_path / "c",
+        **{"optim.max_steps": 6, "run.checkpoint_every": 2, "run.on_save_error": "continue", "run.keep_checkpoints": 5},
+    )
     failing(t, {2})
     assert t.train()["step"] == 6
     assert [p.name for p in list_checkpoints(tmp_path / "c")] == ["step_00000002", "step_00000006"]
@@ -348,8 +417,18 @@ def test_a_stream_that_fails_twice_gives_the_same_examples_in_the_same_order(tmp
 def test_killed_at_random_moments_and_resumed_it_ends_as_an_uninterrupted_run(tmp_path):
     """A few SIGKILLs in steps and in checkpoints (scripts/fault_injection.py runs many)."""
     options = {**TINY, "optim.max_steps": 24, "run.checkpoint_every": 2, "data.num_workers": 1}
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrain.py"), *cli(options), "--run.output_dir",
-                    str(tmp_path / "reference")], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "pretrain.py"),
+            *cli(options),
+            "--run.output_dir",
+            str(tmp_path / "reference"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     report = kill_and_resume(cli(options), tmp_path / "killed", kills=4, seed=1, max_delay=1.0)
     assert report["kills"] == 4 and report["mid_checkpoint"] >= 1, report
     assert_same_losses(step_losses(tmp_path / "reference"), step_losses(tmp_path / "killed"))
@@ -389,8 +468,16 @@ def test_a_save_that_fails_inside_torch_or_safetensors_is_handled_the_same(tmp_p
 
 
 def test_rollback_of_a_window_that_ends_at_the_last_step_trains_no_step_beyond(tmp_path):
-    t = trainer(tmp_path / "r", **{"optim.max_steps": 6, "run.checkpoint_every": 2, "run.log_every": 2,
-                                   "run.on_nonfinite": "rollback", "run.keep_checkpoints": 5})
+    t = trainer(
+        tmp_path / "r",
+        **{
+            "optim.max_steps": 6,
+            "run.checkpoint_every": 2,
+            "run.log_every": 2,
+            "run.on_nonfinite": "rollback",
+            "run.keep_checkpoints": 5,
+        },
+    )
     poison_step(t, 6)
     assert t.train()["step"] == 6
     assert [p.name for p in list_checkpoints(tmp_path / "r")][-1] == "step_00000006"
@@ -427,6 +514,16 @@ def test_a_new_run_in_a_folder_with_checkpoints_is_refused_and_old_checkpoints_a
     with pytest.raises(UserError, match="earlier version of regioncl"):
         ckpt.check_resumable(make_config(overrides=TINY), flat, tmp_path)
     # The configuration as the trainer resolves it (run.precision: the Accelerator's, fp32 here).
-    ckpt.check_resumable(make_config(overrides={**TINY, "optim.max_steps": 2, "run.checkpoint_every": 2,
-                                                "run.output_dir": str(tmp_path / "r"), "run.precision": "fp32"}),
-                         saved["config"], tmp_path)
+    ckpt.check_resumable(
+        make_config(
+            overrides={
+                **TINY,
+                "optim.max_steps": 2,
+                "run.checkpoint_every": 2,
+                "run.output_dir": str(tmp_path / "r"),
+                "run.precision": "fp32",
+            }
+        ),
+        saved["config"],
+        tmp_path,
+    )

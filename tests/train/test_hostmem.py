@@ -42,8 +42,13 @@ print(big, statistics.median(faults[4:]))
 
 def _fraction_faulted(mode: str) -> tuple[int, float]:
     """``(large block bytes, median faults per cycle / pages per cycle)`` in a fresh process."""
-    done = subprocess.run([sys.executable, "-c", CYCLES, mode], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", CYCLES, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     big, faults = done.stdout.split()[-2:]
     return int(big), float(faults) / ((int(big) + (8 << 20)) // 4096)
@@ -80,8 +85,18 @@ def test_nothing_is_applied_where_the_c_library_is_not_glibc(monkeypatch):
 def test_trainer_keeps_host_memory_on_the_cpu_unless_told_not_to(tmp_path, monkeypatch, setting):
     calls = []
     monkeypatch.setattr(hostmem, "keep_freed_host_memory", lambda: calls.append(1) or 1 << 30)
-    cfg = make_config(overrides=dict(backbone="resnet10t", image_size=16, batch_size=8, queue_size=32, knn=False,
-                                     num_workers=0, output_dir=str(tmp_path), keep_host_memory=setting))
+    cfg = make_config(
+        overrides=dict(
+            backbone="resnet10t",
+            image_size=16,
+            batch_size=8,
+            queue_size=32,
+            knn=False,
+            num_workers=0,
+            output_dir=str(tmp_path),
+            keep_host_memory=setting,
+        )
+    )
     trainer = Trainer(cfg)
     expected = setting if setting is not None else trainer.accelerator.device.type == "cpu"
     assert bool(calls) == expected

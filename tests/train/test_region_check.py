@@ -66,8 +66,9 @@ def test_a_resumed_run_replays_its_records(tmp_path):
     assert c.replay(metrics) is None and c.warned
 
 
-@pytest.mark.parametrize("method, watched", [("regioncl_m", True), ("regioncl_s", True), ("mocov2", False),
-                                             ("simsiam", False)])
+@pytest.mark.parametrize(
+    "method, watched", [("regioncl_m", True), ("regioncl_s", True), ("mocov2", False), ("simsiam", False)]
+)
 def test_only_region_methods_long_enough_are_watched(method, watched):
     from regioncl.backbones import create_encoder
     from regioncl.methods import build_method
@@ -98,14 +99,31 @@ def test_the_trainer_warns_once_in_the_log_and_in_the_metrics_and_not_again_on_r
 
     monkeypatch.setattr(rc, "MIN_STEPS", 1)
     monkeypatch.setattr(RegionCheck, "see", see)
-    overrides = dict(backbone="resnet10t", image_size=16, batch_size=8, queue_size=32, proj_hidden_dim=32,
-                     proj_dim=16, num_workers=0, knn=False, log_every=1, epochs=1, lr=0.05, method="regioncl_m",
-                     max_steps=6, output_dir=str(tmp_path / "run"))
+    overrides = dict(
+        backbone="resnet10t",
+        image_size=16,
+        batch_size=8,
+        queue_size=32,
+        proj_hidden_dim=32,
+        proj_dim=16,
+        num_workers=0,
+        knn=False,
+        log_every=1,
+        epochs=1,
+        lr=0.05,
+        method="regioncl_m",
+        max_steps=6,
+        output_dir=str(tmp_path / "run"),
+    )
     Trainer(make_config(overrides={**overrides, "stop_at_step": 5})).train()
     Trainer(make_config(overrides={**overrides, "resume": "latest"})).train()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["message"]) for r in records if r.get("warning") == WARNING] == [(4, "climbing")]
     assert [m for m in caplog.messages if m == "climbing"] == ["climbing"]
     assert seen[:5] == [1, 2, 3, 4, 5] and seen[-1] == 6  # every record, and the resumed run's too
-    assert Trainer(make_config(overrides={**overrides, "method": "mocov2", "output_dir": str(tmp_path / "m")})
-                   ).region_check is None
+    assert (
+        Trainer(
+            make_config(overrides={**overrides, "method": "mocov2", "output_dir": str(tmp_path / "m")})
+        ).region_check
+        is None
+    )

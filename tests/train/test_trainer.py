@@ -17,8 +17,17 @@ from regioncl.train.loaders import ShardedBatchSampler, TrainData
 from regioncl.train.trainer import Trainer, lr_at
 
 TINY = dict(
-    backbone="resnet10t", image_size=16, batch_size=8, queue_size=32, proj_hidden_dim=32, proj_dim=16,
-    num_workers=0, knn=False, log_every=1, epochs=1, lr=0.05,
+    backbone="resnet10t",
+    image_size=16,
+    batch_size=8,
+    queue_size=32,
+    proj_hidden_dim=32,
+    proj_dim=16,
+    num_workers=0,
+    knn=False,
+    log_every=1,
+    epochs=1,
+    lr=0.05,
 )
 
 
@@ -153,9 +162,16 @@ def test_unknown_config_field_is_refused():
 
 def test_shipped_recipes_load_with_the_papers_settings():
     cfg = make_config("regioncl_m_r50")
-    assert (cfg.model.method, cfg.model.backbone, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.epochs,
-            cfg.method.queue_size, cfg.method.key_momentum, cfg.optim.warmup_epochs) == (
-        "regioncl_m", "resnet50", 1024, 0.15, 200, 65536, 0.999, 0.0)
+    assert (
+        cfg.model.method,
+        cfg.model.backbone,
+        cfg.optim.batch_size,
+        cfg.optim.lr,
+        cfg.optim.epochs,
+        cfg.method.queue_size,
+        cfg.method.key_momentum,
+        cfg.optim.warmup_epochs,
+    ) == ("regioncl_m", "resnet50", 1024, 0.15, 200, 65536, 0.999, 0.0)
     assert make_config("regioncl_m_r50", {"optim.lr": 0.3}).optim.lr == 0.3
     assert make_config("regioncl_m_r50w4").model.backbone == "resnet50w4"
     # A recipe states only what differs from its base.
@@ -163,7 +179,12 @@ def test_shipped_recipes_load_with_the_papers_settings():
     assert {k for k in moco if moco[k] != regioncl[k]} == {"model.method", "run.output_dir"}
     s = make_config("regioncl_s_r50")
     assert (s.model.method, s.optim.batch_size, s.optim.lr, s.optim.epochs, s.optim.fix_pred_lr) == (
-        "regioncl_s", 512, 0.1, 100, True)
+        "regioncl_s",
+        512,
+        0.1,
+        100,
+        True,
+    )
     assert s.model.backbone_args == {"zero_init_last": True}
     assert make_config("regioncl_m_noswap_r50").model.method == "regioncl_m_noswap"
     # The values the methods then take (their own defaults where the recipe leaves a field null).
@@ -185,7 +206,10 @@ def test_the_configuration_defaults_are_the_methods_defaults():
 
     moco = inspect.signature(MoCoV2.__init__).parameters
     assert (MethodConfig.queue_size, MethodConfig.temperature, MethodConfig.key_momentum) == (
-        moco["queue_size"].default, moco["temperature"].default, moco["momentum"].default)
+        moco["queue_size"].default,
+        moco["temperature"].default,
+        moco["momentum"].default,
+    )
     assert MethodConfig.dense_weight == inspect.signature(DenseCL.__init__).parameters["dense_weight"].default
 
 
@@ -211,10 +235,27 @@ def test_recipes_inherit_and_the_sample_recipe_is_the_default(tmp_path):
 def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
     from regioncl.train.config import parse_config
 
-    cfg = parse_config(["--config", "mocov2_r50", "--optim.lr", "0.5", "--run.compile", "true",
-                        "--method.region_cells", "[1, 2]", "--model.backbone_args", "{}"])
+    cfg = parse_config(
+        [
+            "--config",
+            "mocov2_r50",
+            "--optim.lr",
+            "0.5",
+            "--run.compile",
+            "true",
+            "--method.region_cells",
+            "[1, 2]",
+            "--model.backbone_args",
+            "{}",
+        ]
+    )
     assert (cfg.model.method, cfg.optim.lr, cfg.run.compile, cfg.method.region_cells, cfg.model.backbone_args) == (
-        "mocov2", 0.5, True, [1, 2], {})
+        "mocov2",
+        0.5,
+        True,
+        [1, 2],
+        {},
+    )
     with pytest.raises(SystemExit):
         parse_config(["--optim.lr", "0.5", "--print_recipe"])
     printed = tmp_path / "printed.yaml"
@@ -222,8 +263,12 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
     assert make_config(printed).leaves() == make_config(overrides={"optim.lr": 0.5}).leaves()
     from regioncl.errors import UserError
 
-    for bad, says in ((["--optim.lrr", "1"], "optim.lrr"), (["--optim.lr", "-1"], "optim.lr must be positive"),
-                      (["--optim.lr", "fast"], "optim.lr"), (["--config", "no_such_recipe"], "no_such_recipe")):
+    for bad, says in (
+        (["--optim.lrr", "1"], "optim.lrr"),
+        (["--optim.lr", "-1"], "optim.lr must be positive"),
+        (["--optim.lr", "fast"], "optim.lr"),
+        (["--config", "no_such_recipe"], "no_such_recipe"),
+    ):
         with pytest.raises(UserError, match=says):
             parse_config(bad)
 
@@ -351,8 +396,21 @@ def test_every_method_lowers_its_loss_on_a_small_set(tmp_path, method):
     shapes = SampleShapes("train", size=32)
     for i in range(32):
         shapes[i][0].save(folder / f"{i}.png")
-    _, recs = run(tmp_path, data=str(tmp_path / "imgs"), method=method, image_size=32, batch_size=16, queue_size=32,
-                  proj_hidden_dim=64, proj_dim=32, pred_dim=16, lr=0.03, warmup_epochs=4, max_steps=60, epochs=30)
+    _, recs = run(
+        tmp_path,
+        data=str(tmp_path / "imgs"),
+        method=method,
+        image_size=32,
+        batch_size=16,
+        queue_size=32,
+        proj_hidden_dim=64,
+        proj_dim=32,
+        pred_dim=16,
+        lr=0.03,
+        warmup_epochs=4,
+        max_steps=60,
+        epochs=30,
+    )
     loss = [r["loss"] for r in recs]
     assert all(np.isfinite(loss))
     start = 32 // 16 + 1
@@ -361,8 +419,19 @@ def test_every_method_lowers_its_loss_on_a_small_set(tmp_path, method):
 
 @pytest.mark.parametrize("fixed", [True, False])
 def test_simsiam_predictor_lr_stays_fixed_when_asked(tmp_path, fixed):
-    cfg = make_config(overrides={**TINY, "method": "regioncl_s", "pred_dim": 8, "output_dir": str(tmp_path / "r"),
-                                 "max_steps": 6, "stop_at_step": 3, "warmup_epochs": 0, "lr": 0.05, "fix_pred_lr": fixed})
+    cfg = make_config(
+        overrides={
+            **TINY,
+            "method": "regioncl_s",
+            "pred_dim": 8,
+            "output_dir": str(tmp_path / "r"),
+            "max_steps": 6,
+            "stop_at_step": 3,
+            "warmup_epochs": 0,
+            "lr": 0.05,
+            "fix_pred_lr": fixed,
+        }
+    )
     trainer = Trainer(cfg)
     trainer.train()
     backbone_group, predictor_group = trainer.optimizer.param_groups
@@ -393,8 +462,17 @@ def test_knn_monitor_every_epoch(tmp_path):
     write_folder(tmp_path / "imgs", good=16, bad=0)
     write_folder(tmp_path / "held_out", good=8, bad=0)
     data = str(tmp_path / "imgs")
-    _, recs = run(tmp_path, data=data, knn=True, knn_every=1, knn_train_data=data, knn_k=5,
-                  knn_val_data=str(tmp_path / "held_out"), max_steps=6, epochs=3)
+    _, recs = run(
+        tmp_path,
+        data=data,
+        knn=True,
+        knn_every=1,
+        knn_train_data=data,
+        knn_k=5,
+        knn_val_data=str(tmp_path / "held_out"),
+        max_steps=6,
+        epochs=3,
+    )
     assert [r["step"] for r in recs if "knn_top1" in r] == [0, 2, 4, 6]  # before, after epochs 1 and 2, after
 
 
@@ -437,16 +515,34 @@ def test_killed_mid_epoch_and_resumed_trains_on_the_uninterrupted_examples(tmp_p
                 buf = io.BytesIO()
                 Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
                 images.append({"bytes": buf.getvalue(), "path": None})
-            pq.write_table(pa.table({"image": images, "label": list(range(8 * f, 8 * f + 8))}),
-                           tmp_path / "pq" / f"train-{f}.parquet", row_group_size=2)
+            pq.write_table(
+                pa.table({"image": images, "label": list(range(8 * f, 8 * f + 8))}),
+                tmp_path / "pq" / f"train-{f}.parquet",
+                row_group_size=2,
+            )
         data = dict(data=f"hf:{tmp_path / 'pq'}", streaming=True, max_steps=12, shuffle_buffer=4)
     else:
         for i in range(24):
             (tmp_path / "img" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "img" / f"c{i % 2}" / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
+                tmp_path / "img" / f"c{i % 2}" / f"{i}.png"
+            )
         data = dict(data=str(tmp_path / "img"))
-    common = dict(method="mocov2", backbone="resnet10t", image_size=16, batch_size=4, queue_size=16, proj_hidden_dim=32,
-                  proj_dim=16, epochs=2, num_workers=2, knn=False, log_every=1, checkpoint_every=100, **data)
+    common = dict(
+        method="mocov2",
+        backbone="resnet10t",
+        image_size=16,
+        batch_size=4,
+        queue_size=16,
+        proj_hidden_dim=32,
+        proj_dim=16,
+        epochs=2,
+        num_workers=2,
+        knn=False,
+        log_every=1,
+        checkpoint_every=100,
+        **data,
+    )
     full = run({**common, "output_dir": str(tmp_path / "a")}, "full")
     first = run({**common, "output_dir": str(tmp_path / "b"), "stop_at_step": 3}, "first")
     rest = run({**common, "output_dir": str(tmp_path / "b"), "resume": "latest"}, "rest")

@@ -9,30 +9,21 @@
 # Weights: python scripts/convert_mmdet.py OUTPUT_DIR/encoder.safetensors regioncl_r50_mmdet.pth
 # (mmpose's ResNet has mmdet's key names.)
 # Train:   bash tools/dist_train.sh td-hm_res50_8xb64-210e_ap10k-256x256_regioncl.py 8
-_base_ = 'mmpose::animal_2d_keypoint/topdown_heatmap/ap10k/td-hm_res50_8xb64-210e_ap10k-256x256.py'
+_base_ = "mmpose::animal_2d_keypoint/topdown_heatmap/ap10k/td-hm_res50_8xb64-210e_ap10k-256x256.py"
 
 train_cfg = dict(max_epochs=210)
 
-optim_wrapper = dict(optimizer=dict(type='Adam', lr=1e-4))
+optim_wrapper = dict(optimizer=dict(type="Adam", lr=1e-4))
 
 # A list replaces the base's list whole, so the base's 500-iteration linear warm-up is restated.
 param_scheduler = [
-    dict(
-        type='LinearLR', begin=0, end=500, start_factor=0.001,
-        by_epoch=False),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=210,
-        milestones=[170, 200],
-        gamma=0.1,
-        by_epoch=True)
+    dict(type="LinearLR", begin=0, end=500, start_factor=0.001, by_epoch=False),
+    dict(type="MultiStepLR", begin=0, end=210, milestones=[170, 200], gamma=0.1, by_epoch=True),
 ]
 
 model = dict(
     backbone=dict(
         # "backbone."-prefixed keys: select and strip them, else nothing would load (strict=False).
-        init_cfg=dict(
-            type='Pretrained',
-            prefix='backbone.',
-            checkpoint='regioncl_r50_mmdet.pth')))
+        init_cfg=dict(type="Pretrained", prefix="backbone.", checkpoint="regioncl_r50_mmdet.pth")
+    )
+)
