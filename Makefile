@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv pretrain test benchmark clean
+.PHONY: venv pretrain test test-fast lint format benchmark clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,18 @@ pretrain: venv
 
 test: venv
 	$(PY) -m pytest -q $(ARGS)
+
+# the unit tests: everything but the tests marked slow (multi-process, end-to-end, whole runs)
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 benchmark: venv
 	$(PY) scripts/benchmark.py $(ARGS)
