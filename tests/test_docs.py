@@ -16,8 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # README and BENCHMARKS first; the rest must be linked from the README
-DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "CONTRIBUTING.md",
-        ROOT / "CHANGELOG.md"]
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "BENCHMARKS.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "CONTRIBUTING.md",
+    ROOT / "CHANGELOG.md",
+]
 FENCE = re.compile(r"^(```|~~~)")
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
