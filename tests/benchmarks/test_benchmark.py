@@ -60,21 +60,23 @@ def _small(name: str, backbone: str = "resnet18") -> torch.nn.Module:
 @pytest.mark.parametrize("name", ["mocov2", "regioncl_m", "densecl", "simsiam"])
 def test_channels_last_step_equals_the_plain_step(name):
     """Two SGD steps in channels_last (the fast layout) and in the contiguous one: the same
-    losses (relative 1e-4) and the same updates of every parameter and buffer (to 5 % of the
+    losses (relative 1e-4) and the same updates of every parameter and buffer (to 10 % of the
     tensor's largest update: SimSiam's batch-of-4 BN amplifies summation-order differences to
-    2.5 % in its deepest layers; a real difference is of the order of the update itself),
-    momentum encoder, queue and BN statistics included."""
+    2.5 % in its deepest layers, 5.3 % in its first with older torch kernels; a real difference
+    is of the order of the update itself), momentum encoder, queue and BN statistics included."""
     plain = _small(name)
     fast = copy.deepcopy(plain).to(memory_format=torch.channels_last)
     before = copy.deepcopy(plain.state_dict())
     assert _two_steps(plain, False) == pytest.approx(_two_steps(fast, True), rel=1e-4)
-    _assert_same_updates(before, plain, fast, tol=5e-2)
+    _assert_same_updates(before, plain, fast, tol=1e-1)
 
 
 def test_compiled_step_equals_the_eager_step():
     """``--compile`` (the encoders compiled in place) gives RegionCL-M the eager losses (relative
-    1e-4) and updates (to 1 % of each tensor's largest) over two steps; the composite pass and
-    the key encoder go through the compiled encoders too."""
+    1e-4) and updates (to 5 % of each tensor's largest: fused kernels sum in another order, which
+    older torch versions' inductor made 3.5 % of a shallow layer's small update; a real difference
+    is of the order of the update) over two steps; the composite pass and the key encoder go
+    through the compiled encoders too."""
     from regioncl.backbones import compile_encoders
 
     eager = _small("regioncl_m", "resnet10t")
@@ -82,7 +84,7 @@ def test_compiled_step_equals_the_eager_step():
     before = copy.deepcopy(eager.state_dict())
     assert compile_encoders(compiled) == 2  # online and key encoder
     assert _two_steps(eager, False) == pytest.approx(_two_steps(compiled, False), rel=1e-4)
-    _assert_same_updates(before, eager, compiled, tol=1e-2)
+    _assert_same_updates(before, eager, compiled, tol=5e-2)
 
 
 @pytest.mark.parametrize("method", LIGHTLY_METHODS)

@@ -411,7 +411,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     # datasets waits 5 s after interleaving parquet shards with threads (an arrow shutdown
     # issue); tiny local files do not need it.
-    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0, raising=False)  # older datasets have none
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
     return datasets
 
 
