@@ -19,6 +19,7 @@ LAYERS = {
             "errors",
             "spelling",
             "processes",
+            "fork_server",
             "distributed",
             "backbones",
             "swapping",
