@@ -224,6 +224,7 @@ def fake_step(method: str, gpu_augment: bool, step: int = 3) -> dict[str, torch.
 
 @pytest.mark.parametrize("gpu_augment", [False, True])
 @pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.slow
 def test_a_step_on_a_fake_gpu_keeps_every_tensor_on_the_device(method, gpu_augment):
     out = fake_step(method, gpu_augment)
     assert "loss" in out and ("loss_reg" in out) == (METHODS[method][1] is not None)

@@ -94,6 +94,7 @@ def golden_run(method: str, out: Path) -> dict:
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.slow
 def test_golden_run_is_unchanged(tmp_path, method):
     expected = json.loads(GOLDEN.read_text())[method]
     got = golden_run(method, tmp_path / method)

@@ -151,6 +151,7 @@ def user(tmp_path_factory) -> User:
     return me
 
 
+@pytest.mark.slow
 def test_the_walk_through_gives_the_right_answers(user):
     pretrain, export, timm_load, knn, probe, embed, plot, push = user.outputs
     result = user.json(pretrain)
@@ -207,6 +208,7 @@ def test_the_walk_through_gives_the_right_answers(user):
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
 
 
+@pytest.mark.slow
 def test_refused_commands_leave_every_file_as_it_was(user):
     common = [
         "--data.source",
@@ -405,6 +407,7 @@ def test_refused_commands_leave_every_file_as_it_was(user):
     user.run("regioncl", "export", "runs/mine", "exported_again", "--overwrite")
 
 
+@pytest.mark.slow
 def test_a_run_started_from_an_export_has_its_weights_and_its_knn_at_step_0(user):
     knn = ["--knn.train_data", "my_images/train", "--knn.val_data", "my_images/val", "--knn.k", "20"]
     common = [
@@ -489,6 +492,7 @@ def test_a_run_started_from_an_export_has_its_weights_and_its_knn_at_step_0(user
     assert all(torch.equal(whole[k], parts[k]) for k in whole)
 
 
+@pytest.mark.slow
 def test_too_many_bad_files_stop_the_run_after_a_checkpoint(user):
     folder = user.work / "mostly_bad"
     draw_images(folder, (8, 8, 8), seed=2)
@@ -521,6 +525,7 @@ def test_too_many_bad_files_stop_the_run_after_a_checkpoint(user):
     assert done["step"] == 6
 
 
+@pytest.mark.slow
 def test_the_run_records_its_precision_and_a_resume_keeps_it(user):
     args = [
         "--optim.max_steps",

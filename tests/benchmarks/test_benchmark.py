@@ -58,6 +58,7 @@ def _small(name: str, backbone: str = "resnet18") -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", ["mocov2", "regioncl_m", "densecl", "simsiam"])
+@pytest.mark.slow
 def test_channels_last_step_equals_the_plain_step(name):
     """Two SGD steps in channels_last (the fast layout) and in the contiguous one: the same
     losses (relative 1e-4) and the same updates of every parameter and buffer (to 10 % of the
@@ -71,6 +72,7 @@ def test_channels_last_step_equals_the_plain_step(name):
     _assert_same_updates(before, plain, fast, tol=1e-1)
 
 
+@pytest.mark.slow
 def test_compiled_step_equals_the_eager_step():
     """``--compile`` (the encoders compiled in place) gives RegionCL-M the eager losses (relative
     1e-4) and updates (to 1 % of each tensor's largest) over two steps; the composite pass and
@@ -92,6 +94,7 @@ def test_compiled_step_equals_the_eager_step():
 
 
 @pytest.mark.parametrize("method", LIGHTLY_METHODS)
+@pytest.mark.slow
 def test_lightly_step_trains_and_updates_its_momentum_branch(method):
     """The comparison times real work: a finite loss, a gradient step that moves the online
     backbone, and (MoCo v2, DenseCL) the momentum backbone following it."""
@@ -117,6 +120,7 @@ def test_lightly_step_trains_and_updates_its_momentum_branch(method):
         assert any(not torch.equal(a, b) for a, b in zip(online, momentum))
 
 
+@pytest.mark.slow
 def test_compare_lightly_gives_a_row_per_method():
     _needs_lightly()
     setup = Setup("resnet18", {"output_stride": 8}, image_size=32, batch_size=4, steps=1, warmup=0, queue_size=16)
@@ -144,6 +148,7 @@ def test_compare_lightly_in_processes_runs_every_side():
     assert "regioncl, glibc defaults ms / step" in format_compare(rows)
 
 
+@pytest.mark.slow
 def test_compare_layouts_times_both():
     from benchmarks.steps import compare_layouts
 
@@ -152,6 +157,7 @@ def test_compare_layouts_times_both():
     assert len(rows) == 1 and rows[0][0] == "mocov2" and rows[0][1] > 0 and rows[0][2] > 0
 
 
+@pytest.mark.slow
 def test_counted_flops_match_the_backbone_pass_units():
     """Counted step FLOPs agree with FLOP_UNITS (MoCo v2: query forward + backward + key forward = 4
     forward passes; RegionCL-M 7; SimSiam 6), within what the heads and the first layer's missing

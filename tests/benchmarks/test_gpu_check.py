@@ -68,6 +68,7 @@ def test_a_stage_whose_packages_are_absent_is_recorded_without_running(tmp_path,
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == json.loads(json.dumps(records, default=str))
 
 
+@pytest.mark.slow
 def test_a_stage_out_of_time_or_failing_is_recorded_and_the_next_still_runs(tmp_path):
     records = gpu_check(
         tmp_path,

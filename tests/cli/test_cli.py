@@ -44,6 +44,7 @@ def test_a_user_error_is_one_line_with_status_2(tmp_path, capsys, args, says):
     assert len(errors) == 1 and says in errors[0] and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_command_line_and_debug_from_a_fresh_process(tmp_path):
     """`python -m regioncl` and the script shim give the same one line; --debug shows the traceback."""
     for command in (

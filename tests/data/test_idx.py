@@ -55,6 +55,7 @@ def prepare(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_prepare_fashion_mnist_writes_class_folders(tmp_path):
     src = tmp_path / "src"
     write_fake_fashion_mnist(src, 12, 5)
@@ -74,6 +75,7 @@ def names(folder: Path) -> set[str]:
     return {f"{p.parent.name}/{p.name}" for p in folder.rglob("*.png")}
 
 
+@pytest.mark.slow
 def test_prepare_fashion_mnist_derived_sets(tmp_path):
     src = tmp_path / "src"
     write_fake_fashion_mnist(src, 100, 10)
@@ -98,6 +100,7 @@ def test_prepare_fashion_mnist_derived_sets(tmp_path):
     assert too_big.returncode != 0 and "between 1 and 79" in too_big.stderr
 
 
+@pytest.mark.slow
 def test_prepare_fashion_mnist_frames_each_garment_small_and_centred(tmp_path):
     src = tmp_path / "src"
     write_fake_fashion_mnist(src, 10, 10)

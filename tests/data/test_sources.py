@@ -567,6 +567,7 @@ def test_build_source_sample():
     assert np.array_equal(_pixels(src[0][0]), _pixels(SampleShapes("val", size=24, seed=2)[0][0]))
 
 
+@pytest.mark.slow
 def test_streaming_image_folder_splits_into_shards(tmp_path, offline):
     """``hf:FOLDER`` streams a local image folder through the same path as parquet: shards of
     files that readers split disjointly, labels from class folders, the split's files only,

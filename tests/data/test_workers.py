@@ -17,6 +17,7 @@ pytestmark = pytest.mark.skipif(not SUPPORTED, reason="no sigwaitinfo on this pl
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+@pytest.mark.slow
 def test_workers_signalled_by_another_process_as_they_start_still_deliver_every_batch(tmp_path, start_method):
     """A scheduler's SIGTERM to every process of a job may land while a worker starts, before any
     worker_init_fn runs (torch's worker installs a SIGTERM handler that dies first thing): the
@@ -59,6 +60,7 @@ def test_workers_signalled_by_another_process_as_they_start_still_deliver_every_
     assert done.stdout.strip() == str(list(range(16)))
 
 
+@pytest.mark.slow
 def test_workers_outside_main_handles_keep_torchs_behaviour(tmp_path):
     """Only the signals the main process handles are left to it: a SIGTERM to a worker of a loader
     started outside :func:`main_handles` still ends that worker, and the loader says so."""
@@ -76,6 +78,7 @@ def test_workers_outside_main_handles_keep_torchs_behaviour(tmp_path):
         it._shutdown_workers()  # else torch reports the dead worker again at the next SIGCHLD, anywhere
 
 
+@pytest.mark.slow
 def test_a_crash_with_live_workers_exits_instead_of_waiting_for_them(tmp_path):
     """An exception that keeps an iterator alive leaves its workers to multiprocessing's exit
     hook, which SIGTERMs them and waits: workers that ignored that signal would hang the exit
@@ -102,6 +105,7 @@ def test_a_crash_with_live_workers_exits_instead_of_waiting_for_them(tmp_path):
 
 
 @pytest.mark.parametrize("start_method", [None, "fork"])
+@pytest.mark.slow
 def test_a_lock_held_by_another_thread_as_the_workers_start_does_not_hang_them(tmp_path, start_method):
     """What hung multi-process runs: a worker forked while another thread of its process held a
     lock (gloo's, an allocator's, Python's) inherits it held, with no thread left to release it,
@@ -149,6 +153,7 @@ def test_a_lock_held_by_another_thread_as_the_workers_start_does_not_hang_them(t
         assert done.stdout.split(None, 1) == ["forkserver", str(list(range(8))) + "\n"]
 
 
+@pytest.mark.slow
 def test_workers_log_as_the_main_process_does(tmp_path):
     """A worker from the fork server logs with the main process's handlers and formats, as a
     forked one did (the trainer's warnings of bad images and stream retries come from workers)."""
@@ -176,6 +181,7 @@ def test_workers_log_as_the_main_process_does(tmp_path):
     assert lines == ["[main format] WARNING regioncl.data: item 0", "[main format] WARNING regioncl.data: item 1"]
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
     """The workers import the main module as they start: a script that makes its accelerator at
     the top level would have every worker join the job. It is refused, naming the cure."""
@@ -238,6 +244,7 @@ def test_every_loader_of_the_package_is_a_worker_loader():
     assert plain == []
 
 
+@pytest.mark.slow
 def test_the_fork_server_and_the_resource_tracker_outlive_a_jobs_stop_signals(tmp_path):
     """scancel signals every process of the job: the fork server and multiprocessing's resource
     tracker too. A dead server would make the workers it started look dead to their loader (it
@@ -273,6 +280,7 @@ def test_the_fork_server_and_the_resource_tracker_outlive_a_jobs_stop_signals(tm
     assert "died unexpectedly" not in done.stderr
 
 
+@pytest.mark.slow
 def test_the_workers_and_the_fork_server_end_with_a_killed_main_process(tmp_path):
     """The workers' parent is the fork server, not the main process, so torch's check of the
     parent does not see a main process killed outright (SIGKILL, or a signal it does not handle):

@@ -56,6 +56,7 @@ def read(path: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_every_image_once_with_unit_norm_and_unique_ids(tmp_path, encoder_run):
     from regioncl.data import SampleShapes
 
@@ -84,6 +85,7 @@ def test_every_image_once_with_unit_norm_and_unique_ids(tmp_path, encoder_run):
     assert not out.with_name(out.name + ".parts").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_started_again_skips_the_chunks_it_wrote(tmp_path, encoder_run, monkeypatch):
     import regioncl.eval.embed as module
     from regioncl.data import build_source, eval_transform
@@ -125,6 +127,7 @@ def test_two_processes_write_the_rows_of_one(tmp_path, encoder_run):
     assert torch.allclose(one["embedding"], two["embedding"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_embedding_map_is_drawn(tmp_path, encoder_run):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (the dev install has it)")
     from regioncl.study.plots import embedding_map
@@ -143,6 +146,7 @@ def test_the_embedding_map_is_drawn(tmp_path, encoder_run):
     assert proc.returncode == 0 and (tmp_path / "e_pca.png").stat().st_size > 1000, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_parts_of_another_split_are_discarded_not_mixed_in(tmp_path, encoder_run):
     from regioncl.data import build_source, eval_transform
     from regioncl.distributed import make_accelerator

@@ -38,6 +38,7 @@ def checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("mix", [0.0, 0.8])
+@pytest.mark.slow
 def test_finetune_trains_end_to_end(separable_folder, checkpoint, mix):
     train, val = (build_source(str(separable_folder / split)) for split in ("train", "val"))
     model = load_finetune_model(str(checkpoint), 2)
@@ -61,6 +62,7 @@ def test_finetune_trains_end_to_end(separable_folder, checkpoint, mix):
         assert result["top1"] >= 0.9
 
 
+@pytest.mark.slow
 def test_finetune_script_accepts_a_local_dir(tmp_path, checkpoint, separable_folder):
     from regioncl.export.hub import export
 

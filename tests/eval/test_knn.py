@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +44,7 @@ def test_votes_are_temperature_weighted():
     assert torch.allclose(scores, expected)
 
 
+@pytest.mark.slow
 def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_path, separable_folder):
     """The same encoder, given three ways, gives the same kNN accuracy."""
     import json
@@ -108,6 +110,7 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
     assert results[0] == 1.0
 
 
+@pytest.mark.slow
 def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
     """A corrupt file in the bank and one in the queries: kNN, features and top-k accuracy equal
     those of the clean folders, and the skips are logged with the file's name."""

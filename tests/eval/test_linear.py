@@ -21,6 +21,7 @@ def sources(root: Path):
     "augment,optimizer,standardize",
     [(True, "sgd", False), (False, "sgd", False), (False, "lars", False), (True, "sgd", True)],
 )
+@pytest.mark.slow
 def test_probe_learns_a_separable_set_and_leaves_the_backbone_untouched(
     separable_folder, augment, optimizer, standardize
 ):
@@ -57,6 +58,7 @@ def test_lars_scales_the_update_by_the_trust_ratio():
     assert torch.allclose(w, torch.full((2, 2), 1.5))
 
 
+@pytest.mark.slow
 def test_script_accepts_a_checkpoint_and_a_local_dir(tmp_path, separable_folder):
     from regioncl.export.hub import export
     from regioncl.train.config import make_config

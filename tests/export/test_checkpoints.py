@@ -49,6 +49,7 @@ def test_every_reader_refuses_a_pickled_object_and_runs_none_of_it(tmp_path, boo
 
 
 @pytest.mark.parametrize("script", ["export.py", "convert_detectron2.py", "convert_mmdet.py"])
+@pytest.mark.slow
 def test_the_scripts_refuse_it_with_a_message(tmp_path, booby_trapped, script):
     path, marker = booby_trapped
     args = [str(path), str(tmp_path / "out")] + (["--backbone", "resnet18"] if script == "export.py" else [])

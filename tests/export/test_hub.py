@@ -174,6 +174,7 @@ def test_pth_files_are_read_with_weights_only(tmp_path):
         export(evil, tmp_path / "e2", backbone="resnet18")
 
 
+@pytest.mark.slow
 def test_dry_run_writes_a_card_and_config_that_parse_and_no_token(tmp_path):
     enc = trained_like("resnet18")
     ckpt = write_checkpoint(

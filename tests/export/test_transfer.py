@@ -214,6 +214,7 @@ def _run(script: str, *args: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_convert_detectron2_script(tmp_path, r18):
     src = tmp_path / "encoder.safetensors"
     save_file(r18, str(src))
@@ -237,6 +238,7 @@ def test_convert_detectron2_script(tmp_path, r18):
         np.testing.assert_array_equal(v, expected[k].numpy())
 
 
+@pytest.mark.slow
 def test_convert_detectron2_script_refuses_classifier(tmp_path, r18):
     src = tmp_path / "encoder.safetensors"
     save_file(dict(r18, **{"fc.weight": torch.zeros(10, 512)}), str(src))
@@ -245,6 +247,7 @@ def test_convert_detectron2_script_refuses_classifier(tmp_path, r18):
     assert not (tmp_path / "out.pkl").exists()
 
 
+@pytest.mark.slow
 def test_convert_mmdet_script_matches_config_prefix(tmp_path, r18):
     src = tmp_path / "export"
     src.mkdir()

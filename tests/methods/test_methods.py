@@ -21,6 +21,7 @@ def test_unknown_method_is_refused():
         build_method("byol", create_encoder("resnet18"))
 
 
+@pytest.mark.slow
 def test_mocov2_has_no_region_loss_and_regioncl_m_has_one():
     xq, xk = views()
     assert "loss_reg" not in small("mocov2")(xq, xk)
@@ -28,6 +29,7 @@ def test_mocov2_has_no_region_loss_and_regioncl_m_has_one():
     assert torch.allclose(out["loss"], out["loss_ins"] + out["loss_reg"])
 
 
+@pytest.mark.slow
 def test_gradients_reach_the_online_branch_only():
     m = small()
     queue_before = m.queue.keys.clone()
@@ -44,6 +46,7 @@ def test_gradients_reach_the_online_branch_only():
     assert torch.equal(m.queue.keys[4:], queue_before[4:])
 
 
+@pytest.mark.slow
 def test_region_loss_gradient_reaches_the_composite_pass():
     """L_reg alone must train the encoder through the composite forward (paste and canvas)."""
     m = small()
@@ -52,6 +55,7 @@ def test_region_loss_gradient_reaches_the_composite_pass():
     assert m.encoder.model.conv1.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_enqueued_keys_are_the_momentum_keys():
     m = small("mocov2")
     xq, xk = views()
@@ -70,6 +74,7 @@ def test_enqueued_keys_are_the_momentum_keys():
         ("densecl", "dense_projector", "key_dense_projector"),
     ],
 )
+@pytest.mark.slow
 def test_momentum_update_moves_keys_towards_online(name, online, key):
     m = small(name, momentum=0.5)
     with torch.no_grad():
@@ -81,6 +86,7 @@ def test_momentum_update_moves_keys_towards_online(name, online, key):
         assert torch.allclose(k, 0.5 * b + 0.5 * o)
 
 
+@pytest.mark.slow
 def test_same_step_same_result_and_different_steps_differ():
     xq, xk = views()
     a = small()(xq, xk, step=3)["loss"]
@@ -90,6 +96,7 @@ def test_same_step_same_result_and_different_steps_differ():
     assert a.item() != c.item()
 
 
+@pytest.mark.slow
 def test_bn_groups_give_keys_their_own_statistics():
     """With bn_groups=2 each half of the shuffled key batch is normalised on its own."""
     xq, xk = views(b=8)
@@ -119,6 +126,7 @@ from regioncl.methods import METHODS  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.slow
 def test_every_method_backpropagates_to_the_online_encoder_only(name):
     m = small(name, pred_dim=8)
     xq, xk = views()
@@ -140,6 +148,7 @@ def test_region_weights_default_per_method_and_can_be_set():
     assert build_method("regioncl_d", create_encoder("resnet18"), region_weight=2.0, queue_size=32).region_weight == 2.0
 
 
+@pytest.mark.slow
 def test_densecl_loss_is_the_weighted_sum_and_both_queues_fill():
     m = small("regioncl_d")
     dense_before = m.dense_queue.keys.clone()
@@ -168,6 +177,7 @@ def test_simsiam_predictor_is_its_own_param_group():
     assert sum(len(g["params"]) for g in groups) == len([p for p in m.parameters() if p.requires_grad])
 
 
+@pytest.mark.slow
 def test_noswap_paste_feature_does_not_see_the_canvas_image():
     """Without swapping, paste row i is encoded on a zero image: changing image i (its canvas
     source) leaves it unchanged. With swapping the composite's receptive fields mix both."""

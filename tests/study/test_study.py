@@ -273,6 +273,7 @@ def test_a_seed_the_study_never_plans_is_refused_not_silently_skipped(tmp_path):
         StudyRunner(load_study(path), echo=lambda line: None).run(only=["regioncl_m"], seeds=[2, 3])
 
 
+@pytest.mark.slow
 def test_recorded_rows_stand_for_runs_whose_folders_are_gone(tmp_path):
     """Rows of the committed results whose folders are gone (another machine, a wiped scratch disk)
     count as done, stay in the table and the plots and weigh in the extra-seed rule; a folder here
@@ -413,6 +414,7 @@ def test_study_runner_trains_probes_summarises_skips_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_shipped_studies_load_and_never_score_on_their_pretraining_images(path):
     study = load_study(path)  # every run's recipe resolves to a valid config
     for spec in study.runs:

@@ -71,6 +71,7 @@ def test_sync_batch_norm_keeps_timm_norm_activation_layers():
 
 @pytest.mark.parametrize("gpu_augment", [False, True])
 @pytest.mark.parametrize("method", ["regioncl_m", "regioncl_d", "regioncl_s"])
+@pytest.mark.slow
 def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, method, gpu_augment):
     """Between logging steps, a step (views to the device, augmentation, forward, backward,
     optimizer, metric sums) makes no host read: pinned at 0."""

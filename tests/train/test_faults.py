@@ -244,6 +244,7 @@ def test_a_non_finite_loss_stops_without_a_checkpoint_from_those_weights(tmp_pat
     assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_rollback_reloads_the_last_good_checkpoint_and_skips_the_offending_steps(tmp_path):
     t = trainer(
         tmp_path / "r",
@@ -292,6 +293,7 @@ def damaged_run(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "alter"])
+@pytest.mark.slow
 def test_resume_skips_a_damaged_checkpoint_with_a_warning(tmp_path, damage, caplog):
     out = damaged_run(tmp_path)
     newest = list_checkpoints(out)[-1]
@@ -437,6 +439,7 @@ def test_killed_at_random_moments_and_resumed_it_ends_as_an_uninterrupted_run(tm
         assert torch.allclose(ref[key].float(), end[key].float(), rtol=1e-4, atol=1e-6), key
 
 
+@pytest.mark.slow
 def test_resume_auto_starts_a_new_run_and_continues_a_stopped_one(tmp_path):
     """What a requeued job needs: the same command line the first time and every time after."""
     args = {"optim.max_steps": 6, "run.checkpoint_every": 2, "run.resume": "auto"}

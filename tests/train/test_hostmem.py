@@ -62,6 +62,7 @@ def _huge_pages_always() -> bool:
 
 
 @glibc
+@pytest.mark.slow
 def test_kept_memory_is_reused_without_page_faults_until_released():
     big, kept = _fraction_faulted("keep")
     assert kept < 0.02

@@ -16,6 +16,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_tensorboard_event_files_hold_loss_lr_and_knn(tmp_path):
     from test_distributed import tensorboard_scalars
 

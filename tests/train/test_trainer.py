@@ -46,6 +46,7 @@ def losses(recs):
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.slow
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, method):
     """Restores the queues, key encoders, predictor and optimizer state: same losses after resume."""
     check_exact_resume(tmp_path, method=method, pred_dim=8, max_steps=6)
@@ -440,6 +441,7 @@ def test_simsiam_predictor_lr_stays_fixed_when_asked(tmp_path, fixed):
     assert predictor_group["lr"] == pytest.approx(0.05 if fixed else scheduled)
 
 
+@pytest.mark.slow
 def test_knn_before_and_after_training_is_logged(tmp_path):
     result, recs = run(tmp_path, knn=True, max_steps=2)
     knn = [r for r in recs if "knn_top1" in r]
@@ -448,6 +450,7 @@ def test_knn_before_and_after_training_is_logged(tmp_path):
     assert all(0.0 <= r["knn_top1"] <= 1.0 for r in knn)
 
 
+@pytest.mark.slow
 def test_a_run_of_no_steps_is_scored_once(tmp_path):
     """The random-init reference of a study (max_steps 0): its weights are scored once, at step 0,
     and that score is both the before and the after; its encoder is still written."""
@@ -491,6 +494,7 @@ def test_a_stream_needs_a_shard_per_process_and_caps_workers(caplog):
 
 
 @pytest.mark.parametrize("kind", ["folder", "stream"])
+@pytest.mark.slow
 def test_killed_mid_epoch_and_resumed_trains_on_the_uninterrupted_examples(tmp_path, kind):
     """Stopped after 3 steps (the checkpoint a kill leaves), then resumed: the two parts train
     on exactly the batches, in the same order, as one uninterrupted run. Two DataLoader
