@@ -259,7 +259,9 @@ def test_the_guard_refuses_a_host_tensor_made_in_the_step(monkeypatch):
 
     real = mocov2.info_nce
     monkeypatch.setattr(mocov2, "info_nce", lambda q, *a: real(q + torch.zeros(q.shape[1]), *a))
-    with pytest.raises(fake_tensor.FakeTensorDeviceMismatchError):
+    # its own error class in newer torch, a RuntimeError before (torch 2.11)
+    mismatch = getattr(fake_tensor, "FakeTensorDeviceMismatchError", RuntimeError)
+    with pytest.raises(mismatch, match="(?i)device"):
         fake_step("mocov2", gpu_augment=False)
 
 
