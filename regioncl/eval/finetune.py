@@ -116,6 +116,6 @@ def finetune(
         eval_transform(cfg.image_size, crop_pct=cfg.crop_pct),
         acc.device,
         batch_size=per_process,
-        num_workers=default_workers(cfg.num_workers),
+        num_workers=workers,
     )
     return {"top1": top1, "top5": top5, "history": history}

@@ -144,8 +144,8 @@ def linear_probe(
     opt = opt_cls(head.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     head, opt = acc.prepare(head, opt)
 
+    workers = default_workers(cfg.num_workers)
     if cfg.augment:
-        workers = default_workers(cfg.num_workers)
         # persistent: workers started once, not once an epoch (each start imports the main module)
         train_loader = acc.prepare(
             WorkerLoader(
@@ -164,7 +164,7 @@ def linear_probe(
             val_tf,
             device,
             batch_size=per_process,
-            num_workers=default_workers(cfg.num_workers),
+            num_workers=workers,
             normalize=False,
             gather=False,
         )
@@ -202,8 +202,6 @@ def linear_probe(
         with acc.autocast():
             return classifier(backbone(images).float())
 
-    top1, top5 = topk_accuracy(
-        predict, val_source, val_tf, device, batch_size=per_process, num_workers=default_workers(cfg.num_workers)
-    )
+    top1, top5 = topk_accuracy(predict, val_source, val_tf, device, batch_size=per_process, num_workers=workers)
     head_state = {k: v.detach().cpu() for k, v in classifier.state_dict().items()}
     return {"top1": top1, "top5": top5, "epochs": cfg.epochs, "history": history, "head": head_state}
