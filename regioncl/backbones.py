@@ -160,26 +160,9 @@ def _output_stride(model: nn.Module) -> int:
     )
 
 
-#: the oldest torch whose compiled step the tests find equal to the eager step (torch 2.4's
-#: differs by a fifth of an update after two steps)
-COMPILE_SINCE = (2, 11)
-
-
-def torch_version() -> tuple[int, int]:
-    """torch's (major, minor)."""
-    major, minor = torch.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
 def compile_encoders(model: nn.Module) -> int:
     """``torch.compile`` every :class:`Encoder` in ``model`` in place (``Module.compile``: the
-    state dict keeps its keys, so checkpoints and exports are unchanged); returns how many.
-    Refused on a torch older than :data:`COMPILE_SINCE`."""
-    if torch_version() < COMPILE_SINCE:
-        raise UserError(
-            f"run.compile needs torch >= {'.'.join(map(str, COMPILE_SINCE))} (the oldest whose compiled step "
-            f"is tested against the eager one); this is torch {torch.__version__}: upgrade it or leave run.compile off"
-        )
+    state dict keeps its keys, so checkpoints and exports are unchanged); returns how many."""
     encoders = [m for m in model.modules() if isinstance(m, Encoder)]
     for encoder in encoders:
         encoder.compile()

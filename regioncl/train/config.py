@@ -204,7 +204,7 @@ class RunConfig:
     """fp32, bf16 or fp16 (autocast; fp16 with loss scaling, GPUs only); null: what `accelerate
     launch --mixed_precision` says, else fp32. The run records the precision it trained in"""
     compile: bool = _resumable(False)
-    """torch.compile the encoders in place (Module.compile); torch >= 2.11"""
+    """torch.compile the encoders in place (Module.compile)"""
     keep_host_memory: bool | None = _resumable(None)
     """glibc keeps freed memory for the next step (no page faults); null: when training on the CPU"""
     log_with: list[str] | None = _resumable(None)

@@ -76,18 +76,12 @@ def test_channels_last_step_equals_the_plain_step(name):
 def test_compiled_step_equals_the_eager_step():
     """``--compile`` (the encoders compiled in place) gives RegionCL-M the eager losses (relative
     1e-4) and updates (to 1 % of each tensor's largest) over two steps; the composite pass and
-    the key encoder go through the compiled encoders too. Older torch, whose compiled step this
-    test does not pass, is refused."""
-    from regioncl.backbones import COMPILE_SINCE, compile_encoders, torch_version
-    from regioncl.errors import UserError
+    the key encoder go through the compiled encoders too."""
+    from regioncl.backbones import compile_encoders
 
     eager = _small("regioncl_m", "resnet10t")
     compiled = copy.deepcopy(eager)
     before = copy.deepcopy(eager.state_dict())
-    if torch_version() < COMPILE_SINCE:
-        with pytest.raises(UserError, match="run.compile needs torch"):
-            compile_encoders(compiled)
-        return
     assert compile_encoders(compiled) == 2  # online and key encoder
     assert _two_steps(eager, False) == pytest.approx(_two_steps(compiled, False), rel=1e-4)
     _assert_same_updates(before, eager, compiled, tol=1e-2)
