@@ -58,7 +58,10 @@ def load_image(path: Path = IMAGE) -> dict:
 
 
 def project_requirements(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = EXTRAS) -> list[str]:
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the dev extra installs tomli, the same parser
+        import tomli as tomllib
 
     project = tomllib.loads(pyproject.read_text())["project"]
     return [*project["dependencies"], *(r for e in extras for r in project["optional-dependencies"][e])]
