@@ -24,6 +24,7 @@ def info_nce(
     queue: torch.Tensor,
     temperature: float,
     extra_negatives: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """InfoNCE with a queue of negatives, the positive at logit index 0 (MoCo, Eq. 1).
 
@@ -38,9 +39,10 @@ def info_nce(
         extra_negatives: optional ``(N, D)`` one more negative per row (RegionCL's
             paste/canvas partner), placed right after the positive. Pass it detached
             for a stop-gradient negative.
+        reduction: ``"mean"`` over the rows, or ``"none"``: each row's loss.
 
     Returns:
-        The mean cross-entropy over the N rows, a scalar.
+        The mean cross-entropy over the N rows, a scalar (``(N,)`` with ``reduction="none"``).
     """
     with fp32(query):
         query = query.float()
@@ -50,7 +52,7 @@ def info_nce(
         logits.append(query @ queue.float().t())
         logits = torch.cat(logits, dim=1) / temperature
         target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target, reduction=reduction)
 
 
 def negative_cosine(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

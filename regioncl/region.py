@@ -97,14 +97,12 @@ class RegionCL:
         return RegionFeatures(paste, canvas, views.perm, views.box)
 
     @staticmethod
-    def loss(
-        pair_loss: PairLoss, canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor
-    ) -> torch.Tensor:
-        """L_reg over the 2B canvas and paste rows, averaged together.
+    def rows(
+        canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The 2B region rows ``[canvas; paste]``, each row's positive and its partner (SPEC §3).
 
         Args:
-            pair_loss: the base method's loss ``(rows, positives, extra_negatives) → scalar``
-                (mean over rows); a method without negatives ignores the third argument.
             canvas: ``(B, D)`` projected canvas embeddings (gradient flows).
             paste: ``(B, D)`` projected paste embeddings (gradient flows).
             targets: ``(B, D)`` the instance targets of the *original* images (MoCo's keys k).
@@ -114,4 +112,17 @@ class RegionCL:
         positives = torch.cat([targets, targets[perm]])
         # The partner region of the same composite is a hard negative, with a stop-gradient.
         partners = torch.cat([paste, canvas]).detach()
-        return pair_loss(rows, positives, partners)
+        return rows, positives, partners
+
+    @staticmethod
+    def loss(
+        pair_loss: PairLoss, canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor
+    ) -> torch.Tensor:
+        """L_reg over the 2B canvas and paste rows (:meth:`rows`), averaged together.
+
+        Args:
+            pair_loss: the base method's loss ``(rows, positives, extra_negatives) → scalar``
+                (mean over rows); a method without negatives ignores the third argument.
+            canvas, paste, targets, perm: as for :meth:`rows`.
+        """
+        return pair_loss(*RegionCL.rows(canvas, paste, targets, perm))

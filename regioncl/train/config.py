@@ -222,6 +222,10 @@ class RunConfig:
     """RegionCL runs: warn once (log and metrics.jsonl) when the instance loss has climbed back this
     fraction of the way from its lowest to chance, for three records in a row: the region task working
     against the instance task, where the base method may give the better encoder; null: never"""
+    diagnose_every: int = _resumable(0)
+    """RegionCL-M and -D runs: every this many steps, a record of metrics.jsonl with the two losses'
+    gradient norms and cosine at the encoder, the share of region rows without content and their
+    loss (regioncl/train/region_diagnostics.py); about one more step's compute each; 0: never"""
     on_save_error: str = _resumable("stop")
     """when a periodic checkpoint cannot be written (a full disk): stop (exit status 74), or continue
     training and try again at the next one"""
@@ -270,8 +274,12 @@ class PretrainConfig:
             raise UserError(f"method.key_momentum must be in [0, 1), got {self.method.key_momentum}")
         if not 0.0 <= self.data.max_bad_fraction <= 1.0:
             raise UserError(f"data.max_bad_fraction must be in [0, 1], got {self.data.max_bad_fraction}")
-        if self.data.max_bad_images < 0:
-            raise UserError(f"data.max_bad_images must be >= 0, got {self.data.max_bad_images}")
+        for name, value in {
+            "data.max_bad_images": self.data.max_bad_images,
+            "run.diagnose_every": self.run.diagnose_every,
+        }.items():
+            if value < 0:
+                raise UserError(f"{name} must be >= 0, got {value}")
         if self.run.precision not in (None, *PRECISIONS):
             raise UserError(f"run.precision must be one of {list(PRECISIONS)} (or null), got {self.run.precision!r}")
         if self.method.region_cells is not None and len(self.method.region_cells) != 2:

@@ -41,6 +41,7 @@ from .preemption import (
     requeue_slurm_job,
 )
 from .region_check import WARNING, region_check
+from .region_diagnostics import check_diagnosable, region_diagnostics
 
 logger = logging.getLogger("regioncl")
 
@@ -123,6 +124,8 @@ class Trainer:
         # Model first: its checks (a feature map at this size, stride, box range, batch, queue) need no data.
         self.model = build_model(cfg, self.world)
         self.model.check(cfg.data.image_size, batch_per_process, self.world)
+        if cfg.run.diagnose_every:
+            check_diagnosable(self.model, cfg.model.method)
         self.init_source = None
         if cfg.model.init and self.start_from is None:  # a resumed run has its weights in its checkpoint
             self.init_source = initialise_encoder(self.model, cfg.model.init)
@@ -460,6 +463,11 @@ class Trainer:
         # The views are made (augmented on the device, normalised) in fp32, outside autocast: the
         # augmentation writes into float32 batches, and the model's autocast is for the model.
         view_q, view_k = self.data.to_device(batch["view_q"], 0, step), self.data.to_device(batch["view_k"], 1, step)
+        every = self.cfg.run.diagnose_every
+        if every and (step + 1) % every == 0:  # labelled with the step it precedes, as a resumed run counts
+            with acc.autocast(), self.metrics.paused():
+                record = region_diagnostics(self.unwrapped, view_q, view_k, step)
+            self.metrics.write({"step": step + 1, **record})
         with acc.autocast():
             out = self.model(view_q, view_k, step=step)
         acc.backward(out["loss"])

@@ -1,0 +1,118 @@
+"""run.diagnose_every: what the region task does to the encoder, measured without changing the run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from regioncl.errors import UserError
+from regioncl.train.region_diagnostics import EMPTY_BELOW, content_mask, row_content
+
+
+def object_on_plain_ground(size: int = 16, top: int = 4, left: int = 6, side: int = 4, ground: float = -1.0):
+    """One (3, S, S) image: a plain background with a textured square object."""
+    img = torch.full((3, size, size), ground)
+    img[:, top : top + side, left : left + side] = torch.linspace(0.5, 2.0, side * side).view(1, side, side)
+    return img
+
+
+def test_content_is_the_object_and_a_flat_image_has_none():
+    images = torch.stack([object_on_plain_ground(), torch.full((3, 16, 16), 0.7)])
+    mask = content_mask(images)
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[4:8, 6:10] = True
+    assert torch.equal(mask[0], expected)
+    assert not mask[1].any()
+
+
+def test_row_content_reads_the_canvas_of_image_i_and_the_paste_of_image_perm_i():
+    # image 0: object inside the box; image 1: object outside it; image 2: nothing
+    box = (slice(0, 8), slice(0, 8))
+    images = torch.stack(
+        [object_on_plain_ground(top=2, left=2), object_on_plain_ground(top=10, left=10), torch.zeros(3, 16, 16)]
+    )
+    perm = torch.tensor([1, 2, 0])
+    content = row_content(images, box, perm)
+    canvas, paste = content[:3], content[3:]
+    outside, inside = 16 * 16 - 64, 64
+    assert canvas.tolist() == pytest.approx([0.0, 16 / outside, 0.0])
+    assert paste.tolist() == pytest.approx([0.0, 0.0, 16 / inside])  # the boxes of images 1, 2 and 0
+    assert (content < EMPTY_BELOW).tolist() == [True, False, True, True, True, False]
+
+
+TINY = dict(
+    backbone="resnet10t",
+    backbone_args={"output_stride": 8},
+    image_size=32,
+    batch_size=8,
+    queue_size=32,
+    proj_hidden_dim=32,
+    proj_dim=16,
+    num_workers=0,
+    knn=False,
+    log_every=1,
+    checkpoint_every=100,
+    epochs=1,
+    max_steps=4,
+    lr=0.05,
+    seed=0,
+)
+
+
+def _run(tmp_path, name, **kw):
+    from safetensors.torch import load_file
+
+    from regioncl.train.config import make_config
+    from regioncl.train.trainer import Trainer
+
+    out = tmp_path / name
+    Trainer(make_config(overrides={**TINY, "output_dir": str(out), **kw})).train()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return records, load_file(str(out / "encoder.safetensors"))
+
+
+@pytest.mark.parametrize("method", ["regioncl_m", "regioncl_d"])
+@pytest.mark.slow
+def test_diagnostics_measure_the_step_they_precede_and_change_nothing(tmp_path, method):
+    plain, plain_weights = _run(tmp_path, "plain", method=method)
+    seen, seen_weights = _run(tmp_path, "seen", method=method, diagnose_every=2)
+    losses = {r["step"]: r for r in seen if "loss" in r}
+
+    def loss_records(records):  # the records also hold timings, which differ
+        return [{k: v for k, v in r.items() if k.startswith("loss") or k == "step"} for r in records if "loss" in r]
+
+    assert loss_records(plain) == loss_records(seen) and len(loss_records(plain)) == 4
+    assert plain_weights.keys() == seen_weights.keys()
+    assert all(torch.equal(plain_weights[k], seen_weights[k]) for k in plain_weights)
+
+    diagnostics = [r for r in seen if "diag_grad_ins" in r]
+    assert [r["step"] for r in diagnostics] == [2, 4]
+    for d in diagnostics:
+        step = losses[d["step"]]
+        # the step's own forward pass: the losses it logged for that step (DenseCL's global term)
+        assert d["diag_loss_ins"] == pytest.approx(step["loss_ins"], rel=1e-5)
+        assert d["diag_loss_reg"] == pytest.approx(step["loss_reg"], rel=1e-5)
+        assert d["diag_chance"] == pytest.approx(math.log(32 + 2))
+        assert d["diag_grad_ins"] > 0 and d["diag_grad_reg"] > 0
+        assert -1.0 <= d["diag_grad_cos"] <= 1.0
+        assert 0.0 <= d["diag_empty_paste"] <= 1.0 and 0.0 <= d["diag_empty_canvas"] <= 1.0
+        rows = [v for v in (d["diag_loss_reg_empty"], d["diag_loss_reg_content"]) if v is not None]
+        assert rows and min(rows) <= d["diag_loss_reg"] + 1e-5 and max(rows) >= d["diag_loss_reg"] - 1e-5
+
+
+def test_diagnostics_are_refused_for_a_method_without_a_region_loss(tmp_path):
+    from regioncl.train.config import make_config
+    from regioncl.train.trainer import Trainer
+
+    for method in ("mocov2", "regioncl_s"):
+        cfg = make_config(
+            overrides={**TINY, "output_dir": str(tmp_path / method), "method": method, "diagnose_every": 2}
+        )
+        with pytest.raises(UserError, match="run.diagnose_every measures the region loss of RegionCL-M and -D"):
+            Trainer(cfg)
+        assert not (tmp_path / method).exists()
+    with pytest.raises(UserError, match="run.diagnose_every must be >= 0"):
+        make_config(overrides={**TINY, "method": "regioncl_m", "diagnose_every": -1})
