@@ -41,12 +41,15 @@ class RegionFeatures:
         canvas: ``(B, C)`` mean over the other cells of composite i (content of image i).
         perm: π, ``(B,)`` int64.
         box: the box, in cells.
+        keep: ``(2B,)`` bool, the region rows (canvas rows, then paste rows) that enter the loss;
+            ``None``: all of them.
     """
 
     paste: torch.Tensor
     canvas: torch.Tensor
     perm: torch.Tensor
     box: Box
+    keep: torch.Tensor | None = None
 
 
 class RegionCL:
@@ -58,6 +61,8 @@ class RegionCL:
         pairing: ``"derangement"`` (default) or the authors' ``"reverse"``.
         swap: ``False`` for the no-swapping ablation (SPEC §7): the paste region on a zero
             image and the canvas with the region zeroed are encoded separately.
+        min_content: leave out of the loss the rows whose pixels hold content (:func:`row_content`)
+            in less than this share; 0 keeps every row, as the paper does.
     """
 
     def __init__(
@@ -65,12 +70,16 @@ class RegionCL:
         region_cells: tuple[int, int] | list[int] | None = None,
         pairing: Pairing = "derangement",
         swap: bool = True,
+        min_content: float = 0.0,
     ) -> None:
         if pairing not in PAIRINGS:
             raise UserError(f"unknown pairing {pairing!r}; expected one of {PAIRINGS}")
+        if not 0.0 <= min_content < 1.0:
+            raise UserError(f"method.region_min_content must be in [0, 1), got {min_content}")
         self.region_cells = None if region_cells is None else tuple(int(v) for v in region_cells)
         self.pairing = pairing
         self.swap = swap
+        self.min_content = float(min_content)
 
     def check(self, grid: int, batch_per_process: int) -> None:
         """Refuse, before any compute, a grid or batch that region swapping cannot use: the
@@ -90,11 +99,16 @@ class RegionCL:
         if self.swap:
             swap = region_swap(*args)
             paste, canvas = paste_canvas_pool(encoder(swap.composite), swap.box)
-            return RegionFeatures(paste, canvas, swap.perm, swap.box)
-        views = noswap_views(*args)
-        paste, _ = paste_canvas_pool(encoder(views.paste), views.box)
-        _, canvas = paste_canvas_pool(encoder(views.canvas), views.box)
-        return RegionFeatures(paste, canvas, views.perm, views.box)
+            box, perm = swap.box, swap.perm
+        else:
+            views = noswap_views(*args)
+            paste, _ = paste_canvas_pool(encoder(views.paste), views.box)
+            _, canvas = paste_canvas_pool(encoder(views.canvas), views.box)
+            box, perm = views.box, views.perm
+        keep = None
+        if self.min_content > 0:
+            keep = row_content(images, box.pixel_slices(encoder.stride), perm) >= self.min_content
+        return RegionFeatures(paste, canvas, perm, box, keep)
 
     @staticmethod
     def rows(
@@ -116,7 +130,12 @@ class RegionCL:
 
     @staticmethod
     def loss(
-        pair_loss: PairLoss, canvas: torch.Tensor, paste: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor
+        pair_loss: PairLoss,
+        canvas: torch.Tensor,
+        paste: torch.Tensor,
+        targets: torch.Tensor,
+        perm: torch.Tensor,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """L_reg over the 2B canvas and paste rows (:meth:`rows`), averaged together.
 
@@ -124,5 +143,45 @@ class RegionCL:
             pair_loss: the base method's loss ``(rows, positives, extra_negatives) → scalar``
                 (mean over rows); a method without negatives ignores the third argument.
             canvas, paste, targets, perm: as for :meth:`rows`.
+            keep: ``(2B,)`` bool, the rows to average over (:attr:`RegionFeatures.keep`); with
+                none kept the loss is 0, with a gradient of zeros.
         """
-        return pair_loss(*RegionCL.rows(canvas, paste, targets, perm))
+        rows, positives, partners = RegionCL.rows(canvas, paste, targets, perm)
+        if keep is None:
+            return pair_loss(rows, positives, partners)
+        keep = keep.to(rows.device)
+        if not bool(keep.any()):
+            return rows.sum() * 0.0
+        return pair_loss(rows[keep], positives[keep], partners[keep])
+
+
+#: a pixel holds content when it differs from its image's background by more than this share of
+#: the image's range ...
+CONTENT_RELATIVE = 0.1
+#: ... and by more than this (in the units of the normalised view), so that a flat image has none
+CONTENT_FLOOR = 0.1
+
+
+def content_mask(images: torch.Tensor) -> torch.Tensor:
+    """``(B, S, S)`` bool: the pixels of ``images`` ``(B, C, S, S)`` that differ from their image's
+    background, read as the median of its border pixels (per channel). Right for objects on a plain
+    background; a view that lies inside an object reads its texture as content."""
+    x = images.detach().float()
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)
+    background = border.median(dim=-1).values[..., None, None]
+    distance = (x - background).abs().amax(dim=1)
+    span = x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))
+    threshold = torch.clamp(CONTENT_RELATIVE * span, min=CONTENT_FLOOR)
+    return distance > threshold[:, None, None]
+
+
+def row_content(images: torch.Tensor, box_slices: tuple[slice, slice], perm: torch.Tensor) -> torch.Tensor:
+    """``(2B,)``: the share of content pixels (:func:`content_mask`) of each region row, in the
+    order of :meth:`RegionCL.rows`: canvas row i, image i outside the box; paste row i, image π(i)
+    inside it."""
+    mask = content_mask(images)
+    inside = torch.zeros(mask.shape[1:], dtype=torch.bool, device=mask.device)
+    inside[box_slices] = True
+    canvas = mask[:, ~inside].float().mean(dim=1)
+    paste = mask[perm.to(mask.device)][:, inside].float().mean(dim=1)
+    return torch.cat([canvas, paste])

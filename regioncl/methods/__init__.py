@@ -61,6 +61,7 @@ def build_method(
     region_cells: tuple[int, int] | list[int] | None = None,
     pairing: str = "derangement",
     region_weight: float | None = None,
+    region_min_content: float = 0.0,
     **method_args: Any,
 ) -> SSLMethod:
     """Create a method by name.
@@ -68,7 +69,8 @@ def build_method(
     Args:
         name: one of :data:`METHODS`.
         encoder: the online backbone.
-        region_cells, pairing: the RegionCL mechanism's settings (ignored by the plain base methods).
+        region_cells, pairing, region_min_content: the RegionCL mechanism's settings (ignored by the
+            plain base methods; :class:`RegionCL`).
         region_weight: the weight of L_reg; ``None`` takes the method's default (1; 1 − λ for
             RegionCL-D).
         **method_args: arguments of the base methods (queue_size, temperature, pred_dim...);
@@ -78,5 +80,5 @@ def build_method(
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     cls, swap = METHODS[name]
-    region = None if swap is None else RegionCL(region_cells, pairing, swap=swap)
+    region = None if swap is None else RegionCL(region_cells, pairing, swap=swap, min_content=region_min_content)
     return cls(encoder, region, **_accepted(cls, {**method_args, "region_weight": region_weight}))

@@ -40,6 +40,16 @@ class SSLMethod(nn.Module):
         self.region = region
         self.seed = seed
         self.region_weight = float(region_weight)
+        # Steps over which the region weight ramps up from 0 (method.region_warmup; set by the
+        # trainer, which knows the warm-up's length); 0: the full weight from the first step.
+        self.region_ramp_steps = 0
+
+    def region_weight_at(self, step: int) -> float:
+        """The weight of L_reg at ``step``: ``region_weight``, ramped linearly over the first
+        ``region_ramp_steps`` steps as the learning rate's warm-up is (step 0 gets 1/ramp of it)."""
+        if step >= self.region_ramp_steps:
+            return self.region_weight
+        return self.region_weight * (step + 1) / self.region_ramp_steps
 
     def instance_chance(self) -> float:
         """The instance loss of an encoder that has learnt nothing (SimSiam's negative cosine: 0)."""

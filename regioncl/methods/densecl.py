@@ -75,15 +75,13 @@ class DenseCL(MoCoV2):
         self.momentum_update()
         keys = self.keys(view_k, step)
         queue, dense_queue = self.queue.keys.clone(), self.dense_queue.keys.clone()  # snapshots, as MoCo v2
-        out = self.instance_and_region_losses(
-            q, keys["k"], queue, canvas, paste, None if region is None else region.perm
-        )
+        out = self.instance_and_region_losses(q, keys["k"], queue, canvas, paste, region)
         # The dense loss: each query cell against its best-matching key cell (by backbone features).
         q_grid = F.normalize(self.dense_projector(fmap).flatten(2), dim=1)
         match = dense_correspondence(fmap.detach().flatten(2), keys["k_backbone"])
         out["loss_dense"] = dense_info_nce(q_grid, keys["k_grid"], match, dense_queue, self.temperature)
         loss = (1.0 - self.dense_weight) * out["loss_ins"] + self.dense_weight * out["loss_dense"]
-        out["loss"] = loss + self.region_weight * out["loss_reg"] if region is not None else loss
+        out["loss"] = loss + self.region_weight_at(step) * out["loss_reg"] if region is not None else loss
         self.queue.enqueue(concat_all_gather(keys["k"]))
         self.dense_queue.enqueue(concat_all_gather(keys["k_dense_pooled"]))
         return out

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..heads import mlp_projector
 from ..losses import info_nce
 from ..queue import KeyQueue
-from ..region import RegionCL
+from ..region import RegionCL, RegionFeatures
 from .base import SSLMethod
 
 
@@ -119,18 +119,19 @@ class MoCoV2(SSLMethod):
         queue: torch.Tensor,
         canvas: torch.Tensor | None,
         paste: torch.Tensor | None,
-        perm: torch.Tensor | None,
+        region: RegionFeatures | None,
     ) -> dict[str, torch.Tensor]:
         """L_ins = InfoNCE(q, k, queue) and, with RegionCL, L_reg over the canvas and paste rows
         (each with its partner region as an extra, stop-gradient negative; SPEC §3)."""
         out = {"loss_ins": info_nce(q, k, queue, self.temperature)}
-        if self.region is not None:
+        if region is not None:
             out["loss_reg"] = self.region.loss(
                 lambda rows, positives, partners: info_nce(rows, positives, queue, self.temperature, partners),
                 canvas,
                 paste,
                 k,
-                perm,
+                region.perm,
+                region.keep,
             )
         return out
 
@@ -152,7 +153,9 @@ class MoCoV2(SSLMethod):
         k = self.keys(view_k, step)["k"]
         # A snapshot: the enqueue below writes the buffer in place, which autograd must not see.
         queue = self.queue.keys.clone()
-        out = self.instance_and_region_losses(q, k, queue, canvas, paste, None if region is None else region.perm)
-        out["loss"] = out["loss_ins"] + self.region_weight * out["loss_reg"] if region is not None else out["loss_ins"]
+        out = self.instance_and_region_losses(q, k, queue, canvas, paste, region)
+        out["loss"] = (
+            out["loss_ins"] + self.region_weight_at(step) * out["loss_reg"] if region is not None else out["loss_ins"]
+        )
         self.queue.enqueue(concat_all_gather(k))
         return out

@@ -72,8 +72,8 @@ class SimSiam(SSLMethod):
         out["loss"] = out["loss_ins"]
         if region is not None:
             out["loss_reg"] = self.region.loss(
-                lambda rows, pos, _: negative_cosine(rows, pos), canvas, paste, z_k, region.perm
+                lambda rows, pos, _: negative_cosine(rows, pos), canvas, paste, z_k, region.perm, region.keep
             )
-            out["loss"] = out["loss"] + self.region_weight * out["loss_reg"]
+            out["loss"] = out["loss"] + self.region_weight_at(step) * out["loss_reg"]
         out["z_std"] = F.normalize(z_q.detach().float(), dim=1).std(0).mean()
         return out

@@ -100,6 +100,13 @@ class MethodConfig:
     """which image's region composite i receives: derangement, or reverse (the authors')"""
     region_weight: float | None = None
     """weight of L_reg; null: the method's (1; 1 − λ for RegionCL-D, our choice)"""
+    region_warmup: bool = False
+    """ramp the weight of L_reg up from 0 over the learning rate's warm-up (optim.warmup_epochs), as
+    the lr is; false: the full weight from the first step, as the paper"""
+    region_min_content: float = 0.0
+    """leave out of L_reg the paste and canvas rows whose pixels hold content (differ from their
+    image's border) in less than this share: boxes on empty background, for objects on a plain
+    ground; 0: every row, as the paper"""
 
 
 @dataclass

@@ -5,7 +5,8 @@ every N-th step, a record of ``metrics.jsonl`` measured on that step's batch wit
 before its update:
 
 * ``diag_grad_ins``, ``diag_grad_reg``: the norms of the gradients of L_ins and of the weighted
-  region loss (``method.region_weight`` × L_reg) at the online encoder's parameters, and
+  region loss (``diag_region_weight`` × L_reg, the weight of that step) at the online encoder's
+  parameters, and
   ``diag_grad_cos``, the cosine between the two (below 0: the region task pulls the encoder
   against the instance task);
 * ``diag_empty_paste``, ``diag_empty_canvas``: the share of paste and of canvas rows whose pixels
@@ -13,12 +14,14 @@ before its update:
 * ``diag_loss_reg_empty``, ``diag_loss_reg_content``: the mean region loss of those rows and of
   the others (null when there are none), against ``diag_chance``, the InfoNCE of a row that tells
   its positive from none of the negatives;
-* ``diag_loss_ins``, ``diag_loss_reg``: the two losses on that batch.
+* ``diag_loss_ins``, ``diag_loss_reg``: the two losses on that batch (L_ins: DenseCL's global
+  term); ``diag_kept``: the share of region rows in the loss (``method.region_min_content``).
 
 A pixel holds content when it differs from its image's background, read as the median of the
 image's border pixels, by more than a tenth of the image's range (and by more than a small floor,
-so that a flat image has none): right for objects on a plain background, as in the framed
-Fashion-MNIST study; a crop that lies inside the object reads its texture as content.
+so that a flat image has none: :func:`regioncl.region.content_mask`): right for objects on a plain
+background, as in the framed Fashion-MNIST study; a crop that lies inside the object reads its
+texture as content.
 
 The measurement repeats the step's forward pass on a copy of the model, so its losses are the
 step's own, and the run's weights, batch-norm statistics, queue and random streams are untouched:
@@ -38,14 +41,10 @@ from ..errors import UserError
 from ..losses import info_nce
 from ..methods.base import SSLMethod
 from ..methods.mocov2 import MoCoV2
-from ..region import RegionCL
+from ..region import RegionCL, row_content
 
 #: a row is empty when less than this share of its pixels hold content
 EMPTY_BELOW = 0.05
-#: a pixel holds content when it differs from the background by more than this share of the image's range ...
-CONTENT_RELATIVE = 0.1
-#: ... and by more than this (in the units of the normalised view)
-CONTENT_FLOOR = 0.1
 
 
 def check_diagnosable(model: SSLMethod, method: str) -> None:
@@ -55,29 +54,6 @@ def check_diagnosable(model: SSLMethod, method: str) -> None:
             f"run.diagnose_every measures the region loss of RegionCL-M and -D (and regioncl_m_noswap); "
             f"{method} has no such loss: leave run.diagnose_every at 0"
         )
-
-
-def content_mask(images: torch.Tensor) -> torch.Tensor:
-    """``(B, S, S)`` bool: the pixels of ``images`` ``(B, C, S, S)`` that differ from their image's
-    background (the median of its border pixels, per channel)."""
-    x = images.detach().float()
-    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)
-    background = border.median(dim=-1).values[..., None, None]
-    distance = (x - background).abs().amax(dim=1)
-    span = x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))
-    threshold = torch.clamp(CONTENT_RELATIVE * span, min=CONTENT_FLOOR)
-    return distance > threshold[:, None, None]
-
-
-def row_content(images: torch.Tensor, box_slices: tuple[slice, slice], perm: torch.Tensor) -> torch.Tensor:
-    """``(2B,)``: the share of content pixels of each region row, in the order of
-    :meth:`RegionCL.rows` (canvas rows: image i outside the box; paste rows: image π(i) inside it)."""
-    mask = content_mask(images)
-    inside = torch.zeros(mask.shape[1:], dtype=torch.bool, device=mask.device)
-    inside[box_slices] = True
-    canvas = mask[:, ~inside].float().mean(dim=1)
-    paste = mask[perm.to(mask.device)][:, inside].float().mean(dim=1)
-    return torch.cat([canvas, paste])
 
 
 def _flat(grads: tuple[torch.Tensor | None, ...], like: list[torch.Tensor]) -> torch.Tensor:
@@ -101,10 +77,12 @@ def region_diagnostics(model: SSLMethod, view_q: torch.Tensor, view_k: torch.Ten
     loss_ins = info_nce(q, k, queue, model.temperature)
     rows, positives, partners = RegionCL.rows(canvas, paste, k, region.perm)
     per_row = info_nce(rows, positives, queue, model.temperature, partners, reduction="none")
-    loss_reg = per_row.mean()
+    kept = torch.ones_like(per_row, dtype=torch.bool) if region.keep is None else region.keep.to(per_row.device)
+    loss_reg = per_row[kept].mean() if bool(kept.any()) else per_row.sum() * 0.0
     params = [p for p in model.encoder.parameters() if p.requires_grad]
     g_ins = _flat(torch.autograd.grad(loss_ins, params, retain_graph=True, allow_unused=True), params)
-    g_reg = _flat(torch.autograd.grad(model.region_weight * loss_reg, params, allow_unused=True), params)
+    weight = model.region_weight_at(step)
+    g_reg = _flat(torch.autograd.grad(weight * loss_reg, params, allow_unused=True), params)
 
     content = row_content(view_q, region.box.pixel_slices(model.encoder.stride), region.perm)
     empty = (content < EMPTY_BELOW).to(per_row.device)
@@ -120,6 +98,8 @@ def region_diagnostics(model: SSLMethod, view_q: torch.Tensor, view_k: torch.Ten
         "diag_grad_ins": float(g_ins.norm()),
         "diag_grad_reg": float(g_reg.norm()),
         "diag_grad_cos": float(F.cosine_similarity(g_ins, g_reg, dim=0)),
+        "diag_region_weight": weight,
+        "diag_kept": float(kept.float().mean()),
         "diag_empty_canvas": float(empty[:batch].float().mean()),
         "diag_empty_paste": float(empty[batch:].float().mean()),
         "diag_loss_reg_empty": mean_or_none(losses[empty]),

@@ -46,10 +46,15 @@ from .region_diagnostics import check_diagnosable, region_diagnostics
 logger = logging.getLogger("regioncl")
 
 
+def warmup_steps(cfg: PretrainConfig, steps_per_epoch: int) -> int:
+    """The learning rate's warm-up (``optim.warmup_epochs``), in steps."""
+    return int(cfg.optim.warmup_epochs * steps_per_epoch)
+
+
 def lr_at(cfg: PretrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Linear warm-up (``optim.warmup_epochs``) then half-cosine to 0 over ``total_steps``, per step."""
     o = cfg.optim
-    warmup = int(o.warmup_epochs * steps_per_epoch)
+    warmup = warmup_steps(cfg, steps_per_epoch)
     if step < warmup:
         return o.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
@@ -70,6 +75,7 @@ def build_model(cfg: PretrainConfig, world: int) -> SSLMethod:
         region_cells=m.region_cells,
         pairing=m.pairing,
         region_weight=m.region_weight,
+        region_min_content=m.region_min_content,
         hidden_dim=m.proj_hidden_dim,
         dim=m.proj_dim,
         pred_dim=m.pred_dim,
@@ -137,6 +143,8 @@ class Trainer:
         self.total_steps = min(s for s in (planned, cfg.optim.max_steps) if s is not None)
         # A stream has no length: its warm-up epochs are max_steps / epochs steps long.
         self.nominal_epoch_steps = spe or max(1, self.total_steps // cfg.optim.epochs)
+        if cfg.method.region_warmup:
+            self.model.region_ramp_steps = warmup_steps(cfg, self.nominal_epoch_steps)
 
         # Once the settings are known to work, before the first step allocates: every step then
         # reuses the previous one's memory.
@@ -169,7 +177,7 @@ class Trainer:
             self.unwrapped,
             cfg.run.region_warning,
             self.total_steps,
-            int(cfg.optim.warmup_epochs * self.nominal_epoch_steps),
+            warmup_steps(cfg, self.nominal_epoch_steps),
         )
         self.rollbacks = 0  # non-finite windows rolled back so far
         self.skip_through = 0  # after a rollback: batches up to this step are skipped, not trained on
@@ -230,7 +238,7 @@ class Trainer:
             if data.steps_per_epoch
             else "a stream"
         )
-        warmup = int(cfg.optim.warmup_epochs * self.nominal_epoch_steps)
+        warmup = warmup_steps(cfg, self.nominal_epoch_steps)
         start = (
             f"resumes at {self.start_from}"
             if self.start_from

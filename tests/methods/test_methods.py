@@ -207,3 +207,56 @@ def test_keys_equal_the_key_branch_applied_image_by_image():
 def test_misspelled_method_argument_is_refused():
     with pytest.raises(TypeError, match="queue_sise"):
         build_method("mocov2", create_encoder("resnet18"), queue_sise=32)
+
+
+def test_region_weight_ramps_over_the_warm_up_like_the_learning_rate():
+    m = small("regioncl_m")
+    assert [m.region_weight_at(s) for s in range(3)] == [1.0, 1.0, 1.0]  # the paper's: no ramp
+    m.region_ramp_steps = 4
+    assert [m.region_weight_at(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    d = small("regioncl_d")
+    d.region_ramp_steps = 2
+    assert [d.region_weight_at(s) for s in range(3)] == [0.25, 0.5, 0.5]  # of RegionCL-D's 1 − λ
+    m.region_ramp_steps = 4
+    out = m(*views(), step=1)
+    assert torch.allclose(out["loss"], out["loss_ins"] + 0.5 * out["loss_reg"])
+
+
+def test_region_rows_without_content_are_left_out_of_the_region_loss():
+    from regioncl.region import RegionCL
+
+    g = torch.Generator().manual_seed(0)
+    canvas, paste, targets = (torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=1) for _ in range(3))
+    canvas.requires_grad_(True)
+    perm = torch.tensor([1, 2, 0])
+
+    def per_row_loss(rows, positives, partners):  # a stand-in pair loss whose rows are told apart
+        return (rows * positives).sum(1).mean() + 0.0 * partners.sum()
+
+    keep = torch.tensor([True, False, True, False, False, True])
+    got = RegionCL.loss(per_row_loss, canvas, paste, targets, perm, keep)
+    rows, positives, _ = RegionCL.rows(canvas, paste, targets, perm)
+    assert torch.allclose(got, (rows * positives).sum(1)[keep].mean())
+    assert torch.allclose(RegionCL.loss(per_row_loss, canvas, paste, targets, perm), (rows * positives).sum(1).mean())
+    nothing = RegionCL.loss(per_row_loss, canvas, paste, targets, perm, torch.zeros(6, dtype=torch.bool))
+    nothing.backward()
+    assert float(nothing.detach()) == 0.0 and torch.equal(canvas.grad, torch.zeros_like(canvas))
+
+
+@pytest.mark.slow
+def test_min_content_keeps_the_rows_whose_pixels_hold_content():
+    """Four plain images and four with an object: every row of a plain image is left out, and with
+    a threshold of 0 (the paper's) every row stays."""
+    from regioncl.region import row_content
+
+    xq, xk = views(b=8)
+    xq[:4] = -1.0  # flat: no content anywhere
+    m = small("regioncl_m", region_min_content=0.01)
+    _, _, region = m.online_features(xq, step=0)
+    content = row_content(xq, region.box.pixel_slices(m.encoder.stride), region.perm)
+    assert torch.equal(region.keep, content >= 0.01)
+    assert not region.keep[:4].any() and region.keep[4:8].all()  # canvases: plain images, then noise
+    assert torch.equal(region.keep[8:], region.perm >= 4)  # pastes come from image π(i)
+    assert small("regioncl_m").online_features(xq, step=0)[2].keep is None
+    with pytest.raises(ValueError, match=r"method.region_min_content must be in \[0, 1\)"):
+        small("regioncl_m", region_min_content=1.0)

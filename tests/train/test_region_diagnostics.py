@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from regioncl.errors import UserError
-from regioncl.train.region_diagnostics import EMPTY_BELOW, content_mask, row_content
+from regioncl.region import content_mask, row_content
+from regioncl.train.region_diagnostics import EMPTY_BELOW
 
 
 def object_on_plain_ground(size: int = 16, top: int = 4, left: int = 6, side: int = 4, ground: float = -1.0):
@@ -74,11 +75,14 @@ def _run(tmp_path, name, **kw):
     return records, load_file(str(out / "encoder.safetensors"))
 
 
-@pytest.mark.parametrize("method", ["regioncl_m", "regioncl_d"])
+REMEDIES = {"region_min_content": 0.3, "region_warmup": True}
+
+
+@pytest.mark.parametrize("method, options", [("regioncl_m", {}), ("regioncl_d", {}), ("regioncl_m", REMEDIES)])
 @pytest.mark.slow
-def test_diagnostics_measure_the_step_they_precede_and_change_nothing(tmp_path, method):
-    plain, plain_weights = _run(tmp_path, "plain", method=method)
-    seen, seen_weights = _run(tmp_path, "seen", method=method, diagnose_every=2)
+def test_diagnostics_measure_the_step_they_precede_and_change_nothing(tmp_path, method, options):
+    plain, plain_weights = _run(tmp_path, "plain", method=method, **options)
+    seen, seen_weights = _run(tmp_path, "seen", method=method, diagnose_every=2, **options)
     losses = {r["step"]: r for r in seen if "loss" in r}
 
     def loss_records(records):  # the records also hold timings, which differ
@@ -95,12 +99,17 @@ def test_diagnostics_measure_the_step_they_precede_and_change_nothing(tmp_path, 
         # the step's own forward pass: the losses it logged for that step (DenseCL's global term)
         assert d["diag_loss_ins"] == pytest.approx(step["loss_ins"], rel=1e-5)
         assert d["diag_loss_reg"] == pytest.approx(step["loss_reg"], rel=1e-5)
+        # the region weight ramps as the lr does (all four steps are in the warm-up)
+        ramp = step["lr"] / TINY["lr"] if options.get("region_warmup") else 1.0
+        assert d["diag_region_weight"] == pytest.approx(ramp * (0.5 if method == "regioncl_d" else 1.0), rel=1e-6)
+        assert (d["diag_kept"] < 1.0) == ("region_min_content" in options)
         assert d["diag_chance"] == pytest.approx(math.log(32 + 2))
         assert d["diag_grad_ins"] > 0 and d["diag_grad_reg"] > 0
         assert -1.0 <= d["diag_grad_cos"] <= 1.0
         assert 0.0 <= d["diag_empty_paste"] <= 1.0 and 0.0 <= d["diag_empty_canvas"] <= 1.0
         rows = [v for v in (d["diag_loss_reg_empty"], d["diag_loss_reg_content"]) if v is not None]
-        assert rows and min(rows) <= d["diag_loss_reg"] + 1e-5 and max(rows) >= d["diag_loss_reg"] - 1e-5
+        if "region_min_content" not in options:  # L_reg is then the mean of the two groups' rows
+            assert rows and min(rows) <= d["diag_loss_reg"] + 1e-5 and max(rows) >= d["diag_loss_reg"] - 1e-5
 
 
 def test_diagnostics_are_refused_for_a_method_without_a_region_loss(tmp_path):
