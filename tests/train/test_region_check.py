@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from tiny_run import TINY
 
 from regioncl.train import region_check as rc
 from regioncl.train.region_check import WARNING, RegionCheck
@@ -100,17 +101,7 @@ def test_the_trainer_warns_once_in_the_log_and_in_the_metrics_and_not_again_on_r
     monkeypatch.setattr(rc, "MIN_STEPS", 1)
     monkeypatch.setattr(RegionCheck, "see", see)
     overrides = dict(
-        backbone="resnet10t",
-        image_size=16,
-        batch_size=8,
-        queue_size=32,
-        proj_hidden_dim=32,
-        proj_dim=16,
-        num_workers=0,
-        knn=False,
-        log_every=1,
-        epochs=1,
-        lr=0.05,
+        TINY,
         method="regioncl_m",
         max_steps=6,
         output_dir=str(tmp_path / "run"),

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from tiny_run import TINY as TINY_RUN
 
 from regioncl.errors import UserError
 from regioncl.region import content_mask, row_content
@@ -44,23 +45,7 @@ def test_row_content_reads_the_canvas_of_image_i_and_the_paste_of_image_perm_i()
     assert (content < EMPTY_BELOW).tolist() == [True, False, True, True, True, False]
 
 
-TINY = dict(
-    backbone="resnet10t",
-    backbone_args={"output_stride": 8},
-    image_size=32,
-    batch_size=8,
-    queue_size=32,
-    proj_hidden_dim=32,
-    proj_dim=16,
-    num_workers=0,
-    knn=False,
-    log_every=1,
-    checkpoint_every=100,
-    epochs=1,
-    max_steps=4,
-    lr=0.05,
-    seed=0,
-)
+TINY = dict(TINY_RUN, backbone_args={"output_stride": 8}, image_size=32, checkpoint_every=100, max_steps=4, seed=0)
 
 
 def _run(tmp_path, name, **kw):

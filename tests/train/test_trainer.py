@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_run import TINY
 
 from regioncl.data import EpochSampler
 from regioncl.files import list_checkpoints
@@ -15,20 +16,6 @@ from regioncl.train.checkpoint import resolve_resume
 from regioncl.train.config import make_config
 from regioncl.train.loaders import ShardedBatchSampler, TrainData
 from regioncl.train.trainer import Trainer, lr_at
-
-TINY = dict(
-    backbone="resnet10t",
-    image_size=16,
-    batch_size=8,
-    queue_size=32,
-    proj_hidden_dim=32,
-    proj_dim=16,
-    num_workers=0,
-    knn=False,
-    log_every=1,
-    epochs=1,
-    lr=0.05,
-)
 
 
 def run(tmp_path, name="run", **kw):
