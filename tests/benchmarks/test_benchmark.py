@@ -61,14 +61,16 @@ def _small(name: str, backbone: str = "resnet18") -> torch.nn.Module:
 @pytest.mark.slow
 def test_channels_last_step_equals_the_plain_step(name):
     """Two SGD steps in channels_last (the fast layout) and in the contiguous one: the same
-    losses (relative 1e-4) and the same updates of every parameter and buffer (to 10 % of the
-    tensor's largest update: SimSiam's batch-of-4 BN amplifies summation-order differences to
-    2.5 % in its deepest layers, 5.3 % in its first with older torch kernels; a real difference
-    is of the order of the update itself), momentum encoder, queue and BN statistics included."""
+    losses (relative 1e-4, or 1e-5 absolute: SimSiam's loss, a mean of cosines, can be near 0,
+    where a rounding difference of a few 1e-6 is far larger than 1e-4 of it) and the same updates
+    of every parameter and buffer (to 10 % of the tensor's largest update: SimSiam's batch-of-4 BN
+    amplifies summation-order differences to 2.5 % in its deepest layers, 5.3 % in its first with
+    torch 2.4's kernels; a real difference is of the order of the update itself), momentum
+    encoder, queue and BN statistics included."""
     plain = _small(name)
     fast = copy.deepcopy(plain).to(memory_format=torch.channels_last)
     before = copy.deepcopy(plain.state_dict())
-    assert _two_steps(plain, False) == pytest.approx(_two_steps(fast, True), rel=1e-4)
+    assert _two_steps(plain, False) == pytest.approx(_two_steps(fast, True), rel=1e-4, abs=1e-5)
     _assert_same_updates(before, plain, fast, tol=1e-1)
 
 
