@@ -118,3 +118,43 @@ def test_the_trainer_warns_once_in_the_log_and_in_the_metrics_and_not_again_on_r
         ).region_check
         is None
     )
+
+
+# A real run's records: RegionCL-M on Fashion-MNIST framed to half the image's area, 5,000 images,
+# 285 steps, warm-up 190 (studies/fmnist_frame.yaml, regioncl_m_f50_5k seed 0, commit 50dcef8). Its
+# instance loss dips, rises by 0.14 through the warm-up's end and falls as the lr decays: no climb.
+REAL_STEPS = [19, 38, 57, 76, 85, 95, 114, 133, 152, 171, 190, 209, 228, 247, 266, 285]
+REAL_LEVEL = [
+    7.261,
+    7.662,
+    6.772,
+    6.659,
+    6.69,
+    6.735,
+    6.775,
+    6.799,
+    6.769,
+    6.712,
+    6.663,
+    6.583,
+    6.502,
+    6.433,
+    6.378,
+    6.334,
+]
+
+
+def test_a_real_run_without_a_climb_is_not_warned_about():
+    from regioncl.backbones import create_encoder
+    from regioncl.methods import build_method
+
+    model = build_method("regioncl_m", create_encoder("resnet10t", output_stride=8), queue_size=4096)
+    c = rc.region_check("regioncl_m", model, 0.15, total_steps=285, warmup_steps=190)
+    assert c.chance == pytest.approx(CHANCE) and c.start_step == 95
+    assert not any(c.see(step, loss) for step, loss in zip(REAL_STEPS, REAL_LEVEL))
+    # the same records with the held-out set's climb after step 95 are warned about
+    c = rc.region_check("regioncl_m", model, 0.15, total_steps=285, warmup_steps=190)
+    climbing = REAL_LEVEL[:6] + [6.735 + 0.08 * i for i in range(1, 11)]
+    # lowest 6.735 at step 95 (the first counted); 6.735 + 0.15 · (log 4097 − 6.735) = 6.972, passed at
+    # step 152; the third record above it, at step 190, warns
+    assert [s for s, v in zip(REAL_STEPS, climbing) if c.see(s, v)] == [190]
