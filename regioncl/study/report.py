@@ -32,7 +32,9 @@ def run_group(run_dir: str | os.PathLike) -> str:
 def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """kNN top-1 before training, at the end (``knn_final``, also as ``knn_top1``) and the best after an epoch,
     linear top-1/top-5 (None when not probed), median images/s, steps and the pretraining minutes those imply
-    (kNN evaluations excluded)."""
+    (kNN evaluations excluded); the logged windows' loss terms (``losses``: ``[step, loss, loss_ins, loss_reg]``,
+    the last two None where the method has no such term) and the region diagnostics' records
+    (``diagnostics``, ``run.diagnose_every``), so that a study's reading of its curves stays with its rows."""
     run = Path(run_dir)
     records = read_metrics(run)
     cfg = json.loads((run / "config.json").read_text())
@@ -62,7 +64,22 @@ def summarize_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "images_per_s": median_ips,
         "steps": steps,
         "train_minutes": steps * batch / median_ips / 60 if median_ips else None,
+        "losses": [[r["step"], *(_round(r.get(k)) for k in LOSS_TERMS)] for r in records if "loss" in r],
+        "diagnostics": [
+            {k: _round(v) for k, v in r.items() if k == "step" or k.startswith("diag_")}
+            for r in records
+            if any(k.startswith("diag_") for k in r)
+        ],
     }
+
+
+#: the loss terms a row keeps per logged window (``losses``), in this order after the step
+LOSS_TERMS = ("loss", "loss_ins", "loss_reg")
+
+
+def _round(value: Any) -> Any:
+    """Five significant digits: enough to read a curve, not a file of noise."""
+    return float(f"{value:.5g}") if isinstance(value, float) else value
 
 
 def _values(rows: list[dict[str, Any]], name: str, metric: str) -> list[float]:

@@ -38,3 +38,15 @@ def test_runs_are_summarised(tmp_path):
     b = summarize_run(b0)
     assert (b["knn_before"], b["knn_final"], b["knn_best"], b["linear_top1"]) == (0.3, 0.2, 0.2, None)
     assert (b["group"], b["method"], b["seed"]) == ("b", "regioncl_m", 0)
+
+
+def test_a_row_keeps_the_loss_terms_and_the_diagnostics(tmp_path):
+    run = fake_run(tmp_path / "r_s0", "regioncl_m", 0, [0.1, 0.5], ips=20.0)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 9, "epoch": 1.5, "loss": 14.123456, "loss_ins": 7.0, "loss_reg": 7.123456}) + "\n")
+        f.write(json.dumps({"step": 9, "diag_grad_cos": -0.123456789, "diag_loss_reg_empty": None}) + "\n")
+    s = summarize_run(run)
+    # the base-style windows have no terms; the RegionCL window has both, to five significant digits
+    assert s["losses"] == [[3, 1.0, None, None], [6, 1.0, None, None], [9, 14.123, 7.0, 7.1235]]
+    assert s["diagnostics"] == [{"step": 9, "diag_grad_cos": -0.12346, "diag_loss_reg_empty": None}]
+    assert summarize_run(fake_run(tmp_path / "m_s0", "mocov2", 0, [0.1, 0.5], ips=20.0))["diagnostics"] == []
