@@ -14,6 +14,10 @@ before its update:
 * ``diag_loss_reg_empty``, ``diag_loss_reg_content``: the mean region loss of those rows and of
   the others (null when there are none), against ``diag_chance``, the InfoNCE of a row that tells
   its positive from none of the negatives;
+* ``diag_bn_gap``: how far the composites' batch-norm statistics lie from the views' (the
+  composites are their own batch-norm batch): at every batch-norm layer of the online encoder, the
+  channels' mean distance between the two batches' means in units of the views' standard
+  deviation, averaged over the layers (0: the same statistics);
 * ``diag_loss_ins``, ``diag_loss_reg``: the two losses on that batch (L_ins: DenseCL's global
   term); ``diag_kept``: the share of region rows in the loss (``method.region_min_content``).
 
@@ -60,6 +64,40 @@ def _flat(grads: tuple[torch.Tensor | None, ...], like: list[torch.Tensor]) -> t
     return torch.cat([(torch.zeros_like(p) if g is None else g).flatten().float() for g, p in zip(grads, like)])
 
 
+class BatchStats:
+    """Records, while installed, the per-channel mean and variance of every batch-norm layer's input
+    in each call of ``module``, in call order."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        layers = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.first = layers[0] if layers else None
+        self.handles = [m.register_forward_pre_hook(self._see) for m in layers]
+
+    def _see(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if module is self.first:
+            self.calls.append([])
+        x = inputs[0].detach().float()
+        dims = [d for d in range(x.dim()) if d != 1]
+        self.calls[-1].append((x.mean(dims), x.var(dims, unbiased=False)))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def gap(self, eps: float = 1e-5) -> float | None:
+        """The distance of each call after the first from the first (the mean over layers of the
+        channels' mean |mean - mean_0| / std_0), averaged over those calls; None with fewer than two."""
+        if len(self.calls) < 2:
+            return None
+        ref = self.calls[0]
+        gaps = [
+            sum(float(((m - m0).abs() / (v0 + eps).sqrt()).mean()) for (m, _), (m0, v0) in zip(call, ref)) / len(ref)
+            for call in self.calls[1:]
+        ]
+        return sum(gaps) / len(gaps)
+
+
 def region_diagnostics(model: SSLMethod, view_q: torch.Tensor, view_k: torch.Tensor, step: int) -> dict[str, float]:
     """The record of one step (see the module's docstring), from the views the step trains on.
 
@@ -69,7 +107,9 @@ def region_diagnostics(model: SSLMethod, view_q: torch.Tensor, view_k: torch.Ten
     model = copy.deepcopy(model)
     model.train()
     batch = view_q.shape[0]
+    stats = BatchStats(model.encoder)  # the views' call, then the composites' (two without swapping)
     _, pooled, region = model.online_features(view_q, step)
+    stats.remove()
     q, canvas, paste = model.split_rows(F.normalize(model.projector(pooled), dim=1), batch)
     model.momentum_update()  # as the step does, so that the losses are the step's own
     k = model.keys(view_k, step)["k"]
@@ -100,6 +140,7 @@ def region_diagnostics(model: SSLMethod, view_q: torch.Tensor, view_k: torch.Ten
         "diag_grad_cos": float(F.cosine_similarity(g_ins, g_reg, dim=0)),
         "diag_region_weight": weight,
         "diag_kept": float(kept.float().mean()),
+        "diag_bn_gap": stats.gap(),
         "diag_empty_canvas": float(empty[:batch].float().mean()),
         "diag_empty_paste": float(empty[batch:].float().mean()),
         "diag_loss_reg_empty": mean_or_none(losses[empty]),

@@ -91,10 +91,33 @@ def test_diagnostics_measure_the_step_they_precede_and_change_nothing(tmp_path, 
         assert d["diag_chance"] == pytest.approx(math.log(32 + 2))
         assert d["diag_grad_ins"] > 0 and d["diag_grad_reg"] > 0
         assert -1.0 <= d["diag_grad_cos"] <= 1.0
+        assert math.isfinite(d["diag_bn_gap"]) and d["diag_bn_gap"] > 0  # composites are other images
         assert 0.0 <= d["diag_empty_paste"] <= 1.0 and 0.0 <= d["diag_empty_canvas"] <= 1.0
         rows = [v for v in (d["diag_loss_reg_empty"], d["diag_loss_reg_content"]) if v is not None]
         if "region_min_content" not in options:  # L_reg is then the mean of the two groups' rows
             assert rows and min(rows) <= d["diag_loss_reg"] + 1e-5 and max(rows) >= d["diag_loss_reg"] - 1e-5
+
+
+def test_batch_stats_gap_is_the_shift_of_the_means_in_units_of_the_first_calls_std():
+    from regioncl.train.region_diagnostics import BatchStats
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3))
+    stats = BatchStats(net)
+    x = torch.randn(64, 3, 8, 8)
+    net(x)
+    assert stats.gap() is None  # one call: nothing to compare
+    net(x)
+    assert stats.gap() == pytest.approx(0.0, abs=1e-6)  # the same batch: the same statistics
+    # a batch shifted by two of its standard deviations, in every channel: the first layer sees a gap
+    # of 2; the second, after a 1x1 convolution of normalised inputs, exactly 0 (the first layer
+    # normalises the shift away), so the mean over the layers is 1, and over the two later calls 0.5
+    sd = x.var((0, 2, 3), unbiased=False).sqrt().view(1, 3, 1, 1)
+    net(x + 2 * sd)
+    assert stats.gap() == pytest.approx(0.5, rel=1e-3)
+    stats.remove()
+    net(x)
+    assert len(stats.calls) == 3  # removed: no longer recorded
 
 
 def test_diagnostics_are_refused_for_a_method_without_a_region_loss(tmp_path):
