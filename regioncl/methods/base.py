@@ -55,6 +55,10 @@ class SSLMethod(nn.Module):
         """The instance loss of an encoder that has learnt nothing (SimSiam's negative cosine: 0)."""
         return 0.0
 
+    def region_chance(self) -> float:
+        """The region loss of an encoder that has learnt nothing (SimSiam's negative cosine: 0)."""
+        return 0.0
+
     def step_generator(self, step: int, stream: str, per_process: bool = True) -> torch.Generator:
         """A CPU generator for one random stream of one step (``per_process=False``: same on every rank)."""
         return generator(self.seed, step, stream, rank() if per_process else -1)

@@ -103,6 +103,10 @@ class MoCoV2(SSLMethod):
         """log(K + 1): InfoNCE over the positive and the queue's K keys, all alike."""
         return math.log(self.queue.keys.shape[0] + 1)
 
+    def region_chance(self) -> float:
+        """log(K + 2): a region row's InfoNCE over its positive, its partner and the queue's K keys, all alike."""
+        return math.log(self.queue.keys.shape[0] + 2)
+
     @torch.no_grad()
     def keys(self, view_k: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """The key branch with shuffle-BN: the key view is shuffled across processes, encoded in

@@ -226,9 +226,10 @@ class RunConfig:
     max_rollbacks: int = _resumable(3)
     """rollbacks allowed in one run before it stops anyway"""
     region_warning: float | None = _resumable(0.15)
-    """RegionCL runs: warn once (log and metrics.jsonl) when the instance loss has climbed back this
-    fraction of the way from its lowest to chance, for three records in a row: the region task working
-    against the instance task, where the base method may give the better encoder; null: never"""
+    """RegionCL runs: warn once (log and metrics.jsonl) when the instance or the region loss has climbed
+    back this fraction of the way from its lowest to chance, for three records in a row: the region task
+    working against the instance task, or not being learnt, where the base method may give the better
+    encoder; null: never"""
     diagnose_every: int = _resumable(0)
     """RegionCL-M and -D runs: every this many steps, a record of metrics.jsonl with the two losses'
     gradient norms and cosine at the encoder, the share of region rows without content and their

@@ -36,7 +36,6 @@ one more training step each time.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +133,7 @@ def region_diagnostics(model: SSLMethod, view_q: torch.Tensor, view_k: torch.Ten
     return {
         "diag_loss_ins": float(loss_ins.detach()),
         "diag_loss_reg": float(loss_reg.detach()),
-        "diag_chance": math.log(queue.shape[0] + 2),  # the positive, the partner and K queue keys alike
+        "diag_chance": model.region_chance(),
         "diag_grad_ins": float(g_ins.norm()),
         "diag_grad_reg": float(g_reg.norm()),
         "diag_grad_cos": float(F.cosine_similarity(g_ins, g_reg, dim=0)),

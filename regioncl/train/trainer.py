@@ -323,8 +323,8 @@ class Trainer:
                             rolled_back = True
                             break
                         self.stop_if_too_many_bad()
-                        if self.region_check is not None and "loss_ins" in record:
-                            self.warn(self.region_check.see(record["step"], record["loss_ins"]))
+                        if self.region_check is not None:
+                            self.warn(self.region_check.see(record))
                     if self.state.step >= stop:
                         break
                     if signals.agreed():
