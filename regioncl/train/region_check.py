@@ -92,7 +92,8 @@ class RegionCheck:
             f"(step {step}), {(loss - best) / (self.chance - best):.0%} of the way back to chance "
             f"({self.chance:.3f}), since step {self.above[0]}: {meaning}, and on data like this "
             f"{self.base} alone may give the better encoder. Compare with --model.method {self.base} on the "
-            f"same recipe; try a longer warm-up (optim.warmup_epochs) or a smaller method.region_weight"
+            f"same recipe; try --method.region_warmup true (the region loss's weight ramped up over the "
+            f"warm-up), a longer warm-up (optim.warmup_epochs) or a smaller method.region_weight"
         )
 
     def replay(self, metrics: Path) -> str | None:
