@@ -20,12 +20,14 @@ venv: $(VENV)/.installed
 pretrain: venv
 	$(PY) scripts/pretrain.py $(ARGS)
 
+# a pytest-xdist worker per core (tests/conftest.py gives each its share of the threads); a test file's tests stay
+# on one worker, so its module fixtures are built once
 test: venv
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto --dist loadscope $(ARGS)
 
 # the unit tests: everything but the tests marked slow (multi-process, end-to-end, whole runs)
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n auto --dist loadscope -m "not slow" $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

@@ -10,10 +10,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the dist_*_worker scripts, which some tests also import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# make test runs a pytest-xdist worker per core: each worker, and every command a test starts, keeps to its share of
+# the cores, since torch on more threads than it has cores stalls for as long as another process holds one.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+THREADS = max(1, min(2, CORES // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 # Scripts that the multi-process tests launch, not test modules: never imported by the collection.
 collect_ignore_glob = ["dist_*_worker.py"]
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (make test): a worker per core this process may use, at most eight (each holds a torch and its
+    caches; more gain little on tests that mostly start commands)."""
+    return min(8, CORES)
 
 
 @pytest.fixture

@@ -84,8 +84,13 @@ def golden_run(method: str, out: Path) -> dict:
     from regioncl.train.config import make_config
     from regioncl.train.trainer import Trainer
 
+    # Recorded on two threads (another count sums in another order); the worker's own count after.
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
-    Trainer(make_config(overrides={**SETTINGS, "method": method, "output_dir": str(out)})).train()
+    try:
+        Trainer(make_config(overrides={**SETTINGS, "method": method, "output_dir": str(out)})).train()
+    finally:
+        torch.set_num_threads(before)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = {
         str(r["step"]): {k: v for k, v in sorted(r.items()) if k.startswith("loss") or k == "z_std"}
