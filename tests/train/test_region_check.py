@@ -135,6 +135,7 @@ def test_the_trainer_warns_once_in_the_log_and_in_the_metrics_and_not_again_on_r
 REAL_RUNS = [
     ("fmnist_frame", "regioncl_m_f50_5k_s0", 285, 190, None),
     ("fmnist_frame", "regioncl_m_f25_5k_s0", 285, 190, (171, "loss_reg")),
+    ("fmnist_frame", "regioncl_m_f25_5k_s1", 285, 190, (171, "loss_reg")),
     # the ramp on the same test split, both seeds level with MoCo v2: not warned about
     ("fmnist_frame", "regioncl_m_ramp_f25_5k_s0", 285, 190, None),
     ("fmnist_frame", "regioncl_m_ramp_f25_5k_s1", 285, 190, None),
