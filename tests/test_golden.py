@@ -80,17 +80,13 @@ def versions() -> str:
 def golden_run(method: str, out: Path) -> dict:
     """Train ``method`` for STEPS steps; its per-step losses and a digest of the final encoder."""
     from safetensors.torch import load_file
+    from tiny_run import torch_threads
 
     from regioncl.train.config import make_config
     from regioncl.train.trainer import Trainer
 
-    # Recorded on two threads (another count sums in another order); the worker's own count after.
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):  # the count the records were made with
         Trainer(make_config(overrides={**SETTINGS, "method": method, "output_dir": str(out)})).train()
-    finally:
-        torch.set_num_threads(before)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = {
         str(r["step"]): {k: v for k, v in sorted(r.items()) if k.startswith("loss") or k == "z_std"}

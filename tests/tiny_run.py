@@ -2,6 +2,10 @@
 of 32, narrow heads, no workers, no kNN, a record every step (short override names, as
 ``make_config(overrides=...)`` takes them)."""
 
+from contextlib import contextmanager
+
+import torch
+
 TINY = dict(
     backbone="resnet10t",
     image_size=16,
@@ -15,3 +19,16 @@ TINY = dict(
     epochs=1,
     lr=0.05,
 )
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Runs compared step by step with a signalled run use its thread count: another count sums in
+    another order, and on some CPUs that moves the losses beyond the comparison's tolerance (the golden runs, a stop
+    signal's resumed run)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_run import torch_threads
 
 from regioncl.files import STATE_FILE, list_checkpoints
 from regioncl.train import checkpoint as ckpt
@@ -52,18 +52,6 @@ def assert_same_losses(a: dict, b: dict) -> None:
     for step in a:
         for key, value in a[step].items():
             assert b[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Runs compared step by step with a signalled run use its thread count: another count sums in
-    another order, and on some CPUs that moves the losses beyond the comparison's tolerance."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def signalled_run(out: Path, sig: int, extra: dict | None = None, env: dict | None = None, group: bool = False):
