@@ -21,6 +21,8 @@ torch.set_num_threads(THREADS)
 collect_ignore_glob = ["dist_*_worker.py"]
 
 
+# optional: pytest without xdist (`-p no:xdist`, or the dev extra not installed) runs on one process
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (make test): a worker per core this process may use, at most eight (each holds a torch and its
     caches; more gain little on tests that mostly start commands)."""
