@@ -133,7 +133,10 @@ def test_the_trainer_warns_once_in_the_log_and_in_the_metrics_and_not_again_on_r
 # probe: both losses dip through the warm-up's end and fall as the lr decays) and to a quarter
 # (trails by 3.8: its region loss climbs from step 95 to 152 and stays high).
 REAL_RUNS = [
+    # half the area: 2.09 kNN points behind MoCo v2, yet the losses dip and fall within what level
+    # runs show; not warned about (the limit the method guide states)
     ("fmnist_frame", "regioncl_m_f50_5k_s0", 285, 190, None),
+    ("fmnist_frame", "regioncl_m_f50_5k_s1", 285, 190, None),
     ("fmnist_frame", "regioncl_m_f25_5k_s0", 285, 190, (171, "loss_reg")),
     ("fmnist_frame", "regioncl_m_f25_5k_s1", 285, 190, (171, "loss_reg")),
     # the ramp on the same test split, both seeds level with MoCo v2: not warned about
