@@ -292,6 +292,22 @@ class PretrainConfig:
             raise UserError(f"run.precision must be one of {list(PRECISIONS)} (or null), got {self.run.precision!r}")
         if self.method.region_cells is not None and len(self.method.region_cells) != 2:
             raise UserError(f"method.region_cells must be [lo, hi], got {self.method.region_cells}")
+        region_options = [
+            f"method.{f.name}"
+            for f in dataclasses.fields(MethodConfig)
+            if (f.name.startswith("region_") or f.name == "pairing") and getattr(self.method, f.name) != f.default
+        ]
+        if region_options:
+            # imported only here: the methods bring torch, which a plain config does not need
+            from ..methods import BASE_OF
+
+            if self.model.method not in BASE_OF:
+                region_of = {base: name for name, base in reversed(BASE_OF.items())}
+                raise UserError(
+                    f"{', '.join(region_options)} set for {self.model.method}, which has no region task: "
+                    f"leave {'it' if len(region_options) == 1 else 'them'} out, or train "
+                    f"--model.method {region_of.get(self.model.method, 'regioncl_m')}"
+                )
         bank, queries = self.knn_data()
         if self.knn.enabled and (bank is None) != (queries is None):
             given, missing = ("knn.train_data", "knn.val_data") if bank else ("knn.val_data", "knn.train_data")

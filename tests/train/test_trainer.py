@@ -226,7 +226,7 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
     cfg = parse_config(
         [
             "--config",
-            "mocov2_r50",
+            "regioncl_d_r50",
             "--optim.lr",
             "0.5",
             "--run.compile",
@@ -238,7 +238,7 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
         ]
     )
     assert (cfg.model.method, cfg.optim.lr, cfg.run.compile, cfg.method.region_cells, cfg.model.backbone_args) == (
-        "mocov2",
+        "regioncl_d",
         0.5,
         True,
         [1, 2],
@@ -256,6 +256,9 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
         (["--optim.lr", "-1"], "optim.lr must be positive"),
         (["--optim.lr", "fast"], "optim.lr"),
         (["--config", "no_such_recipe"], "no_such_recipe"),
+        # a region option on a base method would be silently ignored
+        (["--config", "densecl_r50", "--method.region_warmup", "true"], "region_warmup set for densecl, which has no"),
+        (["--model.method", "simsiam", "--method.pairing", "reverse", "--method.region_weight", "0.5"], "regioncl_s$"),
     ):
         with pytest.raises(UserError, match=says):
             parse_config(bad)
