@@ -308,6 +308,14 @@ class PretrainConfig:
                     f"leave {'it' if len(region_options) == 1 else 'them'} out, or train "
                     f"--model.method {region_of.get(self.model.method, 'regioncl_m')}"
                 )
+        if self.method.dense_weight != MethodConfig.dense_weight:
+            from ..methods import METHODS, DenseCL
+
+            if self.model.method in METHODS and not issubclass(METHODS[self.model.method][0], DenseCL):
+                raise UserError(
+                    f"method.dense_weight set for {self.model.method}, which has no dense loss: leave it out, "
+                    "or train --model.method densecl or regioncl_d"
+                )
         bank, queries = self.knn_data()
         if self.knn.enabled and (bank is None) != (queries is None):
             given, missing = ("knn.train_data", "knn.val_data") if bank else ("knn.val_data", "knn.train_data")

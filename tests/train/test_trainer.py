@@ -259,6 +259,10 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
         # a region option on a base method would be silently ignored
         (["--config", "densecl_r50", "--method.region_warmup", "true"], "region_warmup set for densecl, which has no"),
         (["--model.method", "simsiam", "--method.pairing", "reverse", "--method.region_weight", "0.5"], "regioncl_s$"),
+        (
+            ["--model.method", "regioncl_m", "--method.dense_weight", "0.3"],
+            "dense_weight set for regioncl_m, which has no",
+        ),
     ):
         with pytest.raises(UserError, match=says):
             parse_config(bad)
