@@ -2,8 +2,8 @@
 
 Raised by the checks that run before any compute; the ``regioncl`` command reports them as one
 line, ``regioncl: error: ...``, with exit status 2 and no traceback (``--debug`` or
-``REGIONCL_DEBUG=1`` shows it). Both are :class:`ValueError` (and the second a
-:class:`FileNotFoundError`), so code that catches those keeps working.
+``REGIONCL_DEBUG=1`` shows it). All are :class:`ValueError` (and the others a
+:class:`FileNotFoundError` or an :class:`ImportError`), so code that catches those keeps working.
 """
 
 
@@ -13,6 +13,11 @@ class UserError(ValueError):
 
 class UserFileNotFoundError(UserError, FileNotFoundError):
     """A file, folder, recipe, dataset or checkpoint that is not there."""
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional package a command needs is not installed; the message says what to install.
+    An :class:`ImportError` too, so code that treats the package as optional keeps working."""
 
 
 #: stopped by a signal, a checkpoint saved at the step reached (EX_TEMPFAIL: try again).

@@ -304,6 +304,12 @@ def test_refused_commands_leave_every_file_as_it_was(user):
     )
     user.refused("pretrain", *common, "--run.precision", "fp16", "--run.output_dir", "runs/x", says="fp16 needs a GPU")
     user.refused(
+        "pretrain", *common, "--model.init", "random", "--run.output_dir", "runs/x", says="leave model.init out"
+    )
+    user.refused(
+        "pretrain", *common, "--run.log_with", "[tensorbord]", "--run.output_dir", "runs/x", says="unknown tracker"
+    )
+    user.refused(
         "pretrain",
         *common,
         "--knn.enabled",
@@ -364,6 +370,8 @@ def test_refused_commands_leave_every_file_as_it_was(user):
     )
     # Files that exist are not written over; releases that would not tell the truth are not made.
     user.refused("export", "runs/mine", "exported", says="exported exists and is not an empty folder")
+    user.refused("plot", "my_images", "--out", "plots", says="is my_images a pretraining output folder?")
+    user.refused("plot", "--embeddings", "vals.parquet", "--out", "plots", says="vals.parquet: no such file")
     user.refused(
         "embed", "local-dir:exported", "--data", "my_images/val", "--output", "val.parquet", says="val.parquet exists"
     )

@@ -30,10 +30,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[Path]:
 
     from ..backbones import create_encoder
     from ..data import build_source, eval_transform
+    from ..errors import UserFileNotFoundError
     from ..files import config_value
-    from ..study.plots import plot_compare, plot_composites, plot_embeddings, plot_run
+    from ..study.plots import check_plotting, plot_compare, plot_composites, plot_embeddings, plot_run, read_metrics
     from ..swapping import region_swap
 
+    # every input checked before the output folder is made
+    check_plotting(a.method if a.embeddings else "pca")
+    if a.embeddings and not Path(a.embeddings).is_file():
+        raise UserFileNotFoundError(f"--embeddings {a.embeddings}: no such file (write one with regioncl embed)")
+    for run in a.runs:
+        read_metrics(run)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

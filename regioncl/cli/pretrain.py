@@ -5,7 +5,7 @@
     accelerate launch -m regioncl pretrain --config regioncl_m_r50    # the paper's recipe, ImageNet streamed from the Hub
     regioncl pretrain --run.output_dir runs/x --run.resume latest   # continue from the newest checkpoint
     regioncl pretrain --config mocov2_r50 --print_recipe    # the resolved configuration, as a recipe
-    regioncl pretrain --data.source /data/my_images --model.backbone resnet18 --model.backbone_args '{}' \
+    regioncl pretrain --data.source /data/my_images --model.backbone resnet18 --model.backbone_args '{}' \\
         --data.image_size 96 --model.init timm --run.output_dir runs/mine   # your images, from timm's weights
 
 Every field of the configuration (regioncl/train/config.py) is an option named by its section;

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import MissingExtraError, UserFileNotFoundError
 from ..swapping import SwapResult
 
 
@@ -22,18 +23,34 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as e:  # a clear message instead of a bare ImportError deep in a script
-        raise ImportError("plots need matplotlib: pip install 'regioncl[plots]' (or matplotlib)") from e
+        raise MissingExtraError("plots need matplotlib: pip install 'regioncl[plots]' (or matplotlib)") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
+def _umap() -> Any:
+    try:
+        import umap
+    except ImportError as e:
+        raise MissingExtraError("--method umap needs umap-learn: pip install umap-learn (or use pca)") from e
+    return umap
+
+
+def check_plotting(method: str = "pca") -> None:
+    """Raise :class:`~regioncl.errors.MissingExtraError` now, before any work, when a package the
+    plots (and ``method``'s 2-D map) need is not installed."""
+    _pyplot()
+    if method == "umap":
+        _umap()
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl``."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a pretraining output folder?")
+        raise UserFileNotFoundError(f"{path} does not exist: is {run_dir} a pretraining output folder?")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -159,11 +176,7 @@ def embedding_map(
             labels += [-1 if v is None else v for v in picked.column("label").to_pylist()]
     vectors, labels = torch.from_numpy(np.concatenate(vectors)).float(), torch.tensor(labels)
     if method == "umap":
-        try:
-            import umap
-        except ImportError as e:
-            raise ImportError("--method umap needs umap-learn: pip install umap-learn (or use pca)") from e
-        return torch.from_numpy(umap.UMAP(random_state=seed).fit_transform(vectors.numpy())), labels
+        return torch.from_numpy(_umap().UMAP(random_state=seed).fit_transform(vectors.numpy())), labels
     centred = vectors - vectors.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     return centred @ v[:2].T, labels

@@ -12,11 +12,12 @@ one, at step 0 only: a resumed run takes its weights from its checkpoint.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, UserFileNotFoundError
 from ..export.checkpoints import INIT_ONLY_ARGS, load_fitting
 from ..methods import SSLMethod
 
@@ -61,6 +62,12 @@ def initialise_encoder(method: SSLMethod, spec: str) -> str:
         state, source = _timm_weights(spec, encoder)
     else:
         from ..eval.features import load_eval_encoder
+
+        if ":" not in spec and not Path(spec).exists():  # e.g. "random", or a mistyped run folder
+            raise UserFileNotFoundError(
+                f"model.init {spec}: no such run, checkpoint, export folder or weights file "
+                "(nor timm, timm:TAG, local-dir:PATH, hf-hub:ID); for a random init leave model.init out"
+            )
 
         state, source = load_eval_encoder(spec).state_dict(), spec
     # An encoder's global pool or classifier carries no weights here; the feature extractor's do.

@@ -60,3 +60,34 @@ def test_comparison_draws_reference_levels(tmp_path):
     fig = plot_compare([tmp_path / "a"], tmp_path / "cmp.png", references={"raw pixels": 0.42})
     lines = fig.axes[0].get_lines()
     assert len(lines) == 2 and list(lines[1].get_ydata()) == pytest.approx([42.0, 42.0])  # in percent, like the curve
+
+
+@pytest.mark.parametrize("case", ["no_run", "not_a_run", "no_embeddings", "no_matplotlib", "no_umap"])
+def test_plot_command_refuses_in_one_line_before_writing(tmp_path, monkeypatch, capsys, case):
+    import builtins
+
+    from regioncl.cli import run
+
+    write_run(tmp_path / "good")
+    real_import = builtins.__import__
+    missing = {"no_matplotlib": "matplotlib", "no_umap": "umap"}.get(case)
+
+    def fake_import(name, *args, **kwargs):
+        if missing and name.split(".")[0] == missing:
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    (tmp_path / "e.parquet").write_bytes(b"")  # never read: the refusal comes first
+    args, says = {
+        "no_run": ([str(tmp_path / "nope")], "nope/metrics.jsonl does not exist"),
+        "not_a_run": ([str(tmp_path / "good"), str(tmp_path)], "a pretraining output folder?"),
+        "no_embeddings": (["--embeddings", str(tmp_path / "none.parquet")], "none.parquet: no such file"),
+        "no_matplotlib": ([str(tmp_path / "good")], "pip install 'regioncl[plots]'"),
+        "no_umap": (["--embeddings", str(tmp_path / "e.parquet"), "--method", "umap"], "pip install umap-learn"),
+    }[case]
+    assert run("plot", args + ["--out", str(tmp_path / "plots")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("regioncl: error: ")]
+    assert len(errors) == 1 and says in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "plots").exists()

@@ -268,6 +268,23 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
             parse_config(bad)
 
 
+def test_a_tracker_that_cannot_log_is_refused_before_training(monkeypatch):
+    import accelerate.tracking
+
+    from regioncl.errors import UserError
+    from regioncl.train.config import parse_config
+
+    with pytest.raises(UserError, match=r"unknown tracker 'tensorbord'"):
+        parse_config(["--run.log_with", "[tensorbord]"])
+    # Accelerate would only warn and train on without the logs
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
+    with pytest.raises(UserError, match=r"tensorboard is not installed here: pip install tensorboard"):
+        parse_config(["--run.log_with", "[tensorboard]"])
+    monkeypatch.undo()
+    if "tensorboard" in {str(t.value) for t in accelerate.tracking.get_available_trackers()}:
+        assert parse_config(["--run.log_with", "[tensorboard]"]).run.log_with == ["tensorboard"]
+
+
 def test_fields_that_may_change_on_resume_are_declared_on_them():
     from regioncl.train.config import may_change_on_resume
 
