@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
@@ -193,6 +194,21 @@ def test_the_walk_through_gives_the_right_answers(user):
     assert meta["epochs"] == 2 and meta["steps"] == 4 and meta["dataset"] == "a local image folder"
     assert str(user.work) not in (user.work / "release" / "config.json").read_text()
     assert "my_images" not in card + (user.work / "release" / "config.json").read_text()
+
+    # The numbers the evaluation commands printed, saved as a user would, go on the card in percent.
+    (user.work / "evals.jsonl").write_text(
+        knn.stdout.strip().splitlines()[-1] + "\n" + probe.stdout.strip().splitlines()[-1]
+    )
+    user.run(
+        "regioncl", "push", "runs/mine", "--repo-id", "me/x", "--metrics", "evals.jsonl", "--dry-run", "--out", "rel2"
+    )
+    card = (user.work / "rel2" / "README.md").read_text()
+    index = yaml.safe_load(card.split("---\n")[1])["model-index"][0]["results"][0]["metrics"]
+    assert {m["type"]: m["value"] for m in index} == {
+        "knn_top1": round(100 * scored["knn_top1"], 2),
+        "linear_top1": round(100 * probed["top1"], 2),
+    }
+    assert f"| linear_top1 | {round(100 * probed['top1'], 2)} |" in card and "my_images" not in card
 
     # Weights are as readable as every other file the commands wrote.
     mask = os.umask(0)
@@ -371,6 +387,19 @@ def test_refused_commands_leave_every_file_as_it_was(user):
     # Files that exist are not written over; releases that would not tell the truth are not made.
     user.refused("export", "runs/mine", "exported", says="exported exists and is not an empty folder")
     user.refused("plot", "my_images", "--out", "plots", says="is my_images a pretraining output folder?")
+    user.refused(
+        "push",
+        "runs/mine",
+        "--repo-id",
+        "me/x",
+        "--metrics",
+        "eval.jsonl",
+        "--dry-run",
+        says="eval.jsonl: no such file",
+    )
+    user.refused(
+        "push", "runs/mine", "--repo-id", "me/x", "--metrics", '{"knn": "80%"}', "--dry-run", says="not a number"
+    )
     user.refused("plot", "--embeddings", "vals.parquet", "--out", "plots", says="vals.parquet: no such file")
     user.refused(
         "embed", "local-dir:exported", "--data", "my_images/val", "--output", "val.parquet", says="val.parquet exists"

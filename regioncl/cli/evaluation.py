@@ -40,11 +40,18 @@ def evaluation_parser(doc: str, config_cls: type, prog: str | None = None) -> An
 
 
 def run_labelled_evaluation(
-    doc: str, config_cls: type, evaluate: Callable[..., dict], argv: list[str] | None, prog: str | None = None
+    doc: str,
+    config_cls: type,
+    evaluate: Callable[..., dict],
+    argv: list[str] | None,
+    prog: str | None = None,
+    *,
+    protocol: str,
 ) -> dict:
     """The whole ``main`` of an evaluation script on labelled data (probe, fine-tune): ENCODER,
     data and ``config_cls`` options, then ``evaluate(encoder_spec, train, val, num_classes, cfg,
-    accelerator)`` on Accelerate; the main process prints the result as one JSON line."""
+    accelerator)`` on Accelerate; the main process prints the result as one JSON line, named by
+    ``protocol`` (``linear``, ``finetune``) so that ``regioncl push --metrics`` can read it."""
     p = evaluation_parser(doc, config_cls, prog)
     try:
         a = p.parse_args(underscored(sys.argv[1:] if argv is None else argv))
@@ -76,6 +83,7 @@ def run_labelled_evaluation(
     result = evaluate(a.encoder, train, val, num_classes, cfg, acc)
     out = {
         "encoder": a.encoder,
+        "protocol": protocol,
         "top1": result["top1"],
         "top5": result["top5"],
         "epochs": cfg.epochs,

@@ -22,4 +22,4 @@ def _finetune(spec: str, train: object, val: object, n: int, cfg: FinetuneConfig
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    return run_labelled_evaluation(__doc__, FinetuneConfig, _finetune, argv, prog)
+    return run_labelled_evaluation(__doc__, FinetuneConfig, _finetune, argv, prog, protocol="finetune")

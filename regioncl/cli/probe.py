@@ -23,4 +23,4 @@ def _probe(spec: str, train: object, val: object, n: int, cfg: ProbeConfig, acc:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    return run_labelled_evaluation(__doc__, ProbeConfig, _probe, argv, prog)
+    return run_labelled_evaluation(__doc__, ProbeConfig, _probe, argv, prog, protocol="linear")

@@ -2,6 +2,8 @@
 
     regioncl push runs/mine --repo-id me/regioncl_m_r18 --dry-run       # the release, listed; nothing uploaded
     regioncl push runs/mine --repo-id me/regioncl_m_r18 --private --metrics '{"knn_top1": 81.3}'
+    regioncl knn runs/mine ... > evals.jsonl; regioncl probe runs/mine ... >> evals.jsonl
+    regioncl push runs/mine --repo-id me/regioncl_m_r18 --metrics evals.jsonl   # their numbers on the card
     regioncl push runs/regioncl_m_r50 --zoo regioncl_m_r50              # an entry of the model zoo
 
 The card says what the run's own record says: its method, its data (a Hub dataset by its id; a
@@ -28,13 +30,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--repo-id", help="ORG/NAME (default: the zoo entry's)")
     p.add_argument("--method", help="without --zoo: the method (default: the run's; another one is refused)")
     p.add_argument("--backbone", help="without --zoo: default is the training config's")
-    p.add_argument("--metrics", type=json.loads, help="JSON of measured metrics for the card")
+    p.add_argument(
+        "--metrics",
+        help="measured metrics for the card: a JSON object of numbers, or a file of the JSON lines that "
+        "regioncl knn, probe and finetune print (their top-1 and top-5 enter the card in percent)",
+    )
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to (created if missing)")
     p.add_argument("--out", help="a new folder to keep the release in (default: a temporary one, removed after)")
     p.add_argument("--dry-run", action="store_true", help="write the release and list what would be uploaded")
     a = p.parse_args(argv)
-    from ..export.hub import load_zoo, prepare_release, push
+    from ..export.hub import card_metrics, load_zoo, prepare_release, push
+
+    metrics = card_metrics(_read_metrics(a.metrics)) if a.metrics else None
 
     if a.zoo:
         zoo = load_zoo(a.zoo_file)
@@ -45,7 +53,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if not a.repo_id:
             p.error("without --zoo, give --repo-id ORG/NAME")
         entry = {"method": a.method}
-    entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", a.metrics)) if v})
+    entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", metrics)) if v})
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="regioncl-release-"))
     try:
         folder = prepare_release(a.checkpoint, out, entry)
@@ -60,3 +68,24 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     finally:
         if not a.out:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def _read_metrics(value: str) -> list:
+    """The JSON objects of ``--metrics``: the value itself, or what the file it names holds (one
+    JSON document, or JSON lines as the evaluation commands print them)."""
+    from ..errors import UserError, UserFileNotFoundError
+
+    if value.lstrip().startswith("{"):
+        text, where = value, "value"
+    elif Path(value).is_file():
+        text, where = Path(value).read_text(), value
+    else:
+        raise UserFileNotFoundError(f"--metrics {value}: no such file (or give a JSON object)")
+    try:
+        return [json.loads(text)]
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise UserError(f"--metrics {where}: not JSON ({e}); give a JSON object or a file of JSON lines") from None

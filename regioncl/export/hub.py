@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,44 @@ def render_card(entry: Mapping[str, Any], template: str | os.PathLike | None = N
     for key, value in fields.items():
         body = body.replace("{{" + key + "}}", value)
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body
+
+
+def card_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The card's metrics, in percent, from what the evaluation commands printed (the JSON line of
+    ``regioncl knn``, ``probe`` or ``finetune``), or from ``{"name": number}`` objects given as is.
+
+    An evaluation's accuracies, fractions in [0, 1], become ``knn_top1``, ``linear_top1`` /
+    ``linear_top5`` or ``finetune_top1`` / ``finetune_top5`` in percent; its other fields (paths,
+    sizes) stay out of the card. A value that is not a number is refused: the model-index holds
+    numbers only.
+
+    Raises:
+        UserError: a record that is neither, or a metric given twice.
+    """
+    metrics: dict[str, float] = {}
+    for record in records:
+        if not isinstance(record, Mapping):
+            raise UserError(f"--metrics: expected JSON objects, got {record!r}")
+        if "encoder" in record and ("knn_top1" in record or "protocol" in record):  # an evaluation's output
+            prefix = "knn" if "knn_top1" in record else str(record["protocol"])
+            found = {
+                f"{prefix}_{k.removeprefix('knn_')}": round(100 * float(record[k]), 2)
+                for k in ("knn_top1", "top1", "top5")
+                if record.get(k) is not None
+            }
+        else:
+            bad = [k for k, v in record.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+            if bad:
+                raise UserError(
+                    f"--metrics: {bad[0]} is {record[bad[0]]!r}, not a number; give measured numbers "
+                    "(e.g. '{\"knn_top1\": 81.3}') or the output of regioncl knn, probe or finetune"
+                )
+            found = dict(record)
+        twice = sorted(set(found) & set(metrics))
+        if twice:
+            raise UserError(f"--metrics: {twice[0]} given twice")
+        metrics.update(found)
+    return metrics
 
 
 def _table(values: Mapping[str, Any], empty: str) -> str:

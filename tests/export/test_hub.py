@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from regioncl import build_method, create_encoder
 from regioncl.export.checkpoints import encoder_state, strip_wrappers
-from regioncl.export.hub import export, load_zoo, push, render_card
+from regioncl.export.hub import card_metrics, export, load_zoo, push, render_card
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -221,6 +221,30 @@ def test_dry_run_writes_a_card_and_config_that_parse_and_no_token(tmp_path):
 
     model = timm.create_model(f"local-dir:{release}", pretrained=True)
     assert model.num_classes == 0
+
+
+def test_card_metrics_read_the_evaluations_output_in_percent_and_refuse_what_is_not_a_number():
+    from regioncl.errors import UserError
+
+    knn = {"encoder": "runs/x", "knn_top1": 0.8125, "k": 20, "image_size": 64, "bank": "/home/me/imgs/train"}
+    probe = {"encoder": "runs/x", "protocol": "linear", "top1": 0.9333, "top5": None, "epochs": 50, "classes": 3}
+    tuned = {"encoder": "runs/x", "protocol": "finetune", "top1": 0.95, "top5": 0.999, "epochs": 5, "classes": 10}
+    # fractions become percent; paths, sizes and counts stay off the card
+    assert card_metrics([knn, probe, tuned]) == {
+        "knn_top1": 81.25,
+        "linear_top1": 93.33,
+        "finetune_top1": 95.0,
+        "finetune_top5": 99.9,
+    }
+    assert card_metrics([{"knn_top1": 81.3, "coco_ap": 40}]) == {"knn_top1": 81.3, "coco_ap": 40}
+    for bad, says in (
+        ([{"knn_top1": 81.3, "bank": "my_images/train"}], "bank is 'my_images/train', not a number"),
+        ([{"knn_top1": None}], "knn_top1 is None, not a number"),
+        ([knn, {"knn_top1": 80.0}], "knn_top1 given twice"),
+        ([[0.8]], "expected JSON objects"),
+    ):
+        with pytest.raises(UserError, match=says):
+            card_metrics(bad)
 
 
 @pytest.mark.parametrize("name", sorted(load_zoo()))
