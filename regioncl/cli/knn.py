@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> float | None
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = load_eval_encoder(a.encoder).to(device).eval()
     crop = a.crop_pct or (1.0 if bank_spec == "sample" else 0.875)
+    scored: dict[str, int] = {}
     top1 = knn_evaluate(
         encoder,
         bank,
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> float | None
         temperature=a.temperature,
         batch_size=a.batch_size,
         num_workers=a.num_workers,
+        counts=scored,
     )
     if top1 is None:  # a dataset whose label column holds -1 for some images
         p.error("kNN needs a label for every image of the bank and the val data")
@@ -91,9 +93,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> float | None
                 "k": a.k,
                 "image_size": size,
                 "bank": bank_spec,
-                "bank_images": len(bank),
+                "bank_images": scored["bank"],  # those decoded: unreadable files are left out
                 "val": val_spec,
-                "val_images": len(val),
+                "val_images": scored["val"],
             }
         )
     )

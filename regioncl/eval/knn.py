@@ -43,9 +43,11 @@ def knn_evaluate(
     batch_size: int = 256,
     num_workers: int = 0,
     channels_last: bool = False,
+    counts: dict[str, int] | None = None,
 ) -> float | None:
     """kNN top-1 (SPEC §10) of ``encoder`` with ``bank_source`` as the labelled bank, or
-    ``None`` when either source has no labels.
+    ``None`` when either source has no labels. ``counts``, when given, receives the numbers of
+    bank and query images scored (``bank``, ``val``): those that could be decoded.
 
     In a multi-process run every process must call it: each encodes its share of the images;
     the bank is gathered on every device (in half precision on a GPU, a quarter of the float32
@@ -56,6 +58,8 @@ def knn_evaluate(
     half = torch.float16 if device.type == "cuda" else torch.float32
     bank, bank_labels = encode_source(encoder, bank_source, transform, device, gather=True, dtype=half, **kwargs)
     val, val_labels = encode_source(encoder, val_source, transform, device, gather=False, **kwargs)
+    if counts is not None:
+        counts["bank"] = len(bank_labels)
     # Whether any label is missing, and the largest query label, as every process sees them.
     facts = torch.tensor(
         [
@@ -71,12 +75,14 @@ def knn_evaluate(
         return None
     num_classes = int(max(float(bank_labels.max()), float(facts[2]))) + 1
     pred = knn_predict(bank, bank_labels, val, k=k, temperature=temperature, num_classes=num_classes).argmax(1)
-    counts = torch.tensor(
+    scored = torch.tensor(
         [float((pred == val_labels).sum()), float(len(val_labels))], dtype=torch.float64, device=device
     )
     if world_size() > 1:
-        dist.all_reduce(counts)
-    return float(counts[0] / counts[1])
+        dist.all_reduce(scored)
+    if counts is not None:
+        counts["val"] = int(scored[1])
+    return float(scored[0] / scored[1])
 
 
 @torch.no_grad()

@@ -133,7 +133,9 @@ def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
     assert len(bad[0]) == len(clean[0]) + 1
     with caplog.at_level("WARNING"):
         x_bad, y_bad = encode_source(encoder, bad[0], tf, cpu, batch_size=5)
-        top1_bad = knn_evaluate(encoder, *bad, tf, cpu, k=5, batch_size=5)
+        scored: dict[str, int] = {}
+        top1_bad = knn_evaluate(encoder, *bad, tf, cpu, k=5, batch_size=5, counts=scored)
+    assert scored == {"bank": len(clean[0]), "val": len(clean[1])}  # what was scored, not the files found
     x, y = encode_source(encoder, clean[0], tf, cpu, batch_size=5)
     assert torch.equal(y_bad, y) and torch.allclose(x_bad, x, atol=1e-6)
     assert top1_bad == knn_evaluate(encoder, *clean, tf, cpu, k=5, batch_size=5)
