@@ -196,9 +196,7 @@ def test_the_walk_through_gives_the_right_answers(user):
     assert "my_images" not in card + (user.work / "release" / "config.json").read_text()
 
     # The numbers the evaluation commands printed, saved as a user would, go on the card in percent.
-    (user.work / "evals.jsonl").write_text(
-        knn.stdout.strip().splitlines()[-1] + "\n" + probe.stdout.strip().splitlines()[-1]
-    )
+    (user.work / "evals.jsonl").write_text(knn.stdout + probe.stdout)  # `> evals.jsonl`, `>> evals.jsonl`
     user.run(
         "regioncl", "push", "runs/mine", "--repo-id", "me/x", "--metrics", "evals.jsonl", "--dry-run", "--out", "rel2"
     )

@@ -89,6 +89,7 @@ def run_labelled_evaluation(
         "epochs": cfg.epochs,
         "image_size": cfg.image_size,
         "classes": num_classes,
+        "val": a.val_data,
     }
     if acc.is_main_process:
         print(json.dumps(out))

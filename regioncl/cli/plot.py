@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[Path]:
         raise UserFileNotFoundError(f"--embeddings {a.embeddings}: no such file (write one with regioncl embed)")
     for run in a.runs:
         read_metrics(run)
+    if a.composites and a.runs and not (Path(a.runs[0]) / "config.json").is_file():
+        raise UserFileNotFoundError(f"--composites: {a.runs[0]} has no config.json (the run's settings)")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

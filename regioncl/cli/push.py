@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--out", help="a new folder to keep the release in (default: a temporary one, removed after)")
     p.add_argument("--dry-run", action="store_true", help="write the release and list what would be uploaded")
     a = p.parse_args(argv)
-    from ..export.hub import card_metrics, load_zoo, prepare_release, push
+    from ..export.hub import card_metrics, dataset_name, load_zoo, prepare_release, push
 
-    metrics = card_metrics(_read_metrics(a.metrics)) if a.metrics else None
+    metrics, scored_on = card_metrics(_read_metrics(a.metrics)) if a.metrics else (None, None)
 
     if a.zoo:
         zoo = load_zoo(a.zoo_file)
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             p.error("without --zoo, give --repo-id ORG/NAME")
         entry = {"method": a.method}
     entry.update({k: v for k, v in (("repo_id", a.repo_id), ("backbone", a.backbone), ("metrics", metrics)) if v})
+    if scored_on:  # the card names the data the evaluations scored on, not the training data
+        entry["eval_dataset"] = dataset_name(scored_on)[1] or "custom"
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="regioncl-release-"))
     try:
         folder = prepare_release(a.checkpoint, out, entry)
@@ -78,7 +80,7 @@ def _read_metrics(value: str) -> list:
     if value.lstrip().startswith("{"):
         text, where = value, "value"
     elif Path(value).is_file():
-        text, where = Path(value).read_text(), value
+        text, where = Path(value).read_text(encoding="utf-8-sig"), value
     else:
         raise UserFileNotFoundError(f"--metrics {value}: no such file (or give a JSON object)")
     try:

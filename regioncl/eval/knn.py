@@ -47,7 +47,8 @@ def knn_evaluate(
 ) -> float | None:
     """kNN top-1 (SPEC §10) of ``encoder`` with ``bank_source`` as the labelled bank, or
     ``None`` when either source has no labels. ``counts``, when given, receives the numbers of
-    bank and query images scored (``bank``, ``val``): those that could be decoded.
+    bank and query images scored (``bank``, ``val``): those that could be decoded (only ``bank``
+    when it returns None).
 
     In a multi-process run every process must call it: each encodes its share of the images;
     the bank is gathered on every device (in half precision on a GPU, a quarter of the float32

@@ -13,6 +13,7 @@ Extra metadata (method, recipe, epochs, dataset, metrics) sits in a top-level
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -268,22 +269,29 @@ def render_card(entry: Mapping[str, Any], template: str | os.PathLike | None = N
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body
 
 
-def card_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def card_metrics(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], str | None]:
     """The card's metrics, in percent, from what the evaluation commands printed (the JSON line of
-    ``regioncl knn``, ``probe`` or ``finetune``), or from ``{"name": number}`` objects given as is.
+    ``regioncl knn``, ``probe`` or ``finetune``), or from ``{"name": number}`` objects given as is;
+    and the data the evaluations scored on (their ``val``), or None where none says.
 
     An evaluation's accuracies, fractions in [0, 1], become ``knn_top1``, ``linear_top1`` /
     ``linear_top5`` or ``finetune_top1`` / ``finetune_top5`` in percent; its other fields (paths,
-    sizes) stay out of the card. A value that is not a number is refused: the model-index holds
-    numbers only.
+    sizes) stay out of the card. A value that is not a finite number is refused: the model-index
+    holds numbers only.
 
     Raises:
-        UserError: a record that is neither, or a metric given twice.
+        UserError: a record that is neither, a metric given twice, or evaluations on different data.
     """
     metrics: dict[str, float] = {}
+    scored_on: set[str] = set()
     for record in records:
         if not isinstance(record, Mapping):
             raise UserError(f"--metrics: expected JSON objects, got {record!r}")
+        if "encoder" in record and "top1" in record and "protocol" not in record:
+            raise UserError(
+                "--metrics: a probe or fine-tune result without its protocol (printed before they named it): "
+                'add "protocol": "linear" or "finetune" to it'
+            )
         if "encoder" in record and ("knn_top1" in record or "protocol" in record):  # an evaluation's output
             prefix = "knn" if "knn_top1" in record else str(record["protocol"])
             found = {
@@ -291,19 +299,30 @@ def card_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
                 for k in ("knn_top1", "top1", "top5")
                 if record.get(k) is not None
             }
+            if record.get("val"):
+                scored_on.add(str(record["val"]))
         else:
-            bad = [k for k, v in record.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-            if bad:
-                raise UserError(
-                    f"--metrics: {bad[0]} is {record[bad[0]]!r}, not a number; give measured numbers "
-                    "(e.g. '{\"knn_top1\": 81.3}') or the output of regioncl knn, probe or finetune"
-                )
             found = dict(record)
+        bad = [
+            k
+            for k, v in found.items()
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+        ]
+        if bad:
+            raise UserError(
+                f"--metrics: {bad[0]} is {found[bad[0]]!r}, not a finite number; give measured numbers "
+                "(e.g. '{\"knn_top1\": 81.3}') or the output of regioncl knn, probe or finetune"
+            )
         twice = sorted(set(found) & set(metrics))
         if twice:
             raise UserError(f"--metrics: {twice[0]} given twice")
         metrics.update(found)
-    return metrics
+    if len(scored_on) > 1:
+        raise UserError(
+            f"--metrics: evaluations on different data ({', '.join(sorted(scored_on))}); a card's results name one "
+            "data set: give those of one"
+        )
+    return metrics, next(iter(scored_on), None)
 
 
 def _table(values: Mapping[str, Any], empty: str) -> str:

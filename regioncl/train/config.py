@@ -316,8 +316,6 @@ class PretrainConfig:
                     f"method.dense_weight set for {self.model.method}, which has no dense loss: leave it out, "
                     "or train --model.method densecl or regioncl_d"
                 )
-        if self.run.log_with:
-            self._check_trackers(self.run.log_with)
         bank, queries = self.knn_data()
         if self.knn.enabled and (bank is None) != (queries is None):
             given, missing = ("knn.train_data", "knn.val_data") if bank else ("knn.val_data", "knn.train_data")
@@ -343,24 +341,6 @@ class PretrainConfig:
             raise UserError(f"run.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1, SIGINT")
         if self.data.read_retries < 0:
             raise UserError("data.read_retries must be >= 0")
-
-    @staticmethod
-    def _check_trackers(names: list[str]) -> None:
-        # Accelerate only warns about a tracker that is not installed and trains on without it:
-        # a whole run would end without the logs that were asked for.
-        from accelerate.tracking import get_available_trackers
-        from accelerate.utils import LoggerType
-
-        known = [str(t.value) for t in LoggerType]
-        available = {str(t.value) for t in get_available_trackers()}
-        for name in names:
-            if name not in known:
-                raise UserError(f"run.log_with: unknown tracker {name!r}; one of {known}")
-            if name != "all" and name not in available:
-                raise UserError(
-                    f"run.log_with: {name} is not installed here: pip install {name.replace('_', '-')}, "
-                    "or leave it out of run.log_with"
-                )
 
     def knn_data(self) -> tuple[str | None, str | None]:
         """The kNN monitor's bank and queries: those given, or the sample set's train and val splits

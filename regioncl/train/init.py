@@ -63,7 +63,7 @@ def initialise_encoder(method: SSLMethod, spec: str) -> str:
     else:
         from ..eval.features import load_eval_encoder
 
-        if ":" not in spec and not Path(spec).exists():  # e.g. "random", or a mistyped run folder
+        if not spec.startswith(("local-dir:", "hf-hub:")) and not Path(spec).exists():  # "random", a typo
             raise UserFileNotFoundError(
                 f"model.init {spec}: no such run, checkpoint, export folder or weights file "
                 "(nor timm, timm:TAG, local-dir:PATH, hf-hub:ID); for a random init leave model.init out"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,31 @@ def synchronised_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
     return convert_sync_batchnorm(model)
 
 
+def check_trackers(names: list[str]) -> None:
+    """Refuse a tracker Accelerate does not know, or one not installed here, before anything is
+    built: Accelerate warns and trains on without it, and the run ends without the logs asked for.
+
+    Raises:
+        UserError: naming the tracker and what to install.
+    """
+    from accelerate import tracking
+    from accelerate.utils import LoggerType
+
+    builtin = [str(t.value) for t in LoggerType]
+    known = set(builtin) | set(getattr(tracking, "LOGGER_TYPE_TO_CLASS", {}))  # and trackers registered by name
+    available = {str(t.value) for t in tracking.get_available_trackers()}
+    for name in names:
+        if name not in known:
+            raise UserError(f"run.log_with: unknown tracker {name!r}; one of {builtin}")
+        if name == "all" and not available:
+            raise UserError("run.log_with: all, but no tracker is installed here: pip install tensorboard (or another)")
+        if name in builtin and name != "all" and name not in available:
+            raise UserError(
+                f"run.log_with: {name} is not installed here: pip install {name.replace('_', '-')}, "
+                "or leave it out of run.log_with"
+            )
+
+
 class Trainer:
     """Builds model, data and optimizer from a config and runs pretraining.
 
@@ -105,6 +131,8 @@ class Trainer:
 
     def __init__(self, cfg: PretrainConfig, accelerator: Accelerator | None = None) -> None:
         cfg.validate()
+        if cfg.run.log_with and int(os.environ.get("RANK", "0")) == 0:  # trackers log on the main process only
+            check_trackers(cfg.run.log_with)
         self.cfg = cfg
         self.accelerator = acc = accelerator or make_accelerator(
             log_with=cfg.run.log_with,

@@ -226,22 +226,24 @@ def test_dry_run_writes_a_card_and_config_that_parse_and_no_token(tmp_path):
 def test_card_metrics_read_the_evaluations_output_in_percent_and_refuse_what_is_not_a_number():
     from regioncl.errors import UserError
 
-    knn = {"encoder": "runs/x", "knn_top1": 0.8125, "k": 20, "image_size": 64, "bank": "/home/me/imgs/train"}
-    probe = {"encoder": "runs/x", "protocol": "linear", "top1": 0.9333, "top5": None, "epochs": 50, "classes": 3}
+    knn = {"encoder": "runs/x", "knn_top1": 0.8125, "k": 20, "bank": "/home/me/imgs/train", "val": "hf:org/set:test"}
+    probe = {"encoder": "runs/x", "protocol": "linear", "top1": 0.9333, "top5": None, "val": "hf:org/set:test"}
     tuned = {"encoder": "runs/x", "protocol": "finetune", "top1": 0.95, "top5": 0.999, "epochs": 5, "classes": 10}
-    # fractions become percent; paths, sizes and counts stay off the card
-    assert card_metrics([knn, probe, tuned]) == {
-        "knn_top1": 81.25,
-        "linear_top1": 93.33,
-        "finetune_top1": 95.0,
-        "finetune_top5": 99.9,
-    }
-    assert card_metrics([{"knn_top1": 81.3, "coco_ap": 40}]) == {"knn_top1": 81.3, "coco_ap": 40}
+    # fractions become percent; paths, sizes and counts stay off the card; the data scored on is named
+    assert card_metrics([knn, probe, tuned]) == (
+        {"knn_top1": 81.25, "linear_top1": 93.33, "finetune_top1": 95.0, "finetune_top5": 99.9},
+        "hf:org/set:test",
+    )
+    assert card_metrics([{"knn_top1": 81.3, "coco_ap": 40}]) == ({"knn_top1": 81.3, "coco_ap": 40}, None)
+    elsewhere = {**probe, "val": "my_images/val"}
     for bad, says in (
-        ([{"knn_top1": 81.3, "bank": "my_images/train"}], "bank is 'my_images/train', not a number"),
-        ([{"knn_top1": None}], "knn_top1 is None, not a number"),
+        ([{"knn_top1": 81.3, "bank": "my_images/train"}], "bank is 'my_images/train', not a finite number"),
+        ([{"knn_top1": None}], "knn_top1 is None, not a finite number"),
+        ([{**knn, "knn_top1": float("nan")}], "knn_top1 is nan"),  # a kNN with no decodable query
         ([knn, {"knn_top1": 80.0}], "knn_top1 given twice"),
         ([[0.8]], "expected JSON objects"),
+        ([{k: v for k, v in probe.items() if k != "protocol"}], 'add "protocol": "linear" or "finetune"'),
+        ([knn, elsewhere], "evaluations on different data"),
     ):
         with pytest.raises(UserError, match=says):
             card_metrics(bad)

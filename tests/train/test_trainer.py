@@ -268,21 +268,30 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
             parse_config(bad)
 
 
-def test_a_tracker_that_cannot_log_is_refused_before_training(monkeypatch):
+def test_a_tracker_that_cannot_log_is_refused_before_training(tmp_path, monkeypatch):
     import accelerate.tracking
 
     from regioncl.errors import UserError
-    from regioncl.train.config import parse_config
+    from regioncl.train.config import make_config, parse_config
+    from regioncl.train.trainer import Trainer
 
+    def trainer(*trackers):
+        out = tmp_path / "run"
+        cfg = make_config(overrides={**TINY, "run.output_dir": str(out), "run.log_with": list(trackers)})
+        Trainer(cfg)
+        return out
+
+    # a configuration that names one is still read (a study's dry run, --print_recipe): the check is the trainer's
+    assert parse_config(["--run.log_with", "[tensorbord]"]).run.log_with == ["tensorbord"]
     with pytest.raises(UserError, match=r"unknown tracker 'tensorbord'"):
-        parse_config(["--run.log_with", "[tensorbord]"])
+        trainer("tensorbord")
     # Accelerate would only warn and train on without the logs
     monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
     with pytest.raises(UserError, match=r"tensorboard is not installed here: pip install tensorboard"):
-        parse_config(["--run.log_with", "[tensorboard]"])
-    monkeypatch.undo()
-    if "tensorboard" in {str(t.value) for t in accelerate.tracking.get_available_trackers()}:
-        assert parse_config(["--run.log_with", "[tensorboard]"]).run.log_with == ["tensorboard"]
+        trainer("tensorboard")
+    with pytest.raises(UserError, match=r"all, but no tracker is installed"):
+        trainer("all")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_fields_that_may_change_on_resume_are_declared_on_them():
