@@ -396,7 +396,7 @@ def test_refused_commands_leave_every_file_as_it_was(user):
         says="eval.jsonl: no such file",
     )
     user.refused(
-        "push", "runs/mine", "--repo-id", "me/x", "--metrics", '{"knn": "80%"}', "--dry-run", says="not a number"
+        "push", "runs/mine", "--repo-id", "me/x", "--metrics", '{"knn": "80%"}', "--dry-run", says="not a finite number"
     )
     user.refused("plot", "--embeddings", "vals.parquet", "--out", "plots", says="vals.parquet: no such file")
     user.refused(
