@@ -153,6 +153,10 @@ REAL_RUNS = [
     # behind): the region loss still climbs, and both are warned about
     ("fmnist_frame_tune", "regioncl_m_box12_s0", 285, 190, (171, "loss_reg")),
     ("fmnist_frame_tune", "regioncl_m_weight05_s0", 285, 190, (171, "loss_reg")),
+    # the ramp on plain Fashion-MNIST's small set (5,000 images, warm-up 10 epochs), ahead of MoCo v2 on
+    # kNN and the probe: not warned about
+    ("fmnist_5k", "regioncl_m_ramp_warmup10_s0", 285, 190, None),
+    ("fmnist_5k", "regioncl_m_ramp_warmup10_s1", 285, 190, None),
     # the ramp on plain Fashion-MNIST's 60,000 images, 1.55 kNN points ahead of MoCo v2: not warned about
     ("fmnist", "regioncl_m_ramp_s0", 702, 234, None),
     ("fmnist", "regioncl_m_ramp_s1", 702, 234, None),
