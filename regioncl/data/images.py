@@ -26,6 +26,18 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", "
 # images (logos, icons) whose designers assume a white page.
 ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
+_warned: set[str] = set()  # bad images this process has named: later passes count them without repeating it
+
+
+def log_bad_image(image_id: str, reason: str, where: str = "") -> None:
+    """Name a skipped image once per process (a warning), at debug level on later passes: a run of
+    many epochs over a folder with a broken file would otherwise repeat the same line each epoch."""
+    first = image_id not in _warned
+    _warned.add(image_id)
+    logger.log(logging.WARNING if first else logging.DEBUG, "skipping bad image %s%s: %s%s", image_id, where,
+               reason, "" if first else " (named before)")
+
+
 #: consecutive unreadable images an item walks past before it gives up: a folder of corrupt downloads
 #: sorted together is skipped, counted and judged by the run's limits (data.max_bad_*), not fatal at once.
 MAX_CONSECUTIVE_BAD = 100
@@ -51,7 +63,7 @@ def load_decodable(source: Any, index: int, max_retries: int = MAX_CONSECUTIVE_B
             image, label = load(current, draft) if load is not None else source[current]
             return image, label, current, attempt
         except BadImageError as err:
-            logger.warning("skipping bad image %s (index %d): %s", err.image_id, current, err.reason)
+            log_bad_image(err.image_id, err.reason, f" (index {current})")
             reasons.append(f"{err.image_id}: {err.reason}")
             current = (current + 1) % n
     raise RuntimeError(

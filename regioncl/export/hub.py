@@ -287,6 +287,12 @@ def card_metrics(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float]
     for record in records:
         if not isinstance(record, Mapping):
             raise UserError(f"--metrics: expected JSON objects, got {record!r}")
+        if "knn_top1_after" in record or "knn_top1_before" in record:
+            raise UserError(
+                "--metrics: this is regioncl pretrain's summary (its training monitor's kNN, a fraction, on data the "
+                "card cannot name): score the exported encoder with regioncl knn, probe or finetune and give their "
+                "output (> evals.jsonl)"
+            )
         if "encoder" in record and "top1" in record and "protocol" not in record:
             raise UserError(
                 "--metrics: a probe or fine-tune result without its protocol (printed before they named it): "

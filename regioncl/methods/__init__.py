@@ -22,7 +22,7 @@ from .densecl import DenseCL
 from .mocov2 import MoCoV2
 from .simsiam import SimSiam
 
-__all__ = ["BASE_OF", "METHODS", "DenseCL", "MoCoV2", "SSLMethod", "SimSiam", "build_method"]
+__all__ = ["BASE_OF", "METHODS", "DenseCL", "MoCoV2", "SSLMethod", "SimSiam", "build_method", "method_arguments"]
 
 # name → (base method class, RegionCL mechanism: None, or whether it swaps)
 METHODS: dict[str, tuple[type[SSLMethod], bool | None]] = {
@@ -40,6 +40,11 @@ BASE_OF = {"regioncl_m": "mocov2", "regioncl_m_noswap": "mocov2", "regioncl_d": 
 
 def _init_names(cls: type) -> set[str]:
     return {n for c in cls.__mro__ if c not in (object, nn.Module) for n in inspect.signature(c.__init__).parameters}
+
+
+def method_arguments(name: str) -> set[str]:
+    """The arguments method ``name``'s constructor takes."""
+    return _init_names(METHODS[name][0])
 
 
 def _accepted(cls: type, args: dict[str, Any]) -> dict[str, Any]:

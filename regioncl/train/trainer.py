@@ -24,9 +24,9 @@ from ..backbones import compile_encoders, create_encoder
 from ..distributed import make_accelerator, progress_bar
 from ..errors import UserError
 from ..files import atomic_write, list_checkpoints, read_state, save_safetensors
-from ..methods import SSLMethod, build_method
+from ..methods import SSLMethod, build_method, method_arguments
 from . import checkpoint as ckpt
-from .config import PRECISIONS, PretrainConfig, config_json
+from .config import PRECISIONS, MethodConfig, PretrainConfig, config_json
 from .hostmem import keep_host_memory_for
 from .init import initialise_encoder
 from .loaders import TrainData
@@ -67,9 +67,25 @@ def finite(record: dict[str, Any]) -> bool:
     return all(math.isfinite(v) for k, v in record.items() if k.startswith("loss"))
 
 
+#: the ``method`` settings a base method's constructor takes, by its argument's name
+METHOD_ARGS = {
+    "proj_hidden_dim": "hidden_dim",
+    "proj_dim": "dim",
+    "pred_dim": "pred_dim",
+    "dense_weight": "dense_weight",
+    "queue_size": "queue_size",
+    "temperature": "temperature",
+    "key_momentum": "momentum",
+    "bn_groups": "bn_groups",
+}
+
+
 def build_model(cfg: PretrainConfig, world: int) -> SSLMethod:
     """The method of ``cfg`` on its backbone (random init from the global seed)."""
     m = cfg.method
+    args = {arg: getattr(m, field) for field, arg in METHOD_ARGS.items()}
+    if m.bn_groups is None:
+        args["bn_groups"] = 1 if world > 1 else 2
     return build_method(
         cfg.model.method,
         create_encoder(cfg.model.backbone, **cfg.model.backbone_args),
@@ -77,16 +93,22 @@ def build_model(cfg: PretrainConfig, world: int) -> SSLMethod:
         pairing=m.pairing,
         region_weight=m.region_weight,
         region_min_content=m.region_min_content,
-        hidden_dim=m.proj_hidden_dim,
-        dim=m.proj_dim,
-        pred_dim=m.pred_dim,
-        dense_weight=m.dense_weight,
-        queue_size=m.queue_size,
-        temperature=m.temperature,
-        momentum=m.key_momentum,
-        bn_groups=m.bn_groups if m.bn_groups is not None else (1 if world > 1 else 2),
         seed=cfg.run.seed,
+        **args,
     )
+
+
+def unused_method_settings(cfg: PretrainConfig) -> list[str]:
+    """The ``method`` settings changed from their defaults that the method has no use for
+    (``method.pred_dim`` for MoCo v2, ``method.queue_size`` for SimSiam...): one recipe serves
+    every method, so these are ignored, and named so that a user who meant them knows."""
+    names = method_arguments(cfg.model.method)
+    defaults = MethodConfig()
+    return [
+        f"method.{field}={getattr(cfg.method, field)!r}"
+        for field, arg in METHOD_ARGS.items()
+        if arg not in names and getattr(cfg.method, field) != getattr(defaults, field)
+    ]
 
 
 def synchronised_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
@@ -157,6 +179,11 @@ class Trainer:
         set_seed(cfg.run.seed)  # identical initial weights on every process
         # Model first: its checks (a feature map at this size, stride, box range, batch, queue) need no data.
         self.model = build_model(cfg, self.world)
+        unused = unused_method_settings(cfg)
+        if unused and acc.is_main_process:
+            logger.warning(
+                "%s: not used by %s, ignored (from the recipe or the command line)", ", ".join(unused), cfg.model.method
+            )
         self.model.check(cfg.data.image_size, batch_per_process, self.world)
         if cfg.run.diagnose_every:
             check_diagnosable(self.model, cfg.model.method)

@@ -386,6 +386,20 @@ def test_twoview_skips_bad_image_and_logs(caplog):
     assert wrapped["index"] == 0 and wrapped["bad"] == 1
 
 
+def test_a_bad_image_is_named_once_and_counted_on_every_pass(caplog, monkeypatch):
+    """Each epoch skips and counts the broken file again; its warning is not repeated each epoch."""
+    from regioncl.data import images
+
+    monkeypatch.setattr(images, "_warned", set())
+    ds = TwoViewDataset(_BadAt(SampleShapes("train", size=16, num_per_class=1), {1}), _to_tensor)
+    with caplog.at_level(logging.DEBUG, logger="regioncl.data"):
+        counts = [ds[(epoch, 1)]["bad"] for epoch in range(3)]
+    assert counts == [1, 1, 1]
+    named = [(r.levelno, r.getMessage()) for r in caplog.records if "img1" in r.getMessage()]
+    assert [level for level, _ in named] == [logging.WARNING, logging.DEBUG, logging.DEBUG], named
+    assert "corrupt for the test" in named[0][1] and "named before" in named[1][1]
+
+
 def test_twoview_gives_up_after_max_retries():
     base = SampleShapes("train", size=16, num_per_class=1)
     assert TwoViewDataset(_BadAt(base, {1, 2, 3}), _to_tensor, max_retries=3)[(0, 1)]["bad"] == 3

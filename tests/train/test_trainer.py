@@ -294,6 +294,31 @@ def test_a_tracker_that_cannot_log_is_refused_before_training(tmp_path, monkeypa
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_method_settings_the_method_does_not_use_are_named_in_the_log(tmp_path, caplog):
+    """One recipe serves every method, so a setting the method has no use for is ignored, not
+    refused; the run names it, so that a user who meant it (pred_dim for MoCo v2) knows."""
+    import logging
+
+    from regioncl.train.trainer import unused_method_settings
+
+    def cfg(method, **more):
+        return make_config(overrides={**TINY, "method": method, "run.output_dir": str(tmp_path / method), **more})
+
+    assert unused_method_settings(cfg("regioncl_m")) == []  # the default recipe's queue and momentum are MoCo v2's
+    assert unused_method_settings(cfg("simsiam")) == ["method.queue_size=32", "method.key_momentum=0.99"]
+    assert unused_method_settings(cfg("mocov2", **{"method.pred_dim": 256, "method.key_momentum": 0.9})) == [
+        "method.pred_dim=256"
+    ]
+    assert unused_method_settings(cfg("regioncl_s", **{"method.pred_dim": 256, "method.temperature": 0.1})) == [
+        "method.queue_size=32",
+        "method.temperature=0.1",
+        "method.key_momentum=0.99",
+    ]
+    with caplog.at_level(logging.WARNING, logger="regioncl"):
+        Trainer(cfg("mocov2", **{"method.pred_dim": 256}))
+    assert "method.pred_dim=256: not used by mocov2, ignored" in caplog.text
+
+
 def test_fields_that_may_change_on_resume_are_declared_on_them():
     from regioncl.train.config import may_change_on_resume
 
