@@ -30,8 +30,9 @@ _warned: set[str] = set()  # bad images this process has named: later passes cou
 
 
 def log_bad_image(image_id: str, reason: str, where: str = "") -> None:
-    """Name a skipped image once per process (a warning), at debug level on later passes: a run of
-    many epochs over a folder with a broken file would otherwise repeat the same line each epoch."""
+    """Name a skipped image once per process (a warning; each loader worker is one), at debug level
+    on later passes: a run of many epochs over a folder with a broken file would otherwise repeat
+    the same line each epoch."""
     first = image_id not in _warned
     _warned.add(image_id)
     logger.log(logging.WARNING if first else logging.DEBUG, "skipping bad image %s%s: %s%s", image_id, where,

@@ -23,7 +23,7 @@ import torch.utils.data
 
 from ..rng import derive_seed
 from .hf import HFSource
-from .images import MAX_CONSECUTIVE_BAD, BadImageError, load_decodable, log_bad_image
+from .images import MAX_CONSECUTIVE_BAD, BadImageError, load_decodable
 
 __all__ = ["EpochSampler", "StreamingTwoViewDataset", "TwoViewDataset"]
 
@@ -272,7 +272,8 @@ class StreamingTwoViewDataset(torch.utils.data.IterableDataset):
                     lambda draft, raw=raw, key=key: self.source.decode(raw, key, draft),
                     self.transform, derive_seed(self.seed, epoch, readers, reader, position))
             except BadImageError as err:
-                log_bad_image(err.image_id, err.reason)
+                # a stream's key is a position in this epoch's order, not the image: name each one
+                logger.warning("skipping bad image %s: %s", err.image_id, err.reason)
                 pending_bad += 1
                 continue
             if held is not None:

@@ -287,7 +287,7 @@ def card_metrics(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float]
     for record in records:
         if not isinstance(record, Mapping):
             raise UserError(f"--metrics: expected JSON objects, got {record!r}")
-        if "knn_top1_after" in record or "knn_top1_before" in record:
+        if {"knn_top1_after", "knn_top1_before"} & set(record) or {"step", "epoch"} <= set(record):
             raise UserError(
                 "--metrics: this is regioncl pretrain's summary (its training monitor's kNN, a fraction, on data the "
                 "card cannot name): score the exported encoder with regioncl knn, probe or finetune and give their "

@@ -181,7 +181,8 @@ class Trainer:
         self.model = build_model(cfg, self.world)
         unused = unused_method_settings(cfg)
         if unused and acc.is_main_process:
-            logger.warning(
+            # info, not a warning: a recipe written for MoCo v2 sets its queue for every method trained from it
+            logger.info(
                 "%s: not used by %s, ignored (from the recipe or the command line)", ", ".join(unused), cfg.model.method
             )
         self.model.check(cfg.data.image_size, batch_per_process, self.world)

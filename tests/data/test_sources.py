@@ -386,11 +386,16 @@ def test_twoview_skips_bad_image_and_logs(caplog):
     assert wrapped["index"] == 0 and wrapped["bad"] == 1
 
 
-def test_a_bad_image_is_named_once_and_counted_on_every_pass(caplog, monkeypatch):
-    """Each epoch skips and counts the broken file again; its warning is not repeated each epoch."""
+@pytest.fixture(autouse=True)
+def _no_bad_image_named_yet(monkeypatch):
+    """Each test starts as a fresh process does: no bad image named by an earlier test."""
     from regioncl.data import images
 
     monkeypatch.setattr(images, "_warned", set())
+
+
+def test_a_bad_image_is_named_once_and_counted_on_every_pass(caplog):
+    """Each epoch skips and counts the broken file again; its warning is not repeated each epoch."""
     ds = TwoViewDataset(_BadAt(SampleShapes("train", size=16, num_per_class=1), {1}), _to_tensor)
     with caplog.at_level(logging.DEBUG, logger="regioncl.data"):
         counts = [ds[(epoch, 1)]["bad"] for epoch in range(3)]

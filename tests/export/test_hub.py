@@ -246,6 +246,7 @@ def test_card_metrics_read_the_evaluations_output_in_percent_and_refuse_what_is_
         ([knn, elsewhere], "evaluations on different data"),
         # pretrain's own summary: fractions from the monitor, on data the card could not name
         ([{"knn_top1_before": 0.163, "knn_top1_after": 0.237, "step": 300, "epoch": 3}], "pretrain's summary"),
+        ([{"step": 120, "epoch": 1}], "pretrain's summary"),  # a run stopped early, without its kNN
     ):
         with pytest.raises(UserError, match=says):
             card_metrics(bad)

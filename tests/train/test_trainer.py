@@ -314,7 +314,7 @@ def test_method_settings_the_method_does_not_use_are_named_in_the_log(tmp_path, 
         "method.temperature=0.1",
         "method.key_momentum=0.99",
     ]
-    with caplog.at_level(logging.WARNING, logger="regioncl"):
+    with caplog.at_level(logging.INFO, logger="regioncl"):
         Trainer(cfg("mocov2", **{"method.pred_dim": 256}))
     assert "method.pred_dim=256: not used by mocov2, ignored" in caplog.text
 
