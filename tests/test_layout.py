@@ -16,6 +16,7 @@ LAYERS = {
         [
             "rng",
             "files",
+            "hubcache",
             "errors",
             "spelling",
             "processes",

@@ -7,28 +7,45 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.images import BadImageError, load_decodable
+from ..data.images import BadImageError, load_decodable, log_bad_image
 from ..data.workers import WorkerLoader
 from ..distributed import concat_all_gather, rank, world_size
 from ..errors import UserError, UserFileNotFoundError
 from ..export.checkpoints import encoder_facts, find_checkpoint_file, load_encoder
+from ..hubcache import cache_message, hub_or_cache_for, not_cached
 
 logger = logging.getLogger(__name__)
+
+
+class LeftOut(NamedTuple):
+    """An image of an evaluation that could not be decoded."""
+
+    image_id: str
+    reason: str
+    index: int
+
+
+def count_left_out(left_out: list[LeftOut]) -> int:
+    """Name each image of a batch left out (once per process), and count them."""
+    for item in left_out:
+        log_bad_image(item.image_id, item.reason, f" (index {item.index})")
+    return len(left_out)
 
 
 class LabelledImages(Dataset):
     """``(transform(image), label)`` pairs of a source, for feature extraction and probing.
 
     An image the source cannot decode (:class:`~regioncl.data.images.BadImageError`) is
-    logged with its id. For evaluation (the default) it comes back as ``None``, which
-    :func:`collate_skipping` leaves out of the batch and counts; for training
+    named in the log. For evaluation (the default) it comes back as a :class:`LeftOut`, which
+    :func:`collate_skipping` leaves out of the batch and the process that reads the batches names
+    (once: a loader's workers start afresh at each pass of the kNN monitor); for training
     (``substitute_bad``) the next decodable image takes its place, so batches keep their
     size (every process then runs the same steps, and mixup keeps its even batches).
     """
@@ -39,24 +56,26 @@ class LabelledImages(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | LeftOut:
         if self.substitute_bad:
             image, label, _, _ = load_decodable(self.source, index)
             return self.transform(image), label
         try:
             image, label = self.source[index]
         except BadImageError as err:
-            logger.warning("left out bad image %s (index %d): %s", err.image_id, index, err.reason)
-            return None
+            return LeftOut(err.image_id, err.reason, index)
         return self.transform(image), label
 
 
-def collate_skipping(items: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor | None, torch.Tensor, int]:
-    """``(images, labels, bad)``: the batch of the decodable items and the number left out
+def collate_skipping(
+    items: list[tuple[torch.Tensor, int] | LeftOut],
+) -> tuple[torch.Tensor | None, torch.Tensor, list[LeftOut]]:
+    """``(images, labels, left_out)``: the batch of the decodable items and those left out
     (``images`` is ``None`` when none was decodable)."""
-    good = [item for item in items if item is not None]
+    good = [item for item in items if not isinstance(item, LeftOut)]
     labels = torch.tensor([label for _, label in good], dtype=torch.long)
-    return (torch.stack([x for x, _ in good]) if good else None), labels, len(items) - len(good)
+    left_out = [item for item in items if isinstance(item, LeftOut)]
+    return (torch.stack([x for x, _ in good]) if good else None), labels, left_out
 
 
 def feature_map(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -69,20 +88,30 @@ def feature_map(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
 ENCODER_FORMS = "a run folder, a checkpoint folder, an export folder, a weights file, or a timm local-dir:/hf-hub: name"
 
 
+def create_timm_model(spec: str, num_classes: int) -> nn.Module:
+    """``timm.create_model(spec, pretrained=True)`` for a ``local-dir:``/``hf-hub:`` name, its
+    failures (not in the cache, no such repository, weights that do not fit) one :class:`UserError`.
+    Where the Hub cannot be reached, an ``hf-hub:`` name is read from the Hugging Face cache alone."""
+    import timm
+
+    if spec.startswith("local-dir:") and not (Path(spec[len("local-dir:") :]) / "config.json").is_file():
+        raise UserFileNotFoundError(f"{spec}: no config.json in that folder (an export of `regioncl export`?)")
+    with hub_or_cache_for(spec) as cache_only:
+        try:
+            return timm.create_model(spec, pretrained=True, num_classes=num_classes)
+        except (OSError, RuntimeError, ValueError) as e:  # huggingface_hub's (a malformed id too) and timm's
+            if cache_only and not_cached(e):
+                raise UserError(f"cannot load {spec}: {cache_message(spec[len('hf-hub:') :], cache_only)}") from e
+            raise UserError(f"cannot load {spec} with timm: {str(e).splitlines()[0]}") from e
+
+
 def load_eval_encoder(spec: str) -> nn.Module:
     """A frozen encoder to evaluate: a timm ``local-dir:``/``hf-hub:`` name, or anything
     :func:`regioncl.export.hub.export` accepts (a run folder, a checkpoint folder, a weights file).
     Its ``regioncl_image_size`` is the input size it was trained at, where its configuration says."""
     if not spec.startswith(("local-dir:", "hf-hub:")):
         return load_encoder(spec)[0]
-    import timm
-
-    if spec.startswith("local-dir:") and not (Path(spec[len("local-dir:") :]) / "config.json").is_file():
-        raise UserFileNotFoundError(f"{spec}: no config.json in that folder (an export of `regioncl export`?)")
-    try:
-        model = timm.create_model(spec, pretrained=True, num_classes=0)
-    except (OSError, RuntimeError) as e:  # not in the offline cache, no network, weights that do not fit
-        raise UserError(f"cannot load {spec} with timm: {str(e).splitlines()[0]}") from e
+    model = create_timm_model(spec, num_classes=0)
     size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     model.regioncl_image_size = int(size[-1]) if size else None
     return model
@@ -103,7 +132,8 @@ def trained_image_size(spec: str) -> int | None:
         elif spec.startswith("hf-hub:"):
             from huggingface_hub import hf_hub_download
 
-            config = json.loads(Path(hf_hub_download(spec[len("hf-hub:") :], "config.json")).read_text())
+            with hub_or_cache_for(spec):
+                config = json.loads(Path(hf_hub_download(spec[len("hf-hub:") :], "config.json")).read_text())
         else:
             config = find_checkpoint_file(spec)[1]
     except Exception:  # unreadable or absent: loading the encoder says what is wrong, in its words
@@ -183,8 +213,8 @@ def topk_accuracy(
     the processes' shares may differ by one batch.
     """
     counts, bad, classes = torch.zeros(3, dtype=torch.float64), 0, 0
-    for images, labels, skipped in _share_loader(source, transform, batch_size, num_workers):
-        bad += skipped
+    for images, labels, left_out in _share_loader(source, transform, batch_size, num_workers):
+        bad += count_left_out(left_out)
         if images is None:
             continue
         logits = predict(images.to(device, non_blocking=True)).float().cpu()
@@ -202,7 +232,7 @@ def topk_accuracy(
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module,
-    batches: Iterable[tuple[torch.Tensor | None, torch.Tensor, int]],
+    batches: Iterable[tuple[torch.Tensor | None, torch.Tensor, list[LeftOut]]],
     device: torch.device,
     channels_last: bool = False,
     normalize: bool = True,
@@ -219,8 +249,8 @@ def extract_features(
     encoder.eval()
     feats, labels, bad = [], [], 0
     try:
-        for images, target, skipped in batches:
-            bad += skipped
+        for images, target, left_out in batches:
+            bad += count_left_out(left_out)
             if images is None:
                 continue
             images = images.to(device, non_blocking=True)

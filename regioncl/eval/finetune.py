@@ -22,7 +22,7 @@ from ..data.workers import WorkerLoader
 from ..distributed import default_workers, make_accelerator, progress_bar
 from ..export.checkpoints import load_encoder
 from .configs import FinetuneConfig
-from .features import LabelledImages, eval_image_size, topk_accuracy
+from .features import LabelledImages, create_timm_model, eval_image_size, topk_accuracy
 from .linear import train_transform
 
 
@@ -30,9 +30,7 @@ def load_finetune_model(spec: str, num_classes: int) -> nn.Module:
     """A timm model with a fresh ``num_classes`` classifier on a pretrained encoder: a timm
     ``local-dir:``/``hf-hub:`` name, or anything :func:`regioncl.export.hub.export` accepts."""
     if spec.startswith(("local-dir:", "hf-hub:")):
-        import timm
-
-        return timm.create_model(spec, pretrained=True, num_classes=num_classes)
+        return create_timm_model(spec, num_classes)
     model = load_encoder(spec)[0]
     model.reset_classifier(num_classes)
     return model

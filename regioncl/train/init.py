@@ -4,7 +4,7 @@ The most common use of self-supervised pretraining today is to continue from an 
 encoder on one's own images. ``model.init`` names the weights in any form the evaluation
 commands accept (a run, checkpoint or export folder, a weights file, ``local-dir:``,
 ``hf-hub:``), or ``timm`` / ``timm:TAG`` for timm's own pretrained weights of the backbone
-(through the Hugging Face cache, so an offline cache serves them with ``HF_HUB_OFFLINE=1``).
+(through the Hugging Face cache, which serves them alone where the Hub cannot be reached).
 They are loaded into the online encoder, and copied into the key encoder where the method has
 one, at step 0 only: a resumed run takes its weights from its checkpoint.
 """
@@ -12,6 +12,7 @@ one, at step 0 only: a resumed run takes its weights from its checkpoint.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 
 from ..errors import UserError, UserFileNotFoundError
 from ..export.checkpoints import INIT_ONLY_ARGS, load_fitting
+from ..hubcache import cache_message, hub_or_cache, not_cached
 from ..methods import SSLMethod
 
 logger = logging.getLogger("regioncl")
@@ -34,17 +36,26 @@ def _timm_weights(spec: str, encoder: Any) -> tuple[dict[str, torch.Tensor], str
     name = tag if "." in tag else f"{arch}.{tag}" if tag else arch
     if name.split(".")[0] != arch:
         raise UserError(f"model.init {spec}: weights of {name.split('.')[0]}, but the backbone is {arch}")
-    args = {k: v for k, v in encoder.spec.model_args.items() if k not in INIT_ONLY_ARGS}
-    try:
-        model = timm.create_model(name, pretrained=True, num_classes=0, global_pool="", **args)
-    except RuntimeError as e:  # no such tag, or weights timm cannot find (offline, not in the cache)
+    if not timm.models.is_model_pretrained(name):  # a tag timm does not know, or an architecture without weights
+        tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{arch}.*")]
         raise UserError(
-            f"model.init {spec}: timm has no weights for {name} here ({str(e).splitlines()[0]}); "
-            "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache"
-        ) from e
-    except OSError as e:
-        raise UserError(f"model.init {spec}: cannot fetch timm's weights for {name} ({str(e).splitlines()[0]})") from e
-    hub_id = (model.pretrained_cfg or {}).get("hf_hub_id")
+            f"model.init {spec}: timm has no weights for {name}"
+            + (f" (its tags: {', '.join(tags)})" if tags else "; leave model.init out for a random init")
+        )
+    hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+    args = {k: v for k, v in encoder.spec.model_args.items() if k not in INIT_ONLY_ARGS}
+    # weights timm fetches from a plain URL (torch.hub's cache) are not the Hub's to switch off
+    with hub_or_cache(f"model.init {spec}") if hub_id else nullcontext(None) as cache_only:
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0, global_pool="", **args)
+        except (RuntimeError, OSError, ValueError) as e:
+            if cache_only and not_cached(e):
+                raise UserError(
+                    f"model.init {spec}: {cache_message(hub_id, cache_only)}, or leave model.init out for a random init"
+                ) from e
+            raise UserError(
+                f"model.init {spec}: cannot fetch timm's weights for {name} ({str(e).splitlines()[0]})"
+            ) from e
     found = f"timm:{name}" if "." in name else f"timm:{name}.{model.pretrained_cfg.get('tag', '')}".rstrip(".")
     return model.state_dict(), found + (f" ({hub_id})" if hub_id else "")
 

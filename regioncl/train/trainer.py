@@ -24,7 +24,7 @@ from ..backbones import compile_encoders, create_encoder
 from ..distributed import make_accelerator, progress_bar
 from ..errors import UserError
 from ..files import atomic_write, list_checkpoints, read_state, save_safetensors
-from ..methods import SSLMethod, build_method, method_arguments
+from ..methods import METHODS, SSLMethod, build_method, method_arguments
 from . import checkpoint as ckpt
 from .config import PRECISIONS, MethodConfig, PretrainConfig, config_json
 from .hostmem import keep_host_memory_for
@@ -104,11 +104,15 @@ def unused_method_settings(cfg: PretrainConfig) -> list[str]:
     every method, so these are ignored, and named so that a user who meant them knows."""
     names = method_arguments(cfg.model.method)
     defaults = MethodConfig()
-    return [
+    unused = [
         f"method.{field}={getattr(cfg.method, field)!r}"
         for field, arg in METHOD_ARGS.items()
         if arg not in names and getattr(cfg.method, field) != getattr(defaults, field)
     ]
+    # The trainer reads sync_bn, not the constructor: only for a method that wants its batch norm synchronised.
+    if cfg.method.sync_bn != defaults.sync_bn and not METHODS[cfg.model.method][0].sync_batch_norm:
+        unused.append(f"method.sync_bn={cfg.method.sync_bn!r}")
+    return unused
 
 
 def synchronised_batch_norm(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,16 +113,17 @@ def test_knn_eval_accepts_a_checkpoint_a_local_dir_and_an_offline_hub_id(tmp_pat
 
 
 @pytest.mark.slow
-def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
+def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog, monkeypatch):
     """A corrupt file in the bank and one in the queries: kNN, features and top-k accuracy equal
     those of the clean folders, and the skips are logged with the file's name."""
     import shutil
 
     from regioncl.backbones import create_encoder
-    from regioncl.data import build_source, eval_transform
+    from regioncl.data import build_source, eval_transform, images
     from regioncl.eval.features import encode_source, topk_accuracy
     from regioncl.eval.knn import knn_evaluate
 
+    monkeypatch.setattr(images, "_warned", set())
     dirty = separable_folder.parent / "dirty"
     shutil.copytree(separable_folder, dirty)
     for split in ("train", "val"):
@@ -140,6 +143,17 @@ def test_bad_images_are_left_out_counted_and_logged(separable_folder, caplog):
     assert torch.equal(y_bad, y) and torch.allclose(x_bad, x, atol=1e-6)
     assert top1_bad == knn_evaluate(encoder, *clean, tf, cpu, k=5, batch_size=5)
     assert "zz_corrupt.png" in caplog.text and "1 of 25 images could not be decoded" in caplog.text
+    named = [r for r in caplog.records if r.levelno == logging.WARNING and "zz_corrupt.png" in r.getMessage()]
+    assert len(named) == 2  # the bank's file and the queries', each named once though the bank was read twice
+
+    # Read by loader workers, fresh ones at each pass (as the kNN monitor's): named once, by this process.
+    monkeypatch.setattr(images, "_warned", set())
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            encode_source(encoder, bad[0], tf, cpu, batch_size=5, num_workers=1)
+    named = [r for r in caplog.records if "zz_corrupt.png" in r.getMessage()]
+    assert len(named) == 1 and caplog.text.count(f"1 of {len(bad[0])} images could not be decoded") == 2
 
     # Every decodable image counts exactly once: a perfect predictor scores 1, a constant one 12/24 top-1.
     def predict(images):

@@ -309,6 +309,10 @@ def test_method_settings_the_method_does_not_use_are_named_in_the_log(tmp_path, 
     assert unused_method_settings(cfg("mocov2", **{"method.pred_dim": 256, "method.key_momentum": 0.9})) == [
         "method.pred_dim=256"
     ]
+    assert unused_method_settings(cfg("regioncl_m", **{"method.sync_bn": False})) == ["method.sync_bn=False"]
+    assert unused_method_settings(cfg("regioncl_s", **{"method.sync_bn": False, "method.queue_size": 65536})) == [
+        "method.key_momentum=0.99"
+    ]
     assert unused_method_settings(cfg("regioncl_s", **{"method.pred_dim": 256, "method.temperature": 0.1})) == [
         "method.queue_size=32",
         "method.temperature=0.1",
