@@ -293,8 +293,9 @@ class Trainer:
             + (f" ({classes} classes)" if classes else "")
         )
         per_process = cfg.optim.batch_size // self.world
+        n = self.total_steps / data.steps_per_epoch if data.steps_per_epoch else 0.0
         epochs = (
-            f"{self.total_steps / data.steps_per_epoch:g} epochs of {data.steps_per_epoch:,} steps"
+            (f"{round(n, 2):,g}" if n >= 1 else f"{n:.2g}") + f" epochs of {data.steps_per_epoch:,} steps"
             if data.steps_per_epoch
             else "a stream"
         )
@@ -309,7 +310,7 @@ class Trainer:
         return (
             f"{cfg.model.method} on {cfg.model.backbone}, {cfg.data.image_size} px: {images}; batch "
             f"{cfg.optim.batch_size} ({self.world} process{'es' if self.world > 1 else ''} × {per_process}), "
-            f"{epochs} = {self.total_steps:,} steps; lr {cfg.optim.lr:g} with {warmup:,} warm-up steps, then "
+            f"{epochs} = {self.total_steps:,} step{'s' if self.total_steps != 1 else ''}; lr {cfg.optim.lr:g} with {warmup:,} warm-up steps, then "
             f"cosine; {cfg.run.precision} on {self.accelerator.device.type}; {start}; output in {self.out}"
         )
 

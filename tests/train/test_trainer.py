@@ -1,6 +1,7 @@
 """End-to-end runs of the trainer on tiny CPU settings."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,18 @@ def test_a_tracker_that_cannot_log_is_refused_before_training(tmp_path, monkeypa
     with pytest.raises(UserError, match=r"all, but no tracker is installed"):
         trainer("all")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_the_runs_summary_reads_well_for_a_run_cut_short(tmp_path):
+    """A run that max_steps stops within its first epoch: a fraction of an epoch a person can read, one step."""
+    trainer = Trainer(
+        make_config(
+            overrides={**TINY, "batch_size": 6, "queue_size": 36, "max_steps": 1, "run.output_dir": str(tmp_path / "r")}
+        )
+    )
+    spe = trainer.data.steps_per_epoch
+    epochs = re.search(rf"([0-9.e-]+) epochs of {spe:,} steps = 1 step; lr", trainer.summary()).group(1)
+    assert abs(float(epochs) - 1 / spe) < 0.01 / spe and len(epochs.replace("0.", "").lstrip("0")) <= 3
 
 
 def test_method_settings_the_method_does_not_use_are_named_in_the_log(tmp_path, caplog):
