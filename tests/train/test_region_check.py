@@ -168,6 +168,9 @@ REAL_RUNS = [
     # the ramp on the same 60,000 at a quarter of the area, 1.81 kNN points ahead: not warned about
     ("fmnist_frame", "regioncl_m_ramp_f25_s0", 702, 234, None),
     ("fmnist_frame", "regioncl_m_ramp_f25_s1", 702, 234, None),
+    # and at half the area, 2.54 kNN points ahead: not warned about
+    ("fmnist_frame", "regioncl_m_ramp_f50_s0", 702, 234, None),
+    ("fmnist_frame", "regioncl_m_ramp_f50_s1", 702, 234, None),
     # the ramp on plain Fashion-MNIST's 60,000 images, 1.55 kNN points ahead of MoCo v2: not warned about
     ("fmnist", "regioncl_m_ramp_s0", 702, 234, None),
     ("fmnist", "regioncl_m_ramp_s1", 702, 234, None),
