@@ -62,6 +62,20 @@ def lr_at(cfg: PretrainConfig, step: int, total_steps: int, steps_per_epoch: int
     return o.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def schedule_words(cfg: PretrainConfig, total_steps: int, steps_per_epoch: int) -> str:
+    """The learning rate's schedule as the run's summary gives it; a warm-up that outlasts a run cut
+    short (``optim.max_steps``) says where the lr stops, since it never reaches ``optim.lr``."""
+    lr, warmup = cfg.optim.lr, warmup_steps(cfg, steps_per_epoch)
+    if total_steps == 0:
+        return "nothing trained (optim.max_steps 0)"
+    if warmup == 0:
+        return f"lr {lr:g}, then cosine"
+    if warmup > total_steps:
+        last = lr_at(cfg, total_steps - 1, total_steps, steps_per_epoch)
+        return f"lr warming up to {lr:g} over {warmup:,} steps, more than the run's {total_steps:,}: it stops at {last:.2g}"
+    return f"lr {lr:g} with {warmup:,} warm-up steps, then cosine"
+
+
 def finite(record: dict[str, Any]) -> bool:
     """Whether every loss term of a metrics record is finite (a NaN or Inf on any process carries into the sums)."""
     return all(math.isfinite(v) for k, v in record.items() if k.startswith("loss"))
@@ -299,7 +313,6 @@ class Trainer:
             if data.steps_per_epoch
             else "a stream"
         )
-        warmup = warmup_steps(cfg, self.nominal_epoch_steps)
         start = (
             f"resumes at {self.start_from}"
             if self.start_from
@@ -310,8 +323,8 @@ class Trainer:
         return (
             f"{cfg.model.method} on {cfg.model.backbone}, {cfg.data.image_size} px: {images}; batch "
             f"{cfg.optim.batch_size} ({self.world} process{'es' if self.world > 1 else ''} × {per_process}), "
-            f"{epochs} = {self.total_steps:,} step{'s' if self.total_steps != 1 else ''}; lr {cfg.optim.lr:g} with {warmup:,} warm-up steps, then "
-            f"cosine; {cfg.run.precision} on {self.accelerator.device.type}; {start}; output in {self.out}"
+            f"{epochs} = {self.total_steps:,} step{'s' if self.total_steps != 1 else ''}; "
+            f"{schedule_words(cfg, self.total_steps, self.nominal_epoch_steps)}; {cfg.run.precision} on {self.accelerator.device.type}; {start}; output in {self.out}"
         )
 
     def _sync_batch_norm(self) -> None:

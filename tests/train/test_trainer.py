@@ -16,7 +16,7 @@ from regioncl.methods import METHODS
 from regioncl.train.checkpoint import resolve_resume
 from regioncl.train.config import make_config
 from regioncl.train.loaders import ShardedBatchSampler, TrainData
-from regioncl.train.trainer import Trainer, lr_at
+from regioncl.train.trainer import Trainer, lr_at, schedule_words
 
 
 def run(tmp_path, name="run", **kw):
@@ -116,6 +116,17 @@ def test_cosine_schedule_without_and_with_warmup():
     assert [lr_at(cfg, s, 110, 10) for s in (0, 4, 9)] == pytest.approx([0.01, 0.05, 0.1])
     assert lr_at(cfg, 10, 110, 10) == pytest.approx(0.1)
     assert lr_at(cfg, 60, 110, 10) == pytest.approx(0.05)
+
+
+def test_the_summary_says_where_a_warm_up_longer_than_the_run_leaves_the_lr():
+    """A run cut short inside its warm-up never reaches optim.lr: the summary gives the lr it stops
+    at (the last step's), not a cosine that never comes."""
+    cfg = make_config(overrides={"lr": 0.1, "warmup_epochs": 1})
+    assert schedule_words(cfg, 110, 10) == "lr 0.1 with 10 warm-up steps, then cosine"
+    assert schedule_words(cfg, 4, 10) == "lr warming up to 0.1 over 10 steps, more than the run's 4: it stops at 0.04"
+    assert schedule_words(cfg, 9, 10).endswith("the run's 9: it stops at 0.09")
+    assert schedule_words(cfg, 0, 10) == "nothing trained (optim.max_steps 0)"
+    assert schedule_words(make_config(overrides={"lr": 0.1, "warmup_epochs": 0}), 5, 10) == "lr 0.1, then cosine"
 
 
 @pytest.mark.parametrize(
