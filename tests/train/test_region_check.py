@@ -158,6 +158,7 @@ REAL_RUNS = [
     # kNN and the probe: not warned about
     ("fmnist_5k", "regioncl_m_ramp_warmup10_s0", 285, 190, None),
     ("fmnist_5k", "regioncl_m_ramp_warmup10_s1", 285, 190, None),
+    ("fmnist_5k", "regioncl_m_ramp_warmup10_s2", 285, 190, None),
     # all 60,000 images framed to a quarter of the area, 1.31 kNN points ahead of MoCo v2: both losses
     # climb in the warm-up and fall for the rest of the run; not warned about
     ("fmnist_frame", "regioncl_m_f25_s0", 702, 234, None),
