@@ -285,8 +285,10 @@ class PretrainConfig:
         for name, value in {
             "data.max_bad_images": self.data.max_bad_images,
             "run.diagnose_every": self.run.diagnose_every,
+            "optim.max_steps": self.optim.max_steps,
+            "optim.warmup_epochs": self.optim.warmup_epochs,
         }.items():
-            if value < 0:
+            if value is not None and value < 0:
                 raise UserError(f"{name} must be >= 0, got {value}")
         if self.run.precision not in (None, *PRECISIONS):
             raise UserError(f"run.precision must be one of {list(PRECISIONS)} (or null), got {self.run.precision!r}")

@@ -266,6 +266,8 @@ def test_command_line_options_and_the_printed_recipe(tmp_path, capsys):
     for bad, says in (
         (["--optim.lrr", "1"], "optim.lrr"),
         (["--optim.lr", "-1"], "optim.lr must be positive"),
+        (["--optim.max_steps", "-3"], "optim.max_steps must be >= 0, got -3"),
+        (["--optim.warmup_epochs", "-1"], "optim.warmup_epochs must be >= 0, got -1"),
         (["--optim.lr", "fast"], "optim.lr"),
         (["--config", "no_such_recipe"], "no_such_recipe"),
         # a region option on a base method would be silently ignored
